@@ -1,0 +1,76 @@
+"""Device authentication: ``Authorization: Device gw_<key>.<secret>``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import authentication, exceptions
+from rest_framework.permissions import BasePermission
+from rest_framework.throttling import SimpleRateThrottle
+
+from devices.models import Device, DeviceToken
+from devices.services import device_token_authenticate
+
+
+class DevicePrincipal:
+    """What ``request.user`` is for a device: authenticated, but never a person."""
+
+    is_authenticated = True
+    is_anonymous = False
+    is_active = True
+    is_staff = False
+    is_superuser = False
+
+    def __init__(self, device: Device) -> None:
+        self.device = device
+        self.pk = None
+
+    def __str__(self) -> str:
+        return f"device {self.device.code}"
+
+
+class DeviceTokenAuthentication(authentication.BaseAuthentication):
+    keyword = "Device"
+
+    def authenticate(self, request: Any) -> tuple[DevicePrincipal, DeviceToken] | None:
+        header = authentication.get_authorization_header(request).split()
+        if not header or header[0].lower() != self.keyword.lower().encode():
+            return None
+        if len(header) != 2:
+            raise exceptions.AuthenticationFailed("Malformed Device authorization header.")
+        try:
+            raw = header[1].decode()
+        except UnicodeError as exc:
+            raise exceptions.AuthenticationFailed("Malformed device token.") from exc
+        token = device_token_authenticate(raw)
+        if token is None:
+            raise exceptions.AuthenticationFailed("Invalid or revoked device token.")
+        if token.device.status != Device.Status.ACTIVE:
+            raise exceptions.AuthenticationFailed("This device is disabled.")
+        return DevicePrincipal(token.device), token
+
+    def authenticate_header(self, request: Any) -> str:
+        return self.keyword
+
+
+class IsDevice(BasePermission):
+    message = "This endpoint takes a device token (Authorization: Device <token>)."
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        return isinstance(request.auth, DeviceToken)
+
+
+def request_device(request: Any) -> Device:
+    assert isinstance(request.user, DevicePrincipal)
+    return request.user.device
+
+
+class DeviceRateThrottle(SimpleRateThrottle):
+    """Per-device budget, so one runaway unit cannot starve the rest of the fleet."""
+
+    scope = "device"
+
+    def get_cache_key(self, request: Any, view: Any) -> str | None:
+        if isinstance(request.user, DevicePrincipal):
+            return self.cache_format % {"scope": self.scope, "ident": request.user.device.pk}
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}

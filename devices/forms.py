@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from accounts.forms import style_form
+from devices.api.serializers import validate_e164
+from devices.models import Device, TrustedContact
+
+
+class DeviceForm(forms.ModelForm):
+    class Meta:
+        model = Device
+        fields = ["name", "kind", "latitude", "longitude", "heartbeat_interval_s", "sensitivity_threshold"]
+        help_texts = {"latitude": "Fixed location of a home device (vehicles report theirs by GPS)."}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        style_form(self)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if (data.get("latitude") is None) != (data.get("longitude") is None):
+            self.add_error("latitude", "Give both latitude and longitude, or neither.")
+        return data
+
+
+class TrustedContactForm(forms.ModelForm):
+    channels = forms.MultipleChoiceField(
+        choices=TrustedContact.Channel.choices, widget=forms.CheckboxSelectMultiple, initial=["email"]
+    )
+
+    class Meta:
+        model = TrustedContact
+        fields = ["name", "relation", "email", "phone", "channels", "devices"]
+        widgets = {"devices": forms.CheckboxSelectMultiple}
+
+    def __init__(self, *args: Any, owner: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["devices"].queryset = Device.objects.filter(owner=owner)
+        self.fields["devices"].help_text = "Leave empty to be told about every device."
+        style_form(self)
+
+    def clean_phone(self) -> str:
+        from rest_framework.exceptions import ValidationError as ApiValidationError
+
+        try:
+            return validate_e164(self.cleaned_data.get("phone", ""))
+        except ApiValidationError as exc:
+            raise forms.ValidationError(str(exc.detail[0])) from exc
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        channels = data.get("channels") or []
+        if "email" in channels and not data.get("email"):
+            self.add_error("email", "An email address is needed for the email channel.")
+        if "sms" in channels and not data.get("phone"):
+            self.add_error("phone", "A phone number is needed for the SMS channel.")
+        return data

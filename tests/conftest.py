@@ -1,0 +1,107 @@
+"""Shared fixtures: the cast (owner, other owner, police, pending police, admin), clients, devices."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from accounts.models import User
+from devices import services
+from devices.models import Device
+from tests.factories import DeviceFactory, PoliceStationFactory, PoliceUserFactory, UserFactory
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("GUNWATCH_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated(settings, tmp_path: Path) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """Every test gets its own media folder and an empty cache (throttle counters live there)."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def owner(db: None) -> User:
+    return UserFactory(username="alice")
+
+
+@pytest.fixture
+def other_owner(db: None) -> User:
+    return UserFactory(username="bob")
+
+
+@pytest.fixture
+def station(db: None):  # type: ignore[no-untyped-def]
+    return PoliceStationFactory(name="Mitte", latitude=52.52, longitude=13.405)
+
+
+@pytest.fixture
+def police_user(station) -> User:  # type: ignore[no-untyped-def]
+    return PoliceUserFactory(username="officer", police_station=station)
+
+
+@pytest.fixture
+def pending_police(db: None) -> User:
+    return UserFactory(username="rookie", role=User.Role.POLICE)
+
+
+@pytest.fixture
+def admin_user(db: None) -> User:
+    return UserFactory(username="root", role=User.Role.ADMIN, is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def api_client() -> APIClient:
+    return APIClient()
+
+
+def client_for(user: User) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+@pytest.fixture
+def owner_client(owner: User) -> APIClient:
+    return client_for(owner)
+
+
+@pytest.fixture
+def other_client(other_owner: User) -> APIClient:
+    return client_for(other_owner)
+
+
+@pytest.fixture
+def device(owner: User) -> Device:
+    return DeviceFactory(owner=owner, name="Home")
+
+
+@pytest.fixture
+def paired_device(owner: User) -> tuple[Device, str]:
+    """A device that went through the real pairing flow, with its raw token."""
+    device, issued = services.device_create(owner=owner, name="Kitchen", kind=Device.Kind.HOME,
+                                            latitude=52.52, longitude=13.405)
+    paired = services.device_pair(pairing_code=issued.code)
+    return paired.device, paired.token
+
+
+@pytest.fixture
+def device_client(paired_device: tuple[Device, str]) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Device {paired_device[1]}")
+    return client
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED_DATA / "manifest.csv").exists():
+        pytest.skip(f"labelled audio not available at {SHARED_DATA}")
+    return SHARED_DATA
