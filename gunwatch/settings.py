@@ -228,8 +228,12 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
+        # Last, so that a device token reaching a user endpoint is recognised and refused with a
+        # clear 403 instead of looking anonymous.
+        "devices.auth.DeviceTokenAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # People only by default: a device must be let in explicitly (devices.auth.IsDevice).
+    "DEFAULT_PERMISSION_CLASSES": ["accounts.permissions.IsPerson"],
     "DEFAULT_PAGINATION_CLASS": "gunwatch.api.Pagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": [
