@@ -87,8 +87,8 @@ def device(owner: User) -> Device:
 @pytest.fixture
 def paired_device(owner: User) -> tuple[Device, str]:
     """A device that went through the real pairing flow, with its raw token."""
-    device, issued = services.device_create(owner=owner, name="Kitchen", kind=Device.Kind.HOME,
-                                            latitude=52.52, longitude=13.405)
+    _, issued = services.device_create(owner=owner, name="Kitchen", kind=Device.Kind.HOME,
+                                       latitude=52.52, longitude=13.405)
     paired = services.device_pair(pairing_code=issued.code)
     return paired.device, paired.token
 
