@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
@@ -38,7 +36,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     ]
     context = {
         "devices": devices,
-        "markers_json": json.dumps(markers),
+        "markers": markers,
         "online_count": sum(device.is_online for device in devices),
     }
     return render(request, "devices/dashboard.html", context)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,3 +106,30 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "manifest.csv").exists():
         pytest.skip(f"labelled audio not available at {SHARED_DATA}")
     return SHARED_DATA
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+
+
+@pytest.fixture
+def browser_page(monkeypatch):  # type: ignore[no-untyped-def]
+    """A headless Chromium page (Debian's chromium driven by Playwright); skips where it is absent."""
+    if not CHROMIUM.exists():
+        pytest.skip("headless Chromium (apt-get install chromium) is not installed")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes around
+    # it are still plain synchronous code.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        # Map tiles would go to the internet, which this machine cannot reach; answer them locally.
+        context.route(re.compile(r"tile\.openstreetmap\.org"), lambda route: route.fulfill(status=204))
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        yield page
+        browser.close()

@@ -51,7 +51,7 @@ class Command(BaseCommand):
                           longitude=13.4094)
         if quiet:
             return
-        self.stdout.write(self.style.SUCCESS("Demo accounts (password for all: %s)" % password))
+        self.stdout.write(self.style.SUCCESS(f"Demo accounts (password for all: {password})"))
         for user in (admin, police, owner):
             self.stdout.write(f"  {user.get_role_display():<13} {user.username}")
 
