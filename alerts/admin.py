@@ -1,13 +1,70 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.http import HttpRequest
 
-from alerts.models import PoliceStation
+from alerts.models import Detection, Incident, IncidentEvent, Notification, PoliceStation
 
 
 @admin.register(PoliceStation)
 class PoliceStationAdmin(admin.ModelAdmin):
-    list_display = ["name", "latitude", "longitude", "jurisdiction_radius_km", "contact_email", "contact_phone",
-                    "is_active"]
+    list_display = ["name", "latitude", "longitude", "jurisdiction_radius_km", "has_polygon", "contact_email",
+                    "contact_phone", "has_webhook", "is_active"]
     list_filter = ["is_active"]
     search_fields = ["name", "address", "contact_email"]
+
+    @admin.display(boolean=True, description="Polygon")
+    def has_polygon(self, station: PoliceStation) -> bool:
+        return bool(station.jurisdiction_geojson)
+
+    @admin.display(boolean=True, description="Webhook")
+    def has_webhook(self, station: PoliceStation) -> bool:
+        return bool(station.webhook_url)
+
+
+class DetectionInline(admin.TabularInline):
+    model = Detection
+    extra = 0
+    fields = ["device", "event_at", "latitude", "longitude", "accuracy_m", "clock_source", "score", "shots"]
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Incident | None = None) -> bool:
+        return False
+
+
+class IncidentEventInline(admin.TabularInline):
+    model = IncidentEvent
+    extra = 0
+    fields = ["at", "kind", "actor", "message"]
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Incident | None = None) -> bool:
+        return False
+
+
+@admin.register(Incident)
+class IncidentAdmin(admin.ModelAdmin):
+    """Operators inspect incidents here; officers work them on the map and the incident page."""
+
+    list_display = ["code", "first_detected_at", "status", "disposition", "device_count", "shots",
+                    "max_confidence", "location_method", "radius_m"]
+    list_filter = ["status", "disposition", "location_method"]
+    search_fields = ["code"]
+    date_hierarchy = "first_detected_at"
+    readonly_fields = ["code", "first_detected_at", "last_detected_at", "latitude", "longitude", "radius_m",
+                       "location_method", "residual_m", "shots", "max_confidence", "device_count", "revision",
+                       "notified_at", "opened_at", "updated_at", "closed_at", "evidence_clip"]
+    raw_id_fields = ["stations"]
+    inlines = [DetectionInline, IncidentEventInline]
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    list_display = ["incident", "recipient_kind", "recipient_name", "channel", "status", "attempts", "sent_at"]
+    list_filter = ["status", "channel", "recipient_kind"]
+    search_fields = ["recipient_name", "target", "incident__code"]
+    list_select_related = ["incident"]
+    raw_id_fields = ["incident", "user", "contact", "station", "owner"]
+    readonly_fields = ["attempts", "last_error", "created_at", "updated_at", "sent_at"]

@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import uuid
+
+from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models import Q
 
 
 class PoliceStation(models.Model):
@@ -26,6 +30,222 @@ class PoliceStation(models.Model):
 
     class Meta:
         ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Incident(models.Model):
+    """One gunfire event, possibly heard by several devices, and what the police did about it.
+
+    ``code`` is the public id. ``revision`` grows with every change so a map client that
+    receives an older copy of an incident after a newer one (a catch-up fetch racing a live
+    message) keeps the newer. The location is the best current estimate; ``radius_m`` says how
+    far the source may be from it.
+    """
+
+    class Status(models.TextChoices):
+        NEW = "new", "New"
+        ACKNOWLEDGED = "acknowledged", "Acknowledged"
+        EN_ROUTE = "en_route", "En route"
+        ON_SCENE = "on_scene", "On scene"
+        CLOSED = "closed", "Closed"
+
+    class Disposition(models.TextChoices):
+        CONFIRMED_GUNFIRE = "confirmed_gunfire", "Confirmed gunfire"
+        NO_EVIDENCE = "no_evidence", "No evidence found"
+        OTHER_SOURCE = "other_source", "Other source (fireworks, vehicle …)"
+        FALSE_ALARM = "false_alarm", "False alarm"
+
+    class LocationMethod(models.TextChoices):
+        SINGLE = "single", "One device"
+        CENTROID = "centroid", "Devices' centroid"
+        TDOA = "tdoa", "Time difference of arrival"
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.NEW)
+    disposition = models.CharField(max_length=24, choices=Disposition.choices, blank=True)
+    first_detected_at = models.DateTimeField(help_text="Event time of the earliest detection")
+    last_detected_at = models.DateTimeField(help_text="Event time of the latest detection")
+    latitude = models.FloatField(null=True, blank=True)
+    longitude = models.FloatField(null=True, blank=True)
+    radius_m = models.FloatField(null=True, blank=True)
+    location_method = models.CharField(max_length=16, choices=LocationMethod.choices, blank=True)
+    residual_m = models.FloatField(null=True, blank=True)
+    shots = models.PositiveIntegerField(default=0)
+    max_confidence = models.FloatField(default=0)
+    device_count = models.PositiveIntegerField(default=0)
+    evidence_clip = models.ForeignKey(
+        "detection.Clip", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    stations = models.ManyToManyField(PoliceStation, blank=True, related_name="incidents")
+    revision = models.PositiveIntegerField(default=1)
+    notified_at = models.DateTimeField(null=True, blank=True)
+    opened_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-first_detected_at", "-id"]
+        indexes = [
+            # Joining looks only at incidents still open, by the time of their latest detection.
+            models.Index(fields=["last_detected_at"], name="alerts_incident_open_last",
+                         condition=~Q(status="closed")),
+            models.Index(fields=["updated_at"], name="alerts_incident_updated"),
+            models.Index(fields=["first_detected_at"], name="alerts_incident_first"),
+        ]
+
+    def __str__(self) -> str:
+        return f"incident {self.code}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status != self.Status.CLOSED
+
+    @property
+    def has_location(self) -> bool:
+        return self.latitude is not None and self.longitude is not None
+
+
+class Detection(models.Model):
+    """One positive classification that contributed to an incident.
+
+    The classification is unique here, so a redelivered pipeline task cannot count a clip twice.
+    ``event_at`` is when the device heard the shot (recording start plus the trigger offset);
+    position and accuracy are frozen at detection time because vehicles move.
+    """
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="detections")
+    classification = models.OneToOneField(
+        "detection.Classification", on_delete=models.CASCADE, related_name="incident_detection"
+    )
+    clip = models.ForeignKey("detection.Clip", on_delete=models.CASCADE, related_name="+")
+    device = models.ForeignKey("devices.Device", on_delete=models.CASCADE, related_name="incident_detections")
+    event_at = models.DateTimeField()
+    latitude = models.FloatField(null=True, blank=True)
+    longitude = models.FloatField(null=True, blank=True)
+    accuracy_m = models.FloatField(default=0)
+    clock_source = models.CharField(max_length=16, blank=True)
+    score = models.FloatField()
+    shots = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["event_at", "id"]
+        indexes = [models.Index(fields=["device", "event_at"], name="alerts_detection_device")]
+
+    def __str__(self) -> str:
+        return f"detection {self.pk} of {self.incident_id}"
+
+    @property
+    def has_position(self) -> bool:
+        return self.latitude is not None and self.longitude is not None
+
+
+class IncidentEvent(models.Model):
+    """One line of an incident's timeline: detections, notifications and every police action."""
+
+    class Kind(models.TextChoices):
+        OPENED = "opened", "Opened"
+        DETECTION = "detection", "Detection added"
+        LOCATED = "located", "Location updated"
+        NOTIFIED = "notified", "Notification sent"
+        NOTIFICATION_FAILED = "notification_failed", "Notification failed"
+        ACKNOWLEDGED = "acknowledged", "Acknowledged"
+        EN_ROUTE = "en_route", "En route"
+        ON_SCENE = "on_scene", "On scene"
+        CLOSED = "closed", "Closed"
+        NOTE = "note", "Note"
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=24, choices=Kind.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    message = models.CharField(max_length=500, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} at {self.at:%H:%M:%S}"
+
+
+class Notification(models.Model):
+    """One message to one recipient over one channel about one incident.
+
+    The row is written before the send and claimed (queued → sending) by a conditional update,
+    so a redelivered task never sends it twice; the unique constraint keeps a recipient from
+    being told twice about the same incident on the same channel.
+    """
+
+    class Channel(models.TextChoices):
+        EMAIL = "email", "Email"
+        SMS = "sms", "SMS"
+        WEBHOOK = "webhook", "Webhook"
+
+    class RecipientKind(models.TextChoices):
+        OWNER = "owner", "Device owner"
+        CONTACT = "contact", "Trusted contact"
+        STATION = "station", "Police station"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="notifications")
+    recipient_kind = models.CharField(max_length=16, choices=RecipientKind.choices)
+    # "user:<pk>", "contact:<pk>" or "station:<pk>": one key across the three recipient kinds.
+    recipient_key = models.CharField(max_length=40)
+    recipient_name = models.CharField(max_length=200)
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    target = models.CharField(max_length=300, help_text="Email address, phone number or webhook URL")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    contact = models.ForeignKey(
+        "devices.TrustedContact", null=True, blank=True, on_delete=models.SET_NULL, related_name="notifications"
+    )
+    station = models.ForeignKey(
+        PoliceStation, null=True, blank=True, on_delete=models.SET_NULL, related_name="notifications"
+    )
+    # Owners in whose name the message went out (a contact's or a device owner's), for their page.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["incident", "recipient_key", "channel"], name="alerts_notification_once"
+            )
+        ]
+        indexes = [models.Index(fields=["status", "updated_at"], name="alerts_notification_status")]
+
+    def __str__(self) -> str:
+        return f"{self.channel} to {self.recipient_name} ({self.status})"
+
+
+class JoinLock(models.Model):
+    """A single row every incident join updates first, to serialise joins on any database.
+
+    On PostgreSQL the UPDATE takes a row lock held until commit; on SQLite it takes the write
+    lock before anything is read. Either way two workers cannot both decide "no incident yet".
+    """
+
+    name = models.CharField(max_length=32, primary_key=True)
+    taken = models.BigIntegerField(default=0)
 
     def __str__(self) -> str:
         return self.name

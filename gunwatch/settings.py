@@ -184,6 +184,10 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "mark-offline-devices": {"task": "devices.tasks.mark_offline_devices", "schedule": timedelta(seconds=30)},
     "purge-expired-audio": {"task": "detection.tasks.purge_expired_audio", "schedule": timedelta(hours=1)},
+    "requeue-stale-notifications": {
+        "task": "alerts.tasks.requeue_stale_notifications",
+        "schedule": timedelta(minutes=1),
+    },
 }
 
 # --- Auth -----------------------------------------------------------------------------------
@@ -273,6 +277,35 @@ DEVICE_PAIRING_CODE_TTL = timedelta(minutes=env_int("DEVICE_PAIRING_CODE_TTL_MIN
 DEVICE_DEFAULT_HEARTBEAT_S = env_int("DEVICE_DEFAULT_HEARTBEAT_S", 60)
 # A device is offline after this many missed heartbeat intervals.
 DEVICE_MISSED_HEARTBEATS = env_int("DEVICE_MISSED_HEARTBEATS", 3)
+
+# --- Incidents and alerts -------------------------------------------------------------------
+# How far a device hears a gunshot; sets join distances and single-device uncertainty radii.
+ALERT_HEARING_RANGE_M = env_float("ALERT_HEARING_RANGE_M", 1500.0)
+# Clock error allowed between two devices hearing the same shot, on top of sound's travel time.
+ALERT_JOIN_SLACK_S = env_float("ALERT_JOIN_SLACK_S", 1.0)
+# Detections this soon after an incident's latest one, within hearing range, join it as follow-ups
+# and nobody already told is told again; later ones open a new incident.
+ALERT_QUIET_WINDOW_S = env_int("ALERT_QUIET_WINDOW_S", 300)
+# GPS accuracy assumed when neither the clip nor the device reports one.
+ALERT_DEFAULT_ACCURACY_M = env_float("ALERT_DEFAULT_ACCURACY_M", 25.0)
+# Clock sources trusted to millisecond precision, the precondition for TDOA.
+ALERT_TDOA_CLOCK_SOURCES = env_list("ALERT_TDOA_CLOCK_SOURCES", "gps,ntp")
+ALERT_NEAREST_STATIONS = env_int("ALERT_NEAREST_STATIONS", 2)
+ALERT_NOTIFY_MAX_RETRIES = env_int("ALERT_NOTIFY_MAX_RETRIES", 6)
+ALERT_NOTIFY_BACKOFF_S = env_int("ALERT_NOTIFY_BACKOFF_S", 5)
+# Contacts and owners get the location rounded to this many decimals (2 is about 1 km).
+ALERT_COARSE_DECIMALS = env_int("ALERT_COARSE_DECIMALS", 2)
+ALERT_WEBHOOK_TIMEOUT_S = env_float("ALERT_WEBHOOK_TIMEOUT_S", 5.0)
+# How far back the police map loads incidents when it opens.
+ALERT_MAP_HOURS = env_int("ALERT_MAP_HOURS", 24)
+POLICE_SEE_ALL_INCIDENTS = env_bool("POLICE_SEE_ALL_INCIDENTS", False)
+SMS_BACKEND = env_str("SMS_BACKEND", "alerts.transports.ConsoleSmsBackend")
+SMS_GATEWAY_URL = env_str("SMS_GATEWAY_URL")
+SMS_GATEWAY_USER = env_str("SMS_GATEWAY_USER")
+SMS_GATEWAY_PASSWORD = env_secret("SMS_GATEWAY_PASSWORD")
+SMS_SENDER = env_str("SMS_SENDER", "GunWatch")
+if SMS_BACKEND.endswith("HttpSmsBackend") and not SMS_GATEWAY_URL:
+    raise ImproperlyConfigured("SMS_BACKEND is the HTTP gateway but SMS_GATEWAY_URL is empty")
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,7 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from alerts.consumers import IncidentMapConsumer
+
+websocket_urlpatterns = [path("ws/incidents/", IncidentMapConsumer.as_asgi())]
