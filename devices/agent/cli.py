@@ -165,13 +165,15 @@ def cmd_run(args: argparse.Namespace, store: ConfigStore) -> int:
         spool_max_bytes=int(args.spool_max_mb * 1024 * 1024),
     )
     agent = Agent(store, source, options, positions=positions, stop=stop)
-    _stop_on_signals(stop)
+    previous_handlers = _stop_on_signals(stop)
     try:
         return agent.run()
     except SourceError as exc:
         print(f"audio input failed: {exc}", file=sys.stderr)
         return EXIT_USAGE
     finally:
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
         if isinstance(positions, GpsdProvider):
             positions.stop()
 
@@ -194,11 +196,14 @@ def _position_provider(args: argparse.Namespace, time_scale: float) -> PositionP
     return None
 
 
-def _stop_on_signals(stop: threading.Event) -> None:
+def _stop_on_signals(stop: threading.Event) -> dict[int, Any]:
+    """SIGINT/SIGTERM end the run cleanly (queue kept); returns the previous handlers to restore."""
     if threading.current_thread() is not threading.main_thread():
-        return
+        return {}
+    previous = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        previous[signum] = signal.signal(signum, lambda *_: stop.set())
+    return previous
 
 
 # -- status ----------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,10 @@ class OnboardScorer:
             log.info("the feature code (detection.audio, librosa) is missing: on-device scoring is off")
             return None
         try:
-            module = torch.jit.load(str(path), map_location="cpu").eval()
+            with warnings.catch_warnings():
+                # torch 2.x flags TorchScript as deprecated; the server still exports it for devices.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                module = torch.jit.load(str(path), map_location="cpu").eval()
             params = _feature_params(features.FeatureParams, active)
         except Exception as exc:  # a model we cannot run must not stop the agent
             log.warning("cannot load the on-device model %s: %s", path, exc)
