@@ -40,6 +40,14 @@ class ModelVersion(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     activated_at = models.DateTimeField(null=True, blank=True)
+    previous_active = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The version that was active before this one was activated; a roll-back returns to it",
+    )
 
     class Meta:
         ordering = ["-created_at"]

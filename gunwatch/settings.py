@@ -188,6 +188,7 @@ CELERY_BEAT_SCHEDULE = {
         "task": "alerts.tasks.requeue_stale_notifications",
         "schedule": timedelta(minutes=1),
     },
+    "requeue-stuck-clips": {"task": "detection.tasks.requeue_stuck_clips", "schedule": timedelta(minutes=5)},
 }
 
 # --- Auth -----------------------------------------------------------------------------------
@@ -261,6 +262,22 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
 }
+
+# --- Detection ------------------------------------------------------------------------------
+CLIP_MAX_BYTES = env_int("CLIP_MAX_BYTES", 10 * 1024 * 1024)
+CLIP_MAX_SECONDS = env_float("CLIP_MAX_SECONDS", 30.0)
+CLIP_MIN_SECONDS = env_float("CLIP_MIN_SECONDS", 0.1)
+# A device clock this far ahead of ours is wrong, and its timestamps would mislead localisation.
+CLIP_MAX_CLOCK_SKEW = timedelta(seconds=env_int("CLIP_MAX_CLOCK_SKEW_S", 300))
+# A clip still 'processing' after this long lost its worker; another task may reclaim it.
+CLIP_PROCESSING_STALE_AFTER = timedelta(minutes=env_int("CLIP_PROCESSING_STALE_MIN", 10))
+CLIP_MAX_ATTEMPTS = env_int("CLIP_MAX_ATTEMPTS", 3)
+# Gunshot audio is kept as evidence this long; all other audio is deleted once classified.
+EVIDENCE_RETENTION_DAYS = env_int("EVIDENCE_RETENTION_DAYS", 90)
+# How long a worker trusts its idea of the active model before asking the database again.
+MODEL_ACTIVE_CHECK_TTL_S = env_float("MODEL_ACTIVE_CHECK_TTL_S", 2.0)
+# Torch threads per process: Celery runs several processes, and oversubscribing cores only slows them.
+INFERENCE_TORCH_THREADS = env_int("INFERENCE_TORCH_THREADS", 1)
 
 # --- Map ------------------------------------------------------------------------------------
 MAP_TILE_URL = env_str("MAP_TILE_URL", "https://{s}.tile.openstreetmap.org/{z}/{x}/{y}.png")

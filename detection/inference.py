@@ -1,0 +1,188 @@
+"""The per-process model cache: each worker loads the active model once and follows activations.
+
+The cache is keyed by (ModelVersion id, sha256). Every call asks the database which version is
+active, at most once per ``MODEL_ACTIVE_CHECK_TTL_S`` (a one-row indexed query, so the TTL only saves
+a fraction of a millisecond per clip), and loads a new version when that answer changes, with no
+restart. A weights file that fails its checksum or does not fit its architecture is refused: the
+error is logged and noted on the version, and the previously loaded model keeps serving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.db.models import Value
+from django.db.models.fields.files import FieldFile
+from django.db.models.functions import Concat
+from django.utils import timezone
+
+from detection.classifier import Classifier, ModelLoadError
+from detection.models import ModelVersion
+
+logger = logging.getLogger(__name__)
+
+# A refused version is tried again after this long, in case its file was put right.
+REFUSED_RETRY_S = 300.0
+
+
+class NoModelAvailable(Exception):
+    """There is no active model, or it cannot be loaded and nothing else was loaded before."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    version_id: int
+    sha256: str
+    name: str
+    version: str
+    threshold: float
+    classifier: Classifier
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+@dataclass
+class _State:
+    loaded: LoadedModel | None = None
+    active_key: tuple[int, str] | None = None
+    checked_at: float = float("-inf")
+    # (version id, sha256) -> (monotonic time of the refusal, reason)
+    refused: dict[tuple[int, str], tuple[float, str]] | None = None
+    threads_set: bool = False
+
+
+_state = _State(refused={})
+# Request threads (predict API) and the worker thread may ask at the same moment; one loads.
+_lock = threading.RLock()
+
+
+def reset() -> None:
+    """Forget everything (tests, and after a fork that must not share the parent's model)."""
+    global _state
+    with _lock:
+        _state = _State(refused={})
+
+
+def invalidate() -> None:
+    """Make the next call ask the database again (this process just changed the active version)."""
+    with _lock:
+        _state.checked_at = float("-inf")
+
+
+def _active_key() -> tuple[int, str] | None:
+    now = time.monotonic()
+    if now - _state.checked_at >= settings.MODEL_ACTIVE_CHECK_TTL_S:
+        row = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).values_list("id", "sha256").first()
+        _state.active_key = (row[0], row[1]) if row else None
+        _state.checked_at = now
+    return _state.active_key
+
+
+@contextlib.contextmanager
+def local_weights_path(field: FieldFile) -> Iterator[Path]:
+    """A filesystem path for a stored weights file, copying it out of non-local storage if needed."""
+    try:
+        local = field.path
+    except NotImplementedError:  # remote storage has no paths: fetch a temporary copy
+        local = None
+    if local is not None:
+        yield Path(local)
+        return
+    with tempfile.NamedTemporaryFile(suffix=".pt") as tmp, field.open("rb") as source:
+        for chunk in source.chunks():
+            tmp.write(chunk)
+        tmp.flush()
+        yield Path(tmp.name)
+
+
+def load_version(model_version: ModelVersion) -> Classifier:
+    """Load a version's weights, verifying the recorded sha256; raise ModelLoadError subclasses."""
+    with local_weights_path(model_version.weights) as path:
+        return Classifier.load(path, expected_sha256=model_version.sha256)
+
+
+def _set_torch_threads() -> None:
+    if _state.threads_set or settings.INFERENCE_TORCH_THREADS <= 0:
+        return
+    import torch
+
+    torch.set_num_threads(settings.INFERENCE_TORCH_THREADS)
+    _state.threads_set = True
+
+
+def _refuse(key: tuple[int, str], reason: str) -> None:
+    assert _state.refused is not None
+    _state.refused[key] = (time.monotonic(), reason)
+    logger.error("Refusing to load model version %s (sha256 %s): %s", key[0], key[1][:12], reason)
+    stamp = timezone.now().isoformat(timespec="seconds")
+    # Appending in SQL keeps notes an operator typed meanwhile.
+    ModelVersion.objects.filter(pk=key[0]).update(
+        notes=Concat("notes", Value(f"\n[{stamp}] refused to load: {reason}"))
+    )
+
+
+def _recently_refused(key: tuple[int, str]) -> str | None:
+    assert _state.refused is not None
+    entry = _state.refused.get(key)
+    if entry is None or time.monotonic() - entry[0] >= REFUSED_RETRY_S:
+        return None
+    return entry[1]
+
+
+def _fallback(reason: str) -> LoadedModel:
+    if _state.loaded is None:
+        raise NoModelAvailable(reason)
+    return _state.loaded
+
+
+def active_model() -> LoadedModel:
+    """The active model, loaded once per process; the previous one if the active file is refused."""
+    with _lock:
+        key = _active_key()
+        if key is None:
+            # No active version at all (never registered, or deactivated): nothing may classify.
+            raise NoModelAvailable("no model version is active; register one with register_bundled_model")
+        loaded = _state.loaded
+        if loaded is not None and (loaded.version_id, loaded.sha256) == key:
+            return loaded
+        reason = _recently_refused(key)
+        if reason is not None:
+            return _fallback(f"the active model cannot be loaded: {reason}")
+        model_version = ModelVersion.objects.filter(pk=key[0]).first()
+        if model_version is None:
+            invalidate()
+            return _fallback("the active model version disappeared")
+        try:
+            _set_torch_threads()
+            classifier = load_version(model_version)
+        except ModelLoadError as exc:
+            _refuse(key, f"{type(exc).__name__}: {exc}")
+            return _fallback(f"the active model cannot be loaded: {exc}")
+        _state.loaded = LoadedModel(
+            version_id=model_version.pk,
+            sha256=model_version.sha256,
+            name=model_version.name,
+            version=model_version.version,
+            threshold=model_version.threshold,
+            classifier=classifier,
+        )
+        logger.info("Loaded model %s (sha256 %s)", _state.loaded.label, model_version.sha256[:12])
+        return _state.loaded
+
+
+def classifier_for(model_version: ModelVersion) -> Classifier:
+    """The cached classifier if it is this version, else a fresh (uncached) load."""
+    loaded = _state.loaded
+    if loaded is not None and (loaded.version_id, loaded.sha256) == (model_version.pk, model_version.sha256):
+        return loaded.classifier
+    return load_version(model_version)

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from detection import services
+from detection.classifier import sha256_file
+from detection.classify import BUNDLED_WEIGHTS
+from detection.models import ModelVersion
+from detection.selectors import model_version_active
+from gunwatch.exceptions import ApplicationError
+
+BUNDLED_NAME = "gwcnn"
+
+
+def _bundled_extras(weights: Path) -> tuple[str, dict[str, Any] | None]:
+    """The model card and validation metrics shipped next to the weights, when present."""
+    card = ""
+    for candidate in (weights.with_suffix(".md"), weights.parent / "MODEL_CARD.md"):
+        if candidate.is_file():
+            card = candidate.read_text()
+            break
+    metrics = None
+    card_json = weights.parent / "model_card.json"
+    if card_json.is_file():
+        try:
+            validation = json.loads(card_json.read_text()).get("validation")
+        except (OSError, ValueError, AttributeError):
+            validation = None
+        if isinstance(validation, dict):
+            metrics = {k: v for k, v in validation.items() if k != "scores"}
+    return card, metrics
+
+
+class Command(BaseCommand):
+    help = "Register and activate the weights shipped in detection/weights/ unless a model is already active."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--path", type=Path, default=BUNDLED_WEIGHTS, help=f"default: {BUNDLED_WEIGHTS}")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        active = model_version_active()
+        if active is not None:
+            self.stdout.write(f"{active.label} is already active; nothing to do.")
+            return
+        weights: Path = options["path"]
+        if not weights.is_file():
+            raise CommandError(f"no bundled weights at {weights}")
+        sha256 = sha256_file(weights)
+        version = f"{weights.stem}-{sha256[:8]}"
+        try:
+            existing = ModelVersion.objects.filter(sha256=sha256).order_by("-created_at").first()
+            if existing is not None:
+                # Registered before and later deactivated: bring the same row back rather than duplicate it.
+                model_version = services.model_version_activate(model_version=existing)
+            else:
+                card, metrics = _bundled_extras(weights)
+                model_version = services.model_version_register(
+                    weights_path=weights, name=BUNDLED_NAME, version=version, metrics=metrics, model_card=card,
+                    activate=True,
+                )
+        except ApplicationError as exc:
+            raise CommandError(exc.message) from exc
+        self.stdout.write(f"{model_version.label} (sha256 {model_version.sha256[:12]}) registered and active.")

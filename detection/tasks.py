@@ -1,0 +1,51 @@
+"""Celery tasks of the detection app: thin, they fetch by id and call a service."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import shared_task
+
+logger = logging.getLogger(__name__)
+
+# Waiting for a model (none registered yet, or the active one refused) is retried for an hour.
+NO_MODEL_RETRY_S = 60
+NO_MODEL_MAX_RETRIES = 60
+
+
+@shared_task(name="detection.tasks.classify_clip", bind=True, acks_late=True, max_retries=5)
+def classify_clip(self: Any, clip_id: int) -> str | None:
+    """Classify one clip (routed to the ``audio`` queue). Safe to run twice: the claim decides."""
+    from detection.services import ClipRetryLater, clip_classify
+
+    try:
+        classification = clip_classify(clip_id=clip_id)
+    except ClipRetryLater as exc:
+        if self.request.is_eager:
+            # An eager retry would spin in place; the clip stays queued for the requeue sweep.
+            logger.warning("Clip %s left queued: %s", clip_id, exc)
+            return None
+        raise self.retry(exc=exc, countdown=NO_MODEL_RETRY_S, max_retries=NO_MODEL_MAX_RETRIES) from exc
+    except Exception as exc:
+        # clip_classify put the clip back in the queue (or failed it for good after too many attempts).
+        if self.request.is_eager:
+            raise
+        raise self.retry(exc=exc, countdown=10 * 2**self.request.retries) from exc
+    return None if classification is None else classification.label
+
+
+@shared_task(name="detection.tasks.purge_expired_audio")
+def purge_expired_audio() -> int:
+    """Periodic (beat): delete evidence audio past its retention date."""
+    from detection.services import clips_purge_expired_audio
+
+    return clips_purge_expired_audio()
+
+
+@shared_task(name="detection.tasks.requeue_stuck_clips")
+def requeue_stuck_clips() -> int:
+    """Periodic (beat): re-enqueue clips whose classification task was lost."""
+    from detection.services import clips_requeue_stuck
+
+    return clips_requeue_stuck()

@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from detection import views
+
+urlpatterns = [
+    path("clips/<uuid:code>/audio", views.clip_audio, name="clip-audio"),
+    path("clips/<uuid:code>/spectrogram.png", views.clip_spectrogram, name="clip-spectrogram"),
+]
