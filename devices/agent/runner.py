@@ -104,6 +104,7 @@ class Agent:
     def run(self) -> int:
         self.spool.recover()
         config = self.store.update_state(spool_dir=str(self.options.spool_dir), agent_started_at=_now())
+        self._restore_settings(config)
         self._restore_model(config)
         self._refresh_client(config)
         threads = [
@@ -203,10 +204,11 @@ class Agent:
         self.spool.put(clip.samples, clip.sample_rate, meta)
         self.counters.queued += 1
         log.info(
-            "onset at %s (snr %.1f dB, crest %.1f dB) queued as %s",
+            "onset at %s (snr %.1f dB, rise %.1f ms, decay %.1f dB) queued as %s",
             iso_utc(clip.onset_time),
             clip.onset.snr_db,
-            clip.onset.crest_db,
+            clip.onset.rise_s * 1000,
+            clip.onset.decay_db,
             meta["client_id"],
         )
         self._wake_uploader.set()
@@ -355,6 +357,13 @@ class Agent:
             auth_error=None,
         )
         self._sync_model(body.get("active_model"))
+
+    def _restore_settings(self, config: AgentConfig) -> None:
+        """Start with what the server said last time, so a restart without network keeps its settings."""
+        saved = config.state.get("settings") or {}
+        if saved.get("heartbeat_interval_s"):
+            self.heartbeat_interval_s = float(saved["heartbeat_interval_s"])
+        self.sensitivity_threshold = saved.get("sensitivity_threshold")
 
     # -- model ---------------------------------------------------------------------------------------
 
