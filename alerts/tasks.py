@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
@@ -31,20 +32,31 @@ def send_notification(self: Any, notification_id: int) -> str:
     return outcome.value
 
 
-def _run_eagerly(notification_ids: list[int]) -> None:
+def _run_eagerly(notification_ids: list[int], *, wait: bool) -> None:
+    """Without a broker there is no worker to retry later, so retry here, waiting out the
+    backoff only when running in the background thread."""
     try:
         for notification_id in notification_ids:
-            send_notification.apply(args=[notification_id])
+            while notification_deliver(notification_id=notification_id) is Outcome.RETRY:
+                if wait:
+                    attempts = Notification.objects.values_list("attempts", flat=True).get(pk=notification_id)
+                    time.sleep(retry_countdown(attempts))
     finally:
-        close_old_connections()
+        if wait:
+            close_old_connections()
 
 
 def enqueue_notifications(notification_ids: Iterable[int]) -> None:
     """Hand notifications to the workers (or, without a broker, to a background thread)."""
     ids = list(notification_ids)
-    if settings.CELERY_TASK_ALWAYS_EAGER and settings.GUNWATCH_EAGER_IN_THREAD:
-        # Embedded mode: a slow mail server must not hold up the request or task that opened the incident.
-        threading.Thread(target=_run_eagerly, args=(ids,), name="gunwatch-notify", daemon=True).start()
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        if settings.GUNWATCH_EAGER_IN_THREAD:
+            # Embedded mode: a slow mail server must not hold up whatever opened the incident.
+            threading.Thread(
+                target=_run_eagerly, args=(ids,), kwargs={"wait": True}, name="gunwatch-notify", daemon=True
+            ).start()
+        else:
+            _run_eagerly(ids, wait=False)
         return
     for notification_id in ids:
         try:
