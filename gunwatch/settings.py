@@ -146,9 +146,15 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": DATA_DIR / "gunwatch.sqlite3",
-            # The in-process worker thread and request threads write concurrently in the
-            # embedded mode; WAL plus a generous busy timeout keeps them from failing.
-            "OPTIONS": {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"},
+            # The in-process worker thread, request threads and the fleet simulator write
+            # concurrently in the embedded mode. WAL lets readers run beside a writer; IMMEDIATE
+            # transactions take the write lock up front, so a writer waits out the busy timeout
+            # instead of failing at once with "database is locked" when it upgrades a read lock.
+            "OPTIONS": {
+                "timeout": 20,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -1,0 +1,239 @@
+"""Run a simulated fleet of real agents against a GunWatch server and score what the platform did.
+
+Devices are created and paired for an owner (default: the demo ``owner``), each runs the real agent
+(trigger, on-disk queue, uploads, heartbeats) on a simulated microphone, and K gunshots are fired at
+random points. At the end — or on Ctrl-C — it prints ground truth against the incidents the server
+opened. The command reads incidents from the database, so it must share the server's database
+(which it does when started with the same environment, as ``./gw run`` does).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from accounts.models import User
+from alerts.models import Incident
+from devices.agent.client import ApiClient, ApiError
+from devices.agent.config import ConfigStore
+from devices.agent.runner import Agent, RunOptions
+from devices.models import Device
+from devices.services import device_pairing_code_issue
+from devices.simulation import (
+    ObservedIncident,
+    SimDevice,
+    SimulatedSource,
+    SoundBank,
+    TruthEvent,
+    burst_with,
+    ground_truth_report,
+    make_fleet,
+    random_point,
+    schedule_shot,
+)
+
+DEFAULT_MANIFEST = Path(settings.BASE_DIR).parent / "shared" / "data" / "manifest.csv"
+LOOKAHEAD_S = 3.0  # bursts are scheduled this far ahead so a device has background before the arrival
+
+
+def _latlon(text: str) -> tuple[float, float]:
+    try:
+        lat, lon = (float(part) for part in text.split(","))
+    except ValueError as exc:
+        raise CommandError(f"expected LAT,LON, got {text!r}") from exc
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise CommandError(f"{text!r} is not a position on Earth")
+    return lat, lon
+
+
+class Command(BaseCommand):
+    help = "Simulate N paired devices hearing K gunshots and report detection, false incidents, error, latency."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--server", default=settings.SITE_URL, help="GunWatch base URL (default SITE_URL)")
+        parser.add_argument("--devices", type=int, default=25)
+        parser.add_argument("--center", type=_latlon, default=(52.52, 13.405), help="LAT,LON of the area")
+        parser.add_argument("--radius-km", type=float, default=3.0)
+        parser.add_argument("--events", type=int, default=5, help="gunshots to fire")
+        parser.add_argument("--duration", type=float, default=120.0, help="simulated seconds to spread them over")
+        parser.add_argument("--speed", type=float, default=1.0,
+                            help="run the quiet time between events X times faster (each event plays in real time)")
+        parser.add_argument("--hearing-range-m", type=float, default=1500.0)
+        parser.add_argument("--nuisance-per-hour", type=float, default=6.0,
+                            help="impulsive non-gunshot sounds (doors, horns, fireworks…) per device and hour")
+        parser.add_argument("--vehicle-share", type=float, default=0.3)
+        parser.add_argument("--clock-sigma-ms", type=float, default=1.0, help="device clock error (GPS ≈ 1 ms)")
+        parser.add_argument("--owner", default="owner", help="username owning the simulated devices")
+        parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST,
+                            help="labelled audio to play (synthetic sounds when absent)")
+        parser.add_argument("--settle", type=float, default=15.0, help="seconds to wait for the last results")
+        parser.add_argument("--seed", type=int, default=7)
+        parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        logging.getLogger("devices.agent").setLevel(logging.WARNING)
+        rng = np.random.default_rng(opts["seed"])
+        owner = self._owner(opts["owner"])
+        fleet = make_fleet(rng, count=opts["devices"], center=opts["center"], radius_m=opts["radius_km"] * 1000,
+                           vehicle_share=opts["vehicle_share"], clock_sigma_s=opts["clock_sigma_ms"] / 1000)
+        bank = SoundBank.load(opts["manifest"], rng)
+        workdir = Path(tempfile.mkdtemp(prefix="gunwatch-fleet-"))
+        stop = threading.Event()
+        self._stop_on_signals(stop)
+
+        registered = [self._register(owner, sim) for sim in fleet]
+        devices = [device for device, _ in registered]
+        sources = [SimulatedSource(sim, stop) for sim in fleet]
+        threads = [
+            self._start_agent(device, code, sim, source, workdir, opts["server"], stop)
+            for (device, code), sim, source in zip(registered, fleet, sources, strict=True)
+        ]
+        self._say(opts, f"{len(threads)} simulated devices paired and running against {opts['server']}")
+
+        started = time.time()
+        truth = self._play(opts, rng, fleet, sources, bank, stop)
+        if not stop.is_set():
+            self._say(opts, f"last event fired; waiting {opts['settle']:.0f} s for the platform to finish")
+            stop.wait(opts["settle"])
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+
+        incidents = self._incidents(devices, since=started - 5)
+        report = ground_truth_report(truth, incidents)
+        report["devices"] = len(devices)
+        report["wall_time_s"] = round(time.time() - started, 1)
+        if opts["json"]:
+            self.stdout.write(json.dumps(report))
+        else:
+            self._print_report(report)
+
+    # -- setup ------------------------------------------------------------------------------------
+
+    def _owner(self, username: str) -> User:
+        owner, created = User.objects.get_or_create(username=username, defaults={"role": User.Role.OWNER})
+        if created:
+            owner.set_unusable_password()
+            owner.save(update_fields=["password"])
+        return owner
+
+    def _register(self, owner: User, sim: SimDevice) -> tuple[Device, str]:
+        """Create (or reuse, by name) the server-side device and give it a fresh pairing code."""
+        lat, lon = sim.route[0]
+        device, _ = Device.objects.update_or_create(
+            owner=owner, name=sim.name,
+            defaults={"kind": sim.kind, "latitude": lat if sim.kind == "home" else None,
+                      "longitude": lon if sim.kind == "home" else None, "heartbeat_interval_s": 30,
+                      "status": Device.Status.PENDING},
+        )
+        return device, device_pairing_code_issue(device=device).code
+
+    def _start_agent(self, device: Device, code: str, sim: SimDevice, source: SimulatedSource, workdir: Path,
+                     server: str, stop: threading.Event) -> threading.Thread:
+        home = workdir / str(device.code)
+        store = ConfigStore(home / "config.json")
+        try:
+            paired = ApiClient(server).pair(code)
+        except (ApiError, OSError) as exc:
+            raise CommandError(f"could not pair {device.name} with {server}: {exc}") from exc
+        store.save_pairing(server_url=server, device_id=paired["device_id"], token=paired["token"],
+                           paired_at=datetime.now(UTC).isoformat())
+        options = RunOptions(spool_dir=home / "spool", model_dir=home / "models", clock_source="gps",
+                             heartbeat_interval_s=30)
+        agent = Agent(store, source, options, positions=sim, stop=stop)
+        thread = threading.Thread(target=agent.run, name=f"agent-{device.name}", daemon=True)
+        thread.start()
+        return thread
+
+    def _stop_on_signals(self, stop: threading.Event) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+
+    # -- the show ---------------------------------------------------------------------------------
+
+    def _play(self, opts: dict[str, Any], rng: np.random.Generator, fleet: list[SimDevice],
+              sources: list[SimulatedSource], bank: SoundBank, stop: threading.Event) -> list[TruthEvent]:
+        count = opts["events"]
+        interval = opts["duration"] / max(count, 1) / opts["speed"]
+        start = time.time() + LOOKAHEAD_S + 2.0
+        shot_times = sorted(start + (k + float(rng.uniform(0.1, 0.9))) * interval for k in range(count))
+        nuisance_rate = opts["nuisance_per_hour"] * opts["speed"] / 3600.0 * len(fleet)  # per wall second
+        next_nuisance = time.time() + float(rng.exponential(1 / nuisance_rate)) if nuisance_rate > 0 else None
+        truth: list[TruthEvent] = []
+        for index, shot_time in enumerate(shot_times):
+            while not stop.is_set() and time.time() < shot_time - LOOKAHEAD_S:
+                if next_nuisance is not None and time.time() >= next_nuisance:
+                    self._nuisance(rng, sources, bank)
+                    next_nuisance = time.time() + float(rng.exponential(1 / nuisance_rate))
+                stop.wait(0.2)
+            if stop.is_set():
+                break
+            lat, lon = random_point(rng, opts["center"], opts["radius_km"] * 1000)
+            event = schedule_shot(event=TruthEvent(index, shot_time, lat, lon), devices=fleet, sources=sources,
+                                  bank=bank, rng=rng, hearing_range_m=opts["hearing_range_m"])
+            truth.append(event)
+            self._say(opts, f"shot {index + 1}/{count} at {lat:.5f},{lon:.5f}: in range of {event.audible} device(s)")
+        # Let the last shot play out before the settle time starts.
+        stop.wait(max(0.0, (shot_times[-1] if shot_times else time.time()) + 6.0 - time.time()))
+        return truth
+
+    def _nuisance(self, rng: np.random.Generator, sources: list[SimulatedSource], bank: SoundBank) -> None:
+        """A door, a horn or a firework close to one device: loud, impulsive, and not a gunshot."""
+        sound = bank.nuisances[int(rng.integers(len(bank.nuisances)))]
+        peak = float(np.max(np.abs(sound))) or 1.0
+        level = 10 ** (float(rng.uniform(-18, -3)) / 20)
+        source = sources[int(rng.integers(len(sources)))]
+        source.schedule(time.time() + 1.0, burst_with(bank, rng, sound * (level / peak)))
+
+    # -- the verdict ------------------------------------------------------------------------------
+
+    def _incidents(self, devices: list[Device], *, since: float) -> list[ObservedIncident]:
+        since_dt = datetime.fromtimestamp(since, UTC)
+        rows = (
+            Incident.objects.filter(detections__device__in=devices, first_detected_at__gte=since_dt)
+            .distinct()
+            .order_by("first_detected_at")
+        )
+        return [
+            ObservedIncident(
+                first_detected_at=row.first_detected_at.timestamp(), opened_at=row.opened_at.timestamp(),
+                latitude=row.latitude, longitude=row.longitude, radius_m=row.radius_m,
+                method=row.location_method, device_count=row.device_count,
+            )
+            for row in rows
+        ]
+
+    def _say(self, opts: dict[str, Any], message: str) -> None:
+        if not opts["json"]:
+            self.stdout.write(message)
+
+    def _print_report(self, report: dict[str, Any]) -> None:
+        err = report["localisation_error_m"]
+        latency = report["shot_to_incident_latency_s"]
+        self.stdout.write(self.style.SUCCESS("Ground truth against the platform"))
+        lines = [
+            f"  devices               {report['devices']}",
+            f"  shots fired           {report['events']} ({report['audible_events']} within hearing range)",
+            f"  detected              {report['detected']} (rate {report['detection_rate']})",
+            f"  missed                {report['missed']}",
+            f"  false incidents       {report['false_incidents']}",
+            f"  localisation error m  p50 {err['p50']}  p95 {err['p95']}  max {err['max']}",
+        ]
+        for method, figures in err["by_method"].items():
+            lines.append(f"    {method:<19} n={figures['n']}  p50 {figures['p50']}  p95 {figures['p95']}")
+        lines.append(f"  shot → incident s     p50 {latency['p50']}  p95 {latency['p95']}")
+        lines.append(f"  wall time s           {report['wall_time_s']}")
+        self.stdout.write("\n".join(lines))
