@@ -150,7 +150,12 @@ class Spool:
         return items[0] if items else None
 
     def __len__(self) -> int:
-        return len(self.items())
+        # Cheap enough to poll: counts complete clips without parsing their sidecars.
+        return sum(
+            1
+            for meta_path in self.directory.glob("*" + META_SUFFIX)
+            if meta_path.name != STATE_FILE and meta_path.with_suffix(AUDIO_SUFFIX).exists()
+        )
 
     def stats(self) -> SpoolStats:
         items = self.items()

@@ -24,7 +24,7 @@ frame energies and accepts a candidate only when all of these hold:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -89,10 +89,6 @@ class Trigger:
         self._next = 0  # next frame to evaluate
         self._bg: float | None = None
         self._last_onset: int | None = None
-
-    def update_settings(self, settings: TriggerSettings) -> None:
-        """Swap thresholds at run time (server-side sensitivity); buffers and background are kept."""
-        self.settings = settings
 
     @property
     def background_dbfs(self) -> float | None:
@@ -304,9 +300,6 @@ class ClipCapture:
         self._pending.extend(self.trigger.finish())
         return self._complete(final=True)
 
-    def retune(self, settings: TriggerSettings) -> None:
-        self.trigger.update_settings(settings)
-
     def _complete(self, *, final: bool) -> list[Capture]:
         end = self._x0 + len(self._x)
         done = [o for o in self._pending if final or o.sample + self._post <= end]
@@ -342,10 +335,6 @@ class ClipCapture:
         # Keep the last anchor at or before the new start so that _time_of stays exact for kept samples.
         while len(self._anchors) > 1 and self._anchors[1][0] <= self._x0:
             self._anchors.pop(0)
-
-
-def settings_with(base: TriggerSettings, **changes: float) -> TriggerSettings:
-    return replace(base, **changes)
 
 
 def _db_to_power(db: float) -> float:
