@@ -45,6 +45,10 @@ def main() -> int:
     rows = list(csv.DictReader(manifest.open()))
     per_label: collections.Counter[str] = collections.Counter()
     fired: dict[tuple[str, str], list[int]] = collections.defaultdict(list)
+    # Onsets at the splice between the quiet pad and the clip (a sound cut mid-way switching on) versus
+    # onsets inside the recording itself.
+    at_cut: dict[tuple[str, str], list[bool]] = collections.defaultdict(list)
+    inside: dict[tuple[str, str], list[bool]] = collections.defaultdict(list)
     features: dict[str, list[tuple[float, ...]]] = collections.defaultdict(list)
     rng = np.random.default_rng(0)
     cpu_s = audio_s = 0.0
@@ -66,20 +70,32 @@ def main() -> int:
         clips += capture.flush()
         cpu_s += time.process_time() - t0
         audio_s += len(stream) / sr
-        fired[(label, row["category"])].append(len(clips))
+        key = (label, row["category"])
+        fired[key].append(len(clips))
+        cut = [abs(c.onset.sample - sr) <= 0.05 * sr for c in clips]
+        at_cut[key].append(any(cut))
+        inside[key].append(not all(cut))
         for clip in clips:
             o = clip.onset
             features[label].append((o.snr_db, o.rise_s * 1000, o.decay_db, o.crest_db, o.peak_dbfs))
 
     print(f"settings: {settings}")
-    print(f"\n{'label':8} {'category':22} {'clips':>5} {'fired%':>7} {'onsets/clip':>11}")
-    by_label: dict[str, list[int]] = collections.defaultdict(list)
-    for (label, category), counts in sorted(fired.items()):
-        by_label[label] += counts
-        rate = 100 * np.mean([c > 0 for c in counts])
-        print(f"{label:8} {category:22} {len(counts):5d} {rate:7.1f} {np.mean(counts):11.2f}")
-    for label, counts in sorted(by_label.items()):
-        print(f"{label:8} {'ALL':22} {len(counts):5d} {100 * np.mean([c > 0 for c in counts]):7.1f}")
+    header = f"{'label':8} {'category':22} {'clips':>5} {'fired%':>7} {'at-cut%':>8} {'inside%':>8} {'onsets/clip':>11}"
+    print("\n" + header)
+    totals: dict[str, list[tuple[int, bool, bool]]] = collections.defaultdict(list)
+    for key, counts in sorted(fired.items()):
+        label, category = key
+        totals[label] += list(zip(counts, at_cut[key], inside[key], strict=True))
+        print(
+            f"{label:8} {category:22} {len(counts):5d} {100 * np.mean([c > 0 for c in counts]):7.1f} "
+            f"{100 * np.mean(at_cut[key]):8.1f} {100 * np.mean(inside[key]):8.1f} {np.mean(counts):11.2f}"
+        )
+    for label, rows_ in sorted(totals.items()):
+        arr = np.array(rows_, dtype=float)
+        print(
+            f"{label:8} {'ALL':22} {len(arr):5d} {100 * np.mean(arr[:, 0] > 0):7.1f} "
+            f"{100 * arr[:, 1].mean():8.1f} {100 * arr[:, 2].mean():8.1f} {arr[:, 0].mean():11.2f}"
+        )
     names = ("snr_db", "rise_ms", "decay_db", "crest_db", "peak_dbfs")
     for label, values in sorted(features.items()):
         arr = np.array(values)
