@@ -214,3 +214,75 @@ def test_roll_back_steps_back_through_the_activation_history(model_factory: Call
 def test_roll_back_without_any_active_version_is_refused(db: None) -> None:
     with pytest.raises(ApplicationError):
         services.model_version_rollback()
+
+
+# --- Management commands --------------------------------------------------------------------------
+
+
+def test_register_model_version_command(tmp_path: Path) -> None:
+    from django.core.management import call_command
+
+    path = make_weights(tmp_path / "m.pt", threshold=0.61)
+    card = tmp_path / "MODEL_CARD.md"
+    card.write_text("# Model card: m")
+    metrics = tmp_path / "val_metrics.json"
+    metrics.write_text('{"recall": 0.93, "scores": [{"file": "a", "score": 0.1}]}')
+    out = io.StringIO()
+    call_command("register_model_version", str(path), "--name", "gwcnn", "--version", "4.1", "--activate",
+                 "--card", str(card), "--metrics", str(metrics), stdout=out)
+    version = ModelVersion.objects.get()
+    assert (version.label, version.status, version.threshold) == ("gwcnn:4.1", "active", 0.61)
+    assert version.model_card == "# Model card: m"
+    assert version.metrics == {"recall": 0.93}  # the per-clip score list is data, not a metric
+    assert version.sha256 in out.getvalue() and "active" in out.getvalue()
+
+
+def test_register_model_version_command_reports_bad_input(tmp_path: Path) -> None:
+    from django.core.management import CommandError, call_command
+
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"junk")
+    with pytest.raises(CommandError, match="cannot be used"):
+        call_command("register_model_version", str(junk), "--name", "x", "--version", "1")
+    with pytest.raises(CommandError, match="No weights file"):
+        call_command("register_model_version", str(tmp_path / "absent.pt"), "--name", "x", "--version", "1")
+    assert ModelVersion.objects.count() == 0
+
+
+def test_register_bundled_model_is_idempotent(tmp_path: Path, model_factory: Callable[..., ModelVersion]) -> None:
+    from django.core.management import call_command
+
+    weights = make_weights(tmp_path / "bundle" / "gwcnn-1.pt", threshold=0.7)
+    (tmp_path / "bundle" / "MODEL_CARD.md").write_text("# Shipped")
+    (tmp_path / "bundle" / "model_card.json").write_text('{"validation": {"auc": 0.98, "scores": []}}')
+    call_command("register_bundled_model", "--path", str(weights), stdout=io.StringIO())
+    bundled = ModelVersion.objects.get(status="active")
+    assert bundled.name == "gwcnn" and bundled.version.startswith("gwcnn-1-")
+    assert (bundled.model_card, bundled.metrics, bundled.threshold) == ("# Shipped", {"auc": 0.98}, 0.7)
+    out = io.StringIO()
+    call_command("register_bundled_model", "--path", str(weights), stdout=out)
+    assert "already active" in out.getvalue()
+    assert ModelVersion.objects.count() == 1
+    # Another model took over and was then retired: the bundle's row comes back instead of a duplicate.
+    other = model_factory()
+    ModelVersion.objects.filter(pk=other.pk).update(status="retired")
+    call_command("register_bundled_model", "--path", str(weights), stdout=io.StringIO())
+    assert ModelVersion.objects.get(status="active") == bundled
+    assert ModelVersion.objects.filter(sha256=bundled.sha256).count() == 1
+
+
+def test_register_bundled_model_leaves_an_active_model_alone(
+    tmp_path: Path, model_factory: Callable[..., ModelVersion]
+) -> None:
+    from django.core.management import call_command
+
+    active = model_factory()
+    call_command("register_bundled_model", "--path", str(tmp_path / "not-even-there.pt"), stdout=io.StringIO())
+    assert ModelVersion.objects.get(status="active") == active
+
+
+def test_register_bundled_model_without_weights_fails_clearly(tmp_path: Path, db: None) -> None:
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="no bundled weights"):
+        call_command("register_bundled_model", "--path", str(tmp_path / "missing.pt"))

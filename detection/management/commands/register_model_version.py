@@ -26,6 +26,10 @@ def read_metrics(path: Path) -> dict[str, Any]:
 class Command(BaseCommand):
     help = "Register a weights file as a model version (sha256, architecture and features are read from it)."
 
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        # --version here is the model's version; it replaces Django's "show the Django version" flag.
+        return super().create_parser(prog_name, subcommand, conflict_handler="resolve", **kwargs)
+
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("path", type=Path, help="weights file written by detection.classifier.save_weights")
         parser.add_argument("--name", required=True)
