@@ -211,6 +211,8 @@
 
   window.gwIncidentMap = function (leafletMap) {
     map = leafletMap;
+    // markercluster needs the map's own maxZoom; django-leaflet only puts one on the tile layer.
+    if (map.options.maxZoom === undefined) map.options.maxZoom = 19;
     circles = L.layerGroup().addTo(map);
     cluster = L.markerClusterGroup({ maxClusterRadius: 40, spiderfyOnMaxZoom: true, showCoverageOnHover: true });
     map.addLayer(cluster);

@@ -1,0 +1,191 @@
+"""A police officer watches the live map in real headless Chromium while a device uploads a clip.
+
+The server is the real ASGI stack (``manage.py runserver`` is Daphne's here) in a subprocess, on a
+file SQLite database with the in-process channel layer and background-thread tasks: the embedded
+mode a newcomer runs. The active model is a tiny network pinned to "gunshot", so any upload is a
+positive and the test does not depend on the shared data set.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = REPO / "test-artifacts"
+PASSWORD = "correct-horse-battery"
+
+SETUP = """
+import json, sys
+from pathlib import Path
+from accounts.models import User
+from alerts.models import PoliceStation
+from detection import services as detection_services
+from devices import services as device_services
+from devices.models import Device
+from tests.detection.pipeline import make_weights
+
+station = PoliceStation.objects.create(name="Mitte", latitude=52.52, longitude=13.405, jurisdiction_radius_km=5)
+officer = User.objects.create_user("officer", password=sys.argv[2], role="police", police_approved=True,
+                                   police_station=station)
+owner = User.objects.create_user("alice", email="alice@example.org", password=sys.argv[2])
+device, issued = device_services.device_create(owner=owner, name="Balcony", kind=Device.Kind.HOME,
+                                              latitude=52.5205, longitude=13.4095)
+token = device_services.device_pair(pairing_code=issued.code).token
+weights = make_weights(Path(sys.argv[1]) / "always.pt", logit=8.0)
+detection_services.model_version_register(weights_path=weights, name="always", version="1", activate=True)
+print(json.dumps({"token": token}))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wav() -> bytes:
+    import numpy as np
+    import soundfile
+
+    rng = np.random.default_rng(0)
+    samples = 0.01 * rng.standard_normal(32000)
+    samples[8000:8800] += 0.9 * np.exp(-np.arange(800) / 120.0) * rng.standard_normal(800)
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples.clip(-1, 1), 16000, format="WAV")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def asgi_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    if not CHROMIUM.exists():
+        pytest.skip("headless Chromium is not installed at /usr/bin/chromium")
+    pytest.importorskip("playwright.sync_api")
+    root = tmp_path_factory.mktemp("live")
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")},
+        "DJANGO_SETTINGS_MODULE": "gunwatch.settings",
+        "GUNWATCH_VAR_DIR": str(root),
+        "MEDIA_ROOT": str(root / "media"),
+        "DEBUG": "true",
+        "GUNWATCH_EAGER_IN_THREAD": "true",
+        # No network here: a local blank tile instead of OpenStreetMap.
+        "MAP_TILE_URL": "/static/alerts/blank-tile.png",
+        "PYTHONPATH": str(REPO),
+    }
+    manage = [sys.executable, str(REPO / "manage.py")]
+    subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, check=True, cwd=REPO, timeout=300)
+    setup = subprocess.run(
+        [*manage, "shell", "-c", f"import sys; sys.argv = ['', {str(root)!r}, {PASSWORD!r}]\n{SETUP}"],
+        env=env, check=True, cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    token = [line for line in setup.stdout.splitlines() if line.startswith("{")][-1]
+    port = _free_port()
+    log = (root / "server.log").open("w")
+    server = subprocess.Popen(
+        [*manage, "runserver", "--noreload", f"127.0.0.1:{port}"], env=env, cwd=REPO, stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError(f"server did not start: {(root / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+        import json
+
+        yield {"base": base, "token": json.loads(token)["token"], "log": root / "server.log"}
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+def test_new_incident_appears_on_the_map_without_reload(asgi_server: dict[str, Any]) -> None:
+    from playwright.sync_api import sync_playwright
+
+    base = asgi_server["base"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--no-first-run"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            console: list[str] = []
+            page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+            page.goto(f"{base}/accounts/login/")
+            page.fill("input[name=username]", "officer")
+            page.fill("input[name=password]", PASSWORD)
+            page.click("button[type=submit], input[type=submit]")
+            page.wait_for_url(f"{base}/map/")
+            try:
+                page.wait_for_function("document.body.dataset.live === 'ok'", timeout=15000)
+            except Exception:
+                page.screenshot(path=str(ARTIFACTS / "incident_map_failed.png"))
+                server_log = asgi_server["log"].read_text().splitlines()[-40:]
+                raise AssertionError(
+                    f"map never went live; errors: {errors}; console: {console}; server: {server_log}"
+                ) from None
+            assert page.locator(".gw-incident-icon").count() == 0
+            navigations: list[str] = []
+            page.on("framenavigated", lambda frame: navigations.append(frame.url))
+
+            response = requests.post(
+                f"{base}/api/v1/clips",
+                headers={"Authorization": f"Device {asgi_server['token']}"},
+                files={"audio": ("clip.wav", _wav(), "audio/wav")},
+                data={"client_id": str(uuid.uuid4()), "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                      "clock_source": "ntp"},
+                timeout=30,
+            )
+            assert response.status_code in (201, 202), response.text
+
+            page.wait_for_selector(".gw-incident-icon", timeout=60000)
+            item = page.locator("#incident-list li.gw-incident")
+            assert item.count() == 1
+            assert "New" in item.inner_text()
+            assert page.locator("path.gw-uncertainty").count() == 1
+            assert navigations == []  # it arrived over the websocket, not by a reload
+            page.screenshot(path=str(ARTIFACTS / "incident_map.png"))
+
+            # Another officer's action arrives live too: acknowledge through the API in this session.
+            incident_id = item.get_attribute("data-id")
+            csrf = next(c["value"] for c in page.context.cookies() if c["name"] == "csrftoken")
+            result = page.request.post(
+                f"{base}/api/v1/incidents/{incident_id}/transition",
+                data={"action": "acknowledge"},
+                headers={"X-CSRFToken": csrf, "Referer": f"{base}/map/"},
+            )
+            assert result.status == 200, result.text()
+            page.wait_for_selector("#incident-list li.gw-active", timeout=10000)
+            assert errors == []
+        finally:
+            browser.close()
