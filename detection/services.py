@@ -36,8 +36,6 @@ logger = logging.getLogger(__name__)
 
 # The two audio codes that mean "this is not something we can take" rather than "this audio is bad".
 _UNSUPPORTED_CODES = {"not_audio", "unsupported_format"}
-# A queued clip this old has lost its task (broker down at enqueue, worker crash before the claim).
-REQUEUE_AFTER = timedelta(minutes=2)
 
 
 def _audio_error(exc: AudioError) -> ApplicationError:
@@ -366,11 +364,15 @@ def clip_result(clip: Clip) -> dict[str, Any] | None:
 
 
 def clips_requeue_stuck(*, now: datetime | None = None, limit: int = 500) -> int:
-    """Enqueue clips whose task was lost: long queued, or processing with a stale claim."""
+    """Enqueue clips whose task was lost: long queued, or processing with a stale claim.
+
+    A clip merely waiting behind a backlog may be enqueued twice; the claim makes the copy a no-op.
+    """
     now = now or timezone.now()
+    stale = now - settings.CLIP_PROCESSING_STALE_AFTER
     stuck = Clip.objects.filter(
-        Q(status=Clip.Status.QUEUED, received_at__lt=now - REQUEUE_AFTER)
-        | Q(status=Clip.Status.PROCESSING, processing_started_at__lt=now - settings.CLIP_PROCESSING_STALE_AFTER)
+        Q(status=Clip.Status.QUEUED, received_at__lt=stale)
+        | Q(status=Clip.Status.PROCESSING, processing_started_at__lt=stale)
     ).values_list("pk", flat=True)[:limit]
     ids = list(stuck)
     task = _classify_task()

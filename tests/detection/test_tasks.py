@@ -214,10 +214,10 @@ def test_unexpected_errors_are_retried_then_fail_the_clip(
 def test_requeue_sweep_enqueues_lost_clips(queued_clip: Callable[..., Clip], monkeypatch: Any, settings: Any) -> None:
     fresh, lost, stale, done = queued_clip(), queued_clip(), queued_clip(), queued_clip()
     now = timezone.now()
-    Clip.objects.filter(pk=lost.pk).update(received_at=now - timedelta(minutes=5))
+    Clip.objects.filter(pk=lost.pk).update(received_at=now - settings.CLIP_PROCESSING_STALE_AFTER * 2)
     Clip.objects.filter(pk=stale.pk).update(status=Clip.Status.PROCESSING,
                                             processing_started_at=now - settings.CLIP_PROCESSING_STALE_AFTER * 2)
-    Clip.objects.filter(pk=done.pk).update(status=Clip.Status.DONE, received_at=now - timedelta(minutes=5))
+    Clip.objects.filter(pk=done.pk).update(status=Clip.Status.DONE, received_at=now - timedelta(days=1))
     queued: list[int] = []
     monkeypatch.setattr(services, "enqueue", lambda task, clip_id: queued.append(clip_id))
     assert tasks.requeue_stuck_clips.apply().get() == 2
