@@ -32,10 +32,12 @@ from devices.agent.sources import AudioBlock, Position
 
 SPEED_OF_SOUND = 343.0
 SAMPLE_RATE = 16_000
-# A recorded shot normalised to this peak is taken to be what a microphone hears at REFERENCE_M.
-REFERENCE_M = 50.0
+# A recorded shot normalised to this peak is what a microphone hears at REFERENCE_M (closer, a
+# consumer microphone clips). Against a -60 dBFS night-time background that leaves a 1.5 km shot
+# about 35 dB above the floor, in line with ~150 dB SPL muzzle blasts and ~55 dB urban ambience.
+REFERENCE_M = 100.0
 SHOT_PEAK = 0.9
-BED_RMS_DBFS = -50.0
+BED_RMS_DBFS = -60.0
 LEAD_S = 2.0  # background before an arrival, so the trigger has a noise floor to compare with
 TAIL_S = 2.0
 NUISANCE_CATEGORIES = (

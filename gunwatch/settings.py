@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -155,6 +156,11 @@ else:
                 "transaction_mode": "IMMEDIATE",
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             },
+            # A file, not the default shared-cache memory database: live-server tests run the
+            # server, agents and workers on several threads, and shared-cache SQLite locks whole
+            # tables ("database table is locked") where a file database just waits its turn. One
+            # file per process, so two test runs side by side never share one.
+            "TEST": {"NAME": str(Path(tempfile.gettempdir()) / f"gunwatch-test-{os.getpid()}.sqlite3")},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

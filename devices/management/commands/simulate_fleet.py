@@ -90,7 +90,7 @@ class Command(BaseCommand):
         bank = SoundBank.load(opts["manifest"], rng)
         workdir = Path(tempfile.mkdtemp(prefix="gunwatch-fleet-"))
         stop = threading.Event()
-        self._stop_on_signals(stop)
+        previous_handlers = self._stop_on_signals(stop)
 
         registered = [self._register(owner, sim) for sim in fleet]
         devices = [device for device, _ in registered]
@@ -109,6 +109,8 @@ class Command(BaseCommand):
         stop.set()
         for thread in threads:
             thread.join(timeout=10)
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
 
         incidents = self._incidents(devices, since=started - 5)
         report = ground_truth_report(truth, incidents)
@@ -156,11 +158,14 @@ class Command(BaseCommand):
         thread.start()
         return thread
 
-    def _stop_on_signals(self, stop: threading.Event) -> None:
+    def _stop_on_signals(self, stop: threading.Event) -> dict[int, Any]:
+        """Ctrl-C ends the show early but still prints the report; the old handlers come back after."""
         if threading.current_thread() is not threading.main_thread():
-            return
+            return {}
+        previous = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
+        return previous
 
     # -- the show ---------------------------------------------------------------------------------
 
