@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 from unittest import mock
@@ -134,3 +136,16 @@ async def test_foreign_origin_is_refused(police_user) -> None:  # type: ignore[n
     communicator.scope["user"] = police_user
     connected, _ = await communicator.connect(timeout=5)
     assert not connected
+
+
+@pytest.mark.redis
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs a real Redis (REDIS_URL)")
+async def test_idle_connection_outlives_the_redis_read_timeout(police_user, owner) -> None:  # type: ignore[no-untyped-def]
+    # redis-py 8's default 5 s socket timeout used to kill idle consumers (channels-redis blocks 5 s).
+    communicator, connected, _ = await _connect(police_user)
+    assert connected
+    await asyncio.sleep(7)
+    incident = await _open_incident(owner)
+    message = await communicator.receive_json_from(timeout=5)
+    assert message["incident"]["id"] == str(incident.code)
+    await communicator.disconnect()
