@@ -116,6 +116,38 @@ def build_stream(waves: Iterable[np.ndarray], sample_rate: int) -> np.ndarray:
     return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
 
 
+def stream_windows(
+    classifier: Classifier, stream: np.ndarray, sr: int, *, chunk_s: float = STREAM_CHUNK_S
+) -> list[tuple[float, float]]:
+    """(time in the stream, score) of every production window over a stream cut into device-sized chunks."""
+    chunk = int(chunk_s * sr)
+    windows: list[tuple[float, float]] = []
+    for start in range(0, len(stream), chunk):
+        piece = stream[start : start + chunk]
+        if piece.size < sr // 10 or float(np.max(np.abs(piece))) <= 1e-6:
+            continue
+        result = classifier.classify_waveform(piece, sr, threshold=1.0)
+        windows += [(start / sr + w["offset_s"], w["score"]) for w in result["windows"]]
+    return windows
+
+
+def threshold_for_alarm_rate(
+    windows: list[tuple[float, float]],
+    hours: float,
+    max_per_hour: float,
+    refractory_s: float = REFRACTORY_S,
+) -> float:
+    """Lowest threshold (scanning down from the top score) keeping stream alarms <= max_per_hour."""
+    allowed = int(np.floor(max_per_hour * hours + 1e-9))
+    candidates = sorted({s for _, s in windows}, reverse=True)
+    threshold = float(np.nextafter(candidates[0], np.inf)) if candidates else 0.5
+    for c in candidates:
+        if count_events([t for t, s in windows if s >= c], refractory_s) > allowed:
+            break
+        threshold = c
+    return float(threshold)
+
+
 def false_alarms_per_hour(
     classifier: Classifier,
     stream: np.ndarray,
@@ -124,17 +156,10 @@ def false_alarms_per_hour(
     threshold: float | None = None,
     chunk_s: float = STREAM_CHUNK_S,
     refractory_s: float = REFRACTORY_S,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Run production classification over a continuous non-gunshot stream cut into device-sized chunks."""
     thr = classifier.threshold if threshold is None else threshold
-    chunk = int(chunk_s * sr)
-    hits: list[float] = []
-    for start in range(0, len(stream), chunk):
-        piece = stream[start : start + chunk]
-        if piece.size < sr // 10 or float(np.max(np.abs(piece))) <= 1e-6:
-            continue
-        result = classifier.classify_waveform(piece, sr, threshold=thr)
-        hits += [start / sr + w["offset_s"] for w in result["windows"] if w["score"] >= thr]
+    hits = [t for t, s in stream_windows(classifier, stream, sr, chunk_s=chunk_s) if s >= thr]
     hours = len(stream) / sr / 3600
     alarms = event_times(hits, refractory_s)
     return {
