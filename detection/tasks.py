@@ -14,7 +14,10 @@ NO_MODEL_RETRY_S = 60
 NO_MODEL_MAX_RETRIES = 60
 
 
-@shared_task(name="detection.tasks.classify_clip", bind=True, acks_late=True, max_retries=5)
+# A 30 s clip classifies in well under a second; minutes mean a hung decoder, which must not hold the
+# audio queue. The soft limit raises inside the task, so the clip is released or failed as usual.
+@shared_task(name="detection.tasks.classify_clip", bind=True, acks_late=True, max_retries=5, soft_time_limit=120,
+             time_limit=180)
 def classify_clip(self: Any, clip_id: int) -> str | None:
     """Classify one clip (routed to the ``audio`` queue). Safe to run twice: the claim decides."""
     from detection.services import ClipRetryLater, clip_classify
