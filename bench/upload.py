@@ -12,6 +12,7 @@ uploads/s, the status codes, and then lists every clip through GET /api/v1/clips
 each 202 has its row. Targets: p95 <= 50 ms and >= 100 uploads/s accepted with none lost.
 The server's per-device throttle (THROTTLE_DEVICE, 600/min) caps one device at 10 uploads/s; raise
 it on the server for capacity runs, or every client beyond that gets 429s (counted, not hidden).
+Pairing is throttled too (THROTTLE_PAIRING, 30/min per address): set-up waits it out, or raise it.
 """
 
 from __future__ import annotations
@@ -70,6 +71,15 @@ def create_user(username: str) -> None:
     user.save()
 
 
+def patiently(send: Any) -> requests.Response:
+    """Send, waiting out 429s: pairing is throttled per address (THROTTLE_PAIRING, 30/min)."""
+    while True:
+        response = send()
+        if response.status_code != 429:
+            return response
+        time.sleep(float(response.headers.get("Retry-After") or 2))
+
+
 def check(response: requests.Response, expected: int) -> dict[str, Any]:
     if response.status_code != expected:
         raise SystemExit(f"{response.request.method} {response.url} -> {response.status_code}: {response.text[:300]}")
@@ -84,10 +94,11 @@ def set_up_devices(url: str, username: str, count: int) -> tuple[str, list[tuple
     owner = {"Authorization": f"Token {token}"}
     devices = []
     for n in range(count):
-        created = check(session.post(f"{url}/api/v1/devices", headers=owner, json={
-            "name": f"bench {n}", "kind": "home", "latitude": 52.5 + n / 1000, "longitude": 13.4}), 201)
-        paired = check(session.post(f"{url}/api/v1/devices/pair", json={"pairing_code": created["pairing_code"]}),
-                       201)
+        created = check(patiently(lambda n=n: session.post(f"{url}/api/v1/devices", headers=owner, json={
+            "name": f"bench {n}", "kind": "home", "latitude": 52.5 + n / 1000, "longitude": 13.4})), 201)
+        code = created["pairing_code"]
+        paired = check(patiently(lambda code=code: session.post(f"{url}/api/v1/devices/pair",
+                                                                json={"pairing_code": code})), 201)
         devices.append((paired["device_id"], paired["token"]))
     return token, devices
 
@@ -102,10 +113,11 @@ class Outcome:
 
 
 def run_client(url: str, device: tuple[str, str], clips: list[bytes], uploads: int, interval_s: float | None,
-               deadline: float, outcome: Outcome, worker: int) -> None:
+               deadline: float, outcome: Outcome, worker: int, clients: int = 1) -> None:
     session = requests.Session()
     session.headers["Authorization"] = f"Device {device[1]}"
-    next_at = time.perf_counter()
+    # Paced clients start out of phase: a fleet's uploads arrive spread out, not in bursts of N at once.
+    next_at = time.perf_counter() + (interval_s or 0.0) * worker / clients
     for n in range(uploads):
         if time.perf_counter() >= deadline:
             break
@@ -135,6 +147,17 @@ def run_client(url: str, device: tuple[str, str], clips: list[bytes], uploads: i
             if response.status_code == 202:
                 outcome.latencies_ms.append(elapsed_ms)
                 outcome.accepted[response.json()["id"]] = device[0]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of local server processes (and their children), from /proc."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        # utime, stime, cutime, cstime are fields 14-17 of stat; index 11-14 after the command name.
+        total += sum(int(value) for value in fields[11:15]) / tick
+    return total
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -167,6 +190,9 @@ def main() -> None:
     parser.add_argument("--user", default=f"bench-{uuid.uuid4().hex[:8]}")
     parser.add_argument("--wait-classified", type=float, default=0.0,
                         help="then wait up to this many seconds for the workers to classify everything")
+    parser.add_argument("--server-pid", type=int, action="append", default=[],
+                        help="a local server process to charge CPU time to (repeat for several); gives CPU ms "
+                             "per upload, which does not depend on what else the machine is doing")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON too")
     args = parser.parse_args()
     url = args.url.rstrip("/")
@@ -187,13 +213,15 @@ def main() -> None:
     deadline = time.perf_counter() + args.seconds if args.seconds else float("inf")
     if args.rate and args.seconds:
         per_client = int(args.rate * args.seconds / args.clients) + 1
+    cpu_before = cpu_seconds(args.server_pid)
     started = time.perf_counter()
     with ThreadPoolExecutor(args.clients) as pool:
-        futures = [pool.submit(run_client, url, device, clips, per_client, interval, deadline, outcome, i)
-                   for i, device in enumerate(devices)]
+        futures = [pool.submit(run_client, url, device, clips, per_client, interval, deadline, outcome, i,
+                               args.clients) for i, device in enumerate(devices)]
         for future in futures:
             future.result()
     wall = time.perf_counter() - started
+    server_cpu = cpu_seconds(args.server_pid) - cpu_before
 
     found = listed_clips(url, token)
     expected = set(outcome.accepted) | set(warm.accepted)
@@ -217,6 +245,8 @@ def main() -> None:
         "accepted_per_s": round(outcome.statuses.get(202, 0) / wall, 1),
         "latency_ms": {"p50": round(percentile(lat, 50), 1), "p95": round(percentile(lat, 95), 1),
                        "p99": round(percentile(lat, 99), 1), "max": round(max(lat), 1) if lat else None},
+        "server_cpu_ms_per_upload": (round(server_cpu * 1000 / max(1, sum(outcome.statuses.values())), 2)
+                                     if args.server_pid else None),
         "verified_rows": len(expected & set(found)),
         "lost": len(lost),
         "clip_statuses": dict(Counter(found[c] for c in expected if c in found)),
@@ -226,6 +256,7 @@ def main() -> None:
         f"{summary['uploads']} in {summary['wall_s']} s = {summary['accepted_per_s']} uploads/s; latency ms "
         f"p50 {summary['latency_ms']['p50']} p95 {summary['latency_ms']['p95']} p99 {summary['latency_ms']['p99']} "
         f"max {summary['latency_ms']['max']}; statuses {summary['statuses']}; "
+        f"server CPU {summary['server_cpu_ms_per_upload']} ms/upload; "
         f"lost {summary['lost']} (verified {summary['verified_rows']} rows incl. warm-up); "
         f"clip statuses {summary['clip_statuses']}"
     )
