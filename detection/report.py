@@ -171,6 +171,7 @@ def render_markdown(card: dict[str, Any]) -> str:
             "Each fold trains without one Kaggle gun model (and without the validation split units), then "
             "scores the held-out gun model plus the non-Kaggle validation clips; threshold from that fold's "
             "negatives at 1 % FPR.",
+            *([card["logo_note"]] if card.get("logo_note") else []),
             "",
             "| held out | n | AUC | recall@1%FPR | held-out recall | FPR |",
             "|---|---|---|---|---|---|",
@@ -222,3 +223,12 @@ def render_markdown(card: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def update_card(out: Path, extra: dict[str, Any]) -> dict[str, Any]:
+    """Merge results computed later (LOGO folds, baseline, speed) into an existing card and re-render it."""
+    card = json.loads((out / "model_card.json").read_text())
+    metrics = json.loads((out / "val_metrics.json").read_text())
+    card.update(extra)
+    write_card(out, card, metrics)
+    return card

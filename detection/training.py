@@ -71,6 +71,8 @@ class AugmentConfig:
     p_distance_negative: float = 0.2  # reverb/dull sound must not become a gunshot cue
     p_band_limit: float = 0.4
     band_limit_rates: tuple[int, ...] = (8000, 11025, 12000)
+    p_clip: float = 0.25  # phones and street sensors saturate on nearby shots
+    clip_level: tuple[float, float] = (0.05, 0.5)  # hard-clip at this fraction of the peak
     p_noise: float = 0.3
     p_gain: float = 0.3
     gain_db: tuple[float, float] = (-20.0, 0.0)
@@ -79,7 +81,7 @@ class AugmentConfig:
     max_time_mask: int = 4
     max_freq_mask: int = 6
     positive_fraction: float = 0.5
-    field_positive_fraction: float = 0.4  # share of positives drawn from non-Kaggle (street/field) sources
+    field_positive_fraction: float = 0.5  # share of positives drawn from non-Kaggle (street/field) sources
     hard_negative_weight: float = 3.0
 
 
@@ -315,6 +317,9 @@ class WindowSampler:
             x = x + bg * (_rms(x) / (_rms(bg) * 10 ** (snr / 20)))
         if rng.random() < cfg.p_noise:
             x = x + rng.standard_normal(x.size).astype(np.float32) * _rms(x) * 10 ** (-rng.uniform(10, 40) / 20)
+        if rng.random() < cfg.p_clip:
+            limit = rng.uniform(*cfg.clip_level) * float(np.max(np.abs(x)) or 1.0)
+            x = np.clip(x, -limit, limit)
         if rng.random() < cfg.p_band_limit:
             x = self._band_limit(x)
         # The production chain on the (already trimmed) crop: band-limit, then peak-normalise.

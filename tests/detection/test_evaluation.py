@@ -96,3 +96,11 @@ def test_evaluate_reports_unreadable_clips(setup):
     assert result["errors"] == [
         {"file": "clips/other_0.flac", "code": "not_audio", "error": result["errors"][0]["error"]}
     ]
+
+
+def test_threshold_for_alarm_rate_scans_down_until_too_many_alarms():
+    windows = [(0.0, 0.9), (1.0, 0.8), (10.0, 0.95), (30.0, 0.5)]
+    assert evaluation.threshold_for_alarm_rate(windows, hours=1.0, max_per_hour=1) == 0.95
+    # 0.8 adds a window 1 s after the alarm at 0 s: same event, so still 2 alarms.
+    assert evaluation.threshold_for_alarm_rate(windows, hours=1.0, max_per_hour=2) == 0.8
+    assert evaluation.threshold_for_alarm_rate(windows, hours=1.0, max_per_hour=0) > 0.95

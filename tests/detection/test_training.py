@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from detection import audio, training
+from detection import audio, report, training
 from detection.audio import FeatureParams
 from detection.classifier import Classifier
 from detection.training import AugmentConfig, ClipRecord, WindowSampler
@@ -114,3 +114,7 @@ def test_train_smoke_writes_weights_card_and_is_deterministic(tmp_path):
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
     assert first.threshold == second.threshold
+    choice = card["threshold_choice"]
+    assert first.threshold == max(choice["by_clip_fpr"], choice["by_alarm_rate"])
+    report.update_card(tmp_path / "run1", {"logo": {}, "logo_note": "folds trained briefly"})
+    assert "folds trained briefly" in (tmp_path / "run1" / "MODEL_CARD.md").read_text()
