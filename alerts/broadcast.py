@@ -7,6 +7,7 @@ of them and re-checks access per message.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Literal, TypedDict
 
@@ -47,11 +48,16 @@ def incident_changed(incident: Incident, *, kind: EventKind) -> None:
         layer = get_channel_layer()
         if layer is None:
             return
-        send = async_to_sync(layer.group_send)
-        for group in [ALL_GROUP, *(station_group(pk) for pk in message["station_ids"])]:
-            send(group, message)
+        groups = [ALL_GROUP, *(station_group(pk) for pk in message["station_ids"])]
+        # One event loop for all groups: outside a loop each async_to_sync call starts a new one,
+        # and channels-redis opens a fresh connection per loop.
+        async_to_sync(_send_all)(layer, groups, message)
     except Exception:
         logger.exception("Could not broadcast %s for incident %s", kind, incident.code)
+
+
+async def _send_all(layer: Any, groups: list[str], message: IncidentMessage) -> None:
+    await asyncio.gather(*(layer.group_send(group, message) for group in groups))
 
 
 def incident_changed_by_pk(pk: int, *, kind: EventKind) -> None:

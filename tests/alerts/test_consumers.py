@@ -2,17 +2,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
 from typing import Any
 from unittest import mock
 
 import pytest
-import pytest_asyncio
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
-from django.db import connections
 from django.test import Client
 
 from alerts import consumers
@@ -22,15 +19,11 @@ from gunwatch.asgi import application
 from tests.alerts.helpers import classify
 from tests.factories import DeviceFactory, PoliceStationFactory, PoliceUserFactory
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
-
-
-@pytest_asyncio.fixture(autouse=True)
-async def _close_worker_thread_connections() -> AsyncIterator[None]:
-    """database_sync_to_async runs in a worker thread whose persistent connection (CONN_MAX_AGE)
-    would otherwise keep PostgreSQL from dropping the test database."""
-    yield
-    await sync_to_async(connections.close_all)()
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.asyncio,
+    pytest.mark.usefixtures("close_thread_connections"),
+]
 
 ORIGIN = [(b"origin", b"http://127.0.0.1")]
 
