@@ -7,7 +7,7 @@ window.gwIncidentDetailMap = function (map) {
   var latlng = [marker.lat, marker.lon];
   L.circle(latlng, { radius: marker.radius || 0, color: "#d7191c", weight: 1, fillOpacity: 0.1 }).addTo(map);
   L.circleMarker(latlng, { radius: 7, color: "#d7191c", fillOpacity: 0.9 }).addTo(map);
-  map.fitBounds(L.circle(latlng, { radius: marker.radius || 100 }).addTo(L.layerGroup()).getBounds(), { padding: [20, 20] });
+  map.fitBounds(L.latLng(latlng).toBounds(2 * (marker.radius || 100)), { padding: [20, 20] });
 };
 (function () {
   "use strict";

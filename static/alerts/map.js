@@ -145,6 +145,15 @@
     cluster.zoomToShowLayer(entry.marker, function () { entry.marker.openPopup(); });
   }
 
+  function fitToIncidents() {
+    // Open incidents first: they are what an officer opens the map for.
+    var all = Object.keys(incidents).map(function (id) { return incidents[id]; }).filter(function (e) { return e.marker; });
+    var open = all.filter(function (e) { return e.data.status !== "closed"; });
+    var shown = open.length ? open : all;
+    if (shown.length === 1) map.setView(shown[0].marker.getLatLng(), 14);
+    else if (shown.length > 1) map.fitBounds(L.latLngBounds(shown.map(function (e) { return e.marker.getLatLng(); })), { padding: [40, 40], maxZoom: 15 });
+  }
+
   function refreshAges() {
     Object.keys(incidents).forEach(function (id) {
       var entry = incidents[id];
@@ -191,9 +200,13 @@
     setLive("warn", connectedOnce ? "reconnecting…" : "connecting…");
     socket.onopen = function () {
       retryDelay = 1000;
-      connectedOnce = true;
       // Subscribe first, fetch second: anything committed in between arrives one way or the other.
-      catchUp().then(function () { setLive("ok", "live"); });
+      var first = !connectedOnce;
+      connectedOnce = true;
+      catchUp().then(function () {
+        setLive("ok", "live");
+        if (first) fitToIncidents();
+      });
     };
     socket.onmessage = function (event) {
       var message = JSON.parse(event.data);
