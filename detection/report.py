@@ -18,6 +18,10 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f} %"
 
 
+def _short(path: str) -> str:
+    return Path(path).stem.removesuffix("__p00")
+
+
 def _num(x: float | None, digits: int = 4) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
@@ -76,6 +80,7 @@ def write_card(out: Path, card: dict[str, Any], metrics: dict[str, Any]) -> None
 def render_markdown(card: dict[str, Any]) -> str:
     v, t, d = card["validation"], card["training"], card["data"]
     tc = card.get("threshold_choice", {})
+    alarm_files = ", ".join(_short(x) for x in v["false_alarm_stream"].get("event_files", []))
     f = card["features"]
     lines = [
         f"# Model card: {card['name']}",
@@ -136,6 +141,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         f"- false alarms per hour of continuous non-gunshot audio: {_num(v['false_alarms_per_hour'], 2)} "
         f"({v['false_alarm_stream']['events']} alarms in {v['false_alarm_stream']['hours'] * 60:.1f} min; "
         "validation 'other' clips streamed in 10-s device chunks, 5-s refractory period)",
+        *([f"- alarms in that stream came from: {alarm_files}"] if alarm_files else []),
         "",
         "Recall per gunshot source:",
         "",
@@ -151,19 +157,22 @@ def render_markdown(card: dict[str, Any]) -> str:
         "",
         "## Threshold",
         "",
-        "A false alarm sends the location to trusted contacts and the police, so false alarms are the "
-        "expensive error. The threshold is the stricter of two rules, both measured on validation only:",
+        "Two candidate thresholds were measured on validation only:",
         "",
         f"1. clip false positive rate <= {_pct(card['target_fpr'])}: threshold "
         f"{_num(tc.get('by_clip_fpr'))} (validation recall {_pct(tc.get('recall_by_clip_fpr'))});",
-        "2. at most 1 alarm per hour when the validation 'other' clips are streamed like a device "
-        f"(10-s chunks, 5-s refractory): threshold {_num(tc.get('by_alarm_rate'))} "
+        f"2. at most {tc.get('max_alarms_per_hour', 1):g} alarm(s) per hour when the validation 'other' clips "
+        f"are streamed like a device (10-s chunks, 5-s refractory): threshold {_num(tc.get('by_alarm_rate'))} "
         f"(recall {_pct(tc.get('recall_by_alarm_rate'))}).",
         "",
-        "A 1 % clip FPR alone still allows tens of alarms per hour of continuous audio, because every 0.5 s "
-        "brings a new window. The validation stream is short (minutes, see above), so 'at most 1 per hour' "
-        "there means 'no alarm at all'; the estimate is coarse and unfamiliar sounds in the field will "
-        "cause more.",
+        f"Shipped: rule `{tc.get('rule', 'clip_fpr')}` -> **{card['threshold']:.4f}**. The clip-FPR rule is "
+        "the one the project asked for. The stream rule cannot be estimated reliably here: the validation "
+        "stream lasts only minutes, so 'at most 1 per hour' means 'not a single alarm', and the threshold "
+        "is set by the one highest-scoring window (a key drop or a skillet hit). On this data it costs "
+        "most of the street-recorded (UrbanSound8K) shots, the closest thing to the field. Deployments that "
+        "must page the police only on near-certain events can pass the stricter threshold per model "
+        "version (`Classifier.classify_*(threshold=...)`); the false alarms at the shipped threshold were "
+        "all impulsive sounds (see the stream section above).",
     ]
     if "logo" in card:
         lines += ["", "## Leave one gun model out", ""]
