@@ -59,6 +59,17 @@ def test_owner_sees_only_their_incidents_with_a_coarse_location(owner, incident,
     assert {n["recipient_kind"] for n in detail["notifications"]} == {"owner"}
 
 
+def test_owner_bbox_filter_cannot_narrow_below_the_coarse_location(owner, incident) -> None:  # type: ignore[no-untyped-def]
+    client = client_for(owner)
+
+    def ids(bbox: str) -> list[str]:
+        return [row["id"] for row in client.get(f"/api/v1/incidents?bbox={bbox}").json()["results"]]
+
+    # The precise point (52.523456, 13.412345) lies in this tiny box, its coarse one (52.52, 13.41) does not.
+    assert ids("13.4123,52.5234,13.4124,52.5235") == []
+    assert ids("13.409,52.519,13.411,52.521") == [str(incident.code)]
+
+
 def test_other_people_get_404_for_incidents_they_may_not_see(other_owner, incident, munich_incident) -> None:  # type: ignore[no-untyped-def]
     assert client_for(other_owner).get(f"/api/v1/incidents/{incident.code}").status_code == 404
     munich_officer = PoliceUserFactory(username="m", police_station=munich_incident.stations.get())
