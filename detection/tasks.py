@@ -16,8 +16,10 @@ NO_MODEL_MAX_RETRIES = 60
 
 # A 30 s clip classifies in well under a second; minutes mean a hung decoder, which must not hold the
 # audio queue. The soft limit raises inside the task, so the clip is released or failed as usual.
+# ignore_result: the outcome lives on the clip row; with the Redis result backend, a task whose result
+# is kept makes every enqueue subscribe to its result channel, which cost the upload request ~10 ms.
 @shared_task(name="detection.tasks.classify_clip", bind=True, acks_late=True, max_retries=5, soft_time_limit=120,
-             time_limit=180)
+             time_limit=180, ignore_result=True)
 def classify_clip(self: Any, clip_id: int) -> str | None:
     """Classify one clip (routed to the ``audio`` queue). Safe to run twice: the claim decides."""
     from detection.services import ClipRetryLater, clip_classify
@@ -38,7 +40,7 @@ def classify_clip(self: Any, clip_id: int) -> str | None:
     return None if classification is None else classification.label
 
 
-@shared_task(name="detection.tasks.purge_expired_audio")
+@shared_task(name="detection.tasks.purge_expired_audio", ignore_result=True)
 def purge_expired_audio() -> int:
     """Periodic (beat): delete evidence audio past its retention date."""
     from detection.services import clips_purge_expired_audio
@@ -46,7 +48,7 @@ def purge_expired_audio() -> int:
     return clips_purge_expired_audio()
 
 
-@shared_task(name="detection.tasks.requeue_stuck_clips")
+@shared_task(name="detection.tasks.requeue_stuck_clips", ignore_result=True)
 def requeue_stuck_clips() -> int:
     """Periodic (beat): re-enqueue clips whose classification task was lost."""
     from detection.services import clips_requeue_stuck
