@@ -18,12 +18,12 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, OperationalError, transaction
-from django.db.models import F
+from django.db.models import F, Prefetch, Q
 from django.utils import timezone
 
 from accounts.models import User
 from alerts import broadcast
-from alerts.geo import Observation, could_be_same_event, haversine_m, locate
+from alerts.geo import Observation, bounding_box, could_be_same_event, haversine_m, locate
 from alerts.models import Detection, Incident, IncidentEvent, JoinLock, Notification, PoliceStation
 from alerts.selectors import stations_for_point
 from detection.models import Classification, Clip
@@ -39,6 +39,9 @@ JOIN_ATTEMPTS = 5
 # Timing uncertainty per clock source for TDOA: GPS/PPS-disciplined clocks are good to about a
 # millisecond, NTP over the internet to about ten.
 CLOCK_SIGMA_S = {"gps": 0.002, "ntp": 0.010}
+# The SQL prefilter's allowance for the other detection's GPS error; fixes worse than this are
+# rare, and they only make the box slightly too small for an already doubtful join.
+MAX_ACCURACY_M = 500.0
 
 
 # --- What one detection says ------------------------------------------------------------------
@@ -129,13 +132,30 @@ def _take_join_lock() -> None:
 
 
 def _candidates(sighting: Sighting) -> list[Incident]:
+    """Open incidents this sighting could join, locked against concurrent police transitions.
+
+    SQL narrows by time (the partial index on open incidents) and by place: an incident qualifies
+    only if one of its detections lies in a box around the sighting as wide as hearing distance
+    allows, or comes from the same device. `_belongs` then decides exactly.
+    """
     quiet = timedelta(seconds=settings.ALERT_QUIET_WINDOW_S)
     skew = timedelta(seconds=_max_skew_s())
+    in_window = Incident.objects.exclude(status=Incident.Status.CLOSED).filter(
+        last_detected_at__gte=sighting.event_at - quiet, first_detected_at__lte=sighting.event_at + skew
+    )
+    nearby = Q(device_id=sighting.device_id)
+    if sighting.has_position:
+        reach = 2 * settings.ALERT_HEARING_RANGE_M + sighting.accuracy_m + MAX_ACCURACY_M
+        min_lat, min_lon, max_lat, max_lon = bounding_box(sighting.latitude, sighting.longitude, reach)  # type: ignore[arg-type]
+        nearby |= Q(latitude__range=(min_lat, max_lat), longitude__range=(min_lon, max_lon))
+    related = Detection.objects.filter(nearby, incident__in=in_window.values("pk")).values("incident_id")
     return list(
         Incident.objects.select_for_update()
-        .exclude(status=Incident.Status.CLOSED)
-        .filter(last_detected_at__gte=sighting.event_at - quiet, first_detected_at__lte=sighting.event_at + skew)
-        .prefetch_related("detections")
+        .filter(pk__in=related)
+        .prefetch_related(
+            Prefetch("detections", queryset=Detection.objects.only("incident_id", "device_id", "latitude",
+                                                                   "longitude", "accuracy_m"))
+        )
         .order_by("opened_at", "id")
     )
 
@@ -188,7 +208,7 @@ def _record(classification: Classification) -> _Outcome:
     if incident is None:
         incident = Incident.objects.create(first_detected_at=sighting.event_at, last_detected_at=sighting.event_at)
     device = classification.clip.device
-    new_device = not incident.detections.filter(device=device).exists()
+    new_device = not Detection.objects.filter(incident=incident, device=device).exists()
     Detection.objects.create(
         incident=incident,
         classification=classification,
@@ -288,7 +308,7 @@ def _estimate(group: list[Detection]) -> tuple[float, float, float, str, float |
 
 def _refresh(incident: Incident) -> bool:
     """Recompute the incident's aggregates and location; True when the location changed."""
-    detections = list(incident.detections.select_related("clip"))
+    detections = list(Detection.objects.filter(incident=incident).select_related("clip"))
     per_device: dict[int, int] = {}
     for d in detections:
         per_device[d.device_id] = per_device.get(d.device_id, 0) + d.shots

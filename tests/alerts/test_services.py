@@ -110,6 +110,27 @@ def test_devices_too_far_apart_open_separate_incidents(home: Device) -> None:
     assert a.pk != b.pk
 
 
+@pytest.mark.parametrize(("distance_m", "joins"), [(2900, True), (3200, False)])
+def test_joining_reaches_two_hearing_ranges_plus_gps_error(home: Device, settings, distance_m, joins) -> None:  # type: ignore[no-untyped-def]
+    # Both detections within hearing range (1500 m) of one shot: at most 3000 m + 2 * 25 m GPS apart.
+    settings.ALERT_HEARING_RANGE_M = 1500
+    settings.ALERT_DEFAULT_ACCURACY_M = 25
+    pos = around(CENTRE, distance_m, [60])[0]
+    other = DeviceFactory(owner=UserFactory(), latitude=pos[0], longitude=pos[1])
+    shot = timezone.now()
+    a = incident_record_detection(classification=classify(home, recorded_at=shot))
+    b = incident_record_detection(classification=classify(other, recorded_at=shot + timedelta(seconds=2)))
+    assert (a.pk == b.pk) is joins
+
+
+def test_device_without_position_follows_up_on_its_own_incident(owner) -> None:  # type: ignore[no-untyped-def]
+    nowhere = DeviceFactory(owner=owner, latitude=None, longitude=None)
+    start = timezone.now()
+    first = incident_record_detection(classification=classify(nowhere, recorded_at=start))
+    again = incident_record_detection(classification=classify(nowhere, recorded_at=start + timedelta(seconds=30)))
+    assert again.pk == first.pk
+
+
 def test_follow_up_inside_quiet_window_joins_and_later_one_opens_new(home: Device, settings) -> None:  # type: ignore[no-untyped-def]
     settings.ALERT_QUIET_WINDOW_S = 300
     start = timezone.now() - timedelta(minutes=30)
