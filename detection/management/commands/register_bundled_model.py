@@ -7,13 +7,20 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from detection import services
-from detection.classifier import sha256_file
+from detection.classifier import Classifier, ModelLoadError, sha256_file
 from detection.classify import BUNDLED_WEIGHTS
 from detection.models import ModelVersion
 from detection.selectors import model_version_active
 from gunwatch.exceptions import ApplicationError
 
-BUNDLED_NAME = "gwcnn"
+
+def _version(weights: Path, sha256: str) -> str:
+    """The training date (from the file's metadata) and the checksum: readable and unique."""
+    try:
+        trained_at = str(Classifier.load(weights).meta.get("trained_at") or "")
+    except ModelLoadError:
+        trained_at = ""  # registration below reports why the file is unusable
+    return f"{trained_at[:10]}-{sha256[:8]}" if trained_at else sha256[:8]
 
 
 def _bundled_extras(weights: Path) -> tuple[str, dict[str, Any] | None]:
@@ -50,7 +57,6 @@ class Command(BaseCommand):
         if not weights.is_file():
             raise CommandError(f"no bundled weights at {weights}")
         sha256 = sha256_file(weights)
-        version = f"{weights.stem}-{sha256[:8]}"
         try:
             existing = ModelVersion.objects.filter(sha256=sha256).order_by("-created_at").first()
             if existing is not None:
@@ -59,8 +65,8 @@ class Command(BaseCommand):
             else:
                 card, metrics = _bundled_extras(weights)
                 model_version = services.model_version_register(
-                    weights_path=weights, name=BUNDLED_NAME, version=version, metrics=metrics, model_card=card,
-                    activate=True,
+                    weights_path=weights, name=weights.stem, version=_version(weights, sha256), metrics=metrics,
+                    model_card=card, activate=True,
                 )
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
