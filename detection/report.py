@@ -160,7 +160,9 @@ def render_markdown(card: dict[str, Any]) -> str:
         "Two candidate thresholds were measured on validation only:",
         "",
         f"1. clip false positive rate <= {_pct(card['target_fpr'])}: threshold "
-        f"{_num(tc.get('by_clip_fpr'))} (validation recall {_pct(tc.get('recall_by_clip_fpr'))});",
+        f"{_num(tc.get('by_clip_fpr'))} (validation recall {_pct(tc.get('recall_by_clip_fpr'))}), halfway "
+        f"between the lowest admissible threshold ({_num(tc.get('lowest_by_clip_fpr'))}) and the next "
+        "gunshot score above it, which keeps the validation recall and adds margin against negatives;",
         f"2. at most {tc.get('max_alarms_per_hour', 1):g} alarm(s) per hour when the validation 'other' clips "
         f"are streamed like a device (10-s chunks, 5-s refractory): threshold {_num(tc.get('by_alarm_rate'))} "
         f"(recall {_pct(tc.get('recall_by_alarm_rate'))}).",

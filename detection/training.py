@@ -687,7 +687,11 @@ def choose_threshold(
     """
     if rule not in {"clip_fpr", "stricter"}:
         raise ValueError(f"unknown threshold rule {rule!r}")
-    by_fpr = evaluation.threshold_for_fpr(val_scores[y_val == 0], target_fpr)
+    lowest = evaluation.threshold_for_fpr(val_scores[y_val == 0], target_fpr)
+    # Validation recall is flat from that lowest admissible threshold up to the next gunshot's score, so
+    # sit halfway: same validation recall, more margin against the negatives just below.
+    above = val_scores[(y_val == 1) & (val_scores >= lowest)]
+    by_fpr = float((lowest + above.min()) / 2) if above.size else lowest
     clf = Classifier(network, architecture=architecture, params=params, threshold=by_fpr)
     negatives = [waves[i] for i, y in zip(val_idx, y_val, strict=True) if not y]
     stream = evaluation.build_stream(negatives, params.sample_rate)
@@ -696,6 +700,7 @@ def choose_threshold(
     by_rate = evaluation.threshold_for_alarm_rate(windows, hours, max_alarms_per_hour)
     result: dict[str, Any] = {
         "rule": rule,
+        "lowest_by_clip_fpr": lowest,
         "by_clip_fpr": by_fpr,
         "by_alarm_rate": by_rate,
         "max_alarms_per_hour": max_alarms_per_hour,
