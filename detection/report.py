@@ -170,11 +170,11 @@ def render_markdown(card: dict[str, Any]) -> str:
         f"Shipped: rule `{tc.get('rule', 'clip_fpr')}` -> **{card['threshold']:.4f}**. The clip-FPR rule is "
         "the one the project asked for. The stream rule cannot be estimated reliably here: the validation "
         "stream lasts only minutes, so 'at most 1 per hour' means 'not a single alarm', and the threshold "
-        "is set by the one highest-scoring window (a key drop or a skillet hit). On this data it costs "
+        "is set by the one highest-scoring window. On this data it costs "
         "most of the street-recorded (UrbanSound8K) shots, the closest thing to the field. Deployments that "
         "must page the police only on near-certain events can pass the stricter threshold per model "
-        "version (`Classifier.classify_*(threshold=...)`); the false alarms at the shipped threshold were "
-        "all impulsive sounds (see the stream section above).",
+        "version (`Classifier.classify_*(threshold=...)`). The recordings that raised the streamed alarms "
+        "at the shipped threshold are listed in the validation section.",
     ]
     if "logo" in card:
         lines += ["", "## Leave one gun model out", ""]
