@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -615,17 +616,23 @@ class TorchScriptExport:
     size: int
 
 
+_EXPORT_LOCK = threading.Lock()
+
+
 def model_version_torchscript(*, model_version: ModelVersion) -> TorchScriptExport:
     """The TorchScript export of a version for devices, exported once and then served from storage."""
     name = torchscript_name(model_version)
-    if not default_storage.exists(name):
-        classifier = inference.classifier_for(model_version)
-        with tempfile.NamedTemporaryFile(suffix=".pt") as tmp:
-            classifier.export_torchscript(tmp.name)
-            with open(tmp.name, "rb") as handle:
-                saved = default_storage.save(name, File(handle))
-        if saved != name:  # a concurrent request exported it first
-            _delete_stored(saved)
+    # A fleet asks for a new model all at once; torch.jit.trace of one module from several
+    # threads at the same time fails its own sanity check, so exports in a process take turns.
+    with _EXPORT_LOCK:
+        if not default_storage.exists(name):
+            classifier = inference.classifier_for(model_version)
+            with tempfile.NamedTemporaryFile(suffix=".pt") as tmp:
+                classifier.export_torchscript(tmp.name)
+                with open(tmp.name, "rb") as handle:
+                    saved = default_storage.save(name, File(handle))
+            if saved != name:  # another process exported it first
+                _delete_stored(saved)
     digest = hashlib.sha256()
     with default_storage.open(name, "rb") as handle:
         for chunk in handle.chunks():

@@ -286,3 +286,15 @@ def test_register_bundled_model_without_weights_fails_clearly(tmp_path: Path, db
 
     with pytest.raises(CommandError, match="no bundled weights"):
         call_command("register_bundled_model", "--path", str(tmp_path / "missing.pt"))
+
+
+def test_concurrent_torchscript_exports_all_succeed(negative_model: ModelVersion) -> None:
+    """A fleet downloads a new model at once; every request must get the same export."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from detection.services import model_version_torchscript
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        exports = list(pool.map(lambda _: model_version_torchscript(model_version=negative_model), range(6)))
+    assert len({export.sha256 for export in exports}) == 1
+    assert len({export.name for export in exports}) == 1
