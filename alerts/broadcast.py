@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
+from collections.abc import Coroutine
 from typing import Any, Literal, TypedDict
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 from alerts.models import Incident
 
@@ -49,11 +52,42 @@ def incident_changed(incident: Incident, *, kind: EventKind) -> None:
         if layer is None:
             return
         groups = [ALL_GROUP, *(station_group(pk) for pk in message["station_ids"])]
-        # One event loop for all groups: outside a loop each async_to_sync call starts a new one,
-        # and channels-redis opens a fresh connection per loop.
-        async_to_sync(_send_all)(layer, groups, message)
+        if isinstance(layer, InMemoryChannelLayer):
+            # Its queues belong to the server's own loop, which async_to_sync finds for us.
+            async_to_sync(_send_all)(layer, groups, message)
+        else:
+            _sender.run(_send_all(layer, groups, message), timeout=SEND_TIMEOUT_S)
     except Exception:
         logger.exception("Could not broadcast %s for incident %s", kind, incident.code)
+
+
+class _LoopThread:
+    """One long-lived event loop per process for publishing to Redis.
+
+    channels-redis keeps a connection pool per event loop; async_to_sync would start a new loop,
+    and so open new connections, for every broadcast. Re-created after a fork (Celery's prefork
+    children must not share the parent's loop or sockets).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid = 0
+
+    def _get(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid() or self._loop.is_closed():
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="gunwatch-broadcast", daemon=True).start()
+                self._loop, self._pid = loop, os.getpid()
+            return self._loop
+
+    def run(self, coroutine: Coroutine[Any, Any, None], *, timeout: float) -> None:
+        asyncio.run_coroutine_threadsafe(coroutine, self._get()).result(timeout=timeout)
+
+
+_sender = _LoopThread()
+SEND_TIMEOUT_S = 5.0
 
 
 async def _send_all(layer: Any, groups: list[str], message: IncidentMessage) -> None:

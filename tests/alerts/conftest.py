@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
@@ -18,6 +19,8 @@ async def close_thread_connections() -> AsyncIterator[None]:
     """
     yield
     await sync_to_async(connections.close_all)()
-    layer = get_channel_layer()
-    if hasattr(layer, "close_pools"):
-        await layer.close_pools()
+    # Only this loop's connections: the broadcast thread has its own loop and pool (close_pools()
+    # would close those too, from the wrong loop). channels-redis keeps one layer per loop.
+    loop_layer = getattr(get_channel_layer(), "_layers", {}).get(asyncio.get_running_loop())
+    if loop_layer is not None:
+        await loop_layer.flush()
