@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from detection import audio
-from detection.classifier import Classifier
+from detection.classifier import Classifier, limit_threads
 
 POSITIVE = "gunshot"
 STREAM_CHUNK_S = 10.0  # devices upload fixed-length recordings; each is preprocessed on its own
@@ -177,8 +177,21 @@ def evaluate(
     split: str | None = None,
     threshold: float | None = None,
     progress: bool = False,
+    threads: int | None = 1,
 ) -> dict[str, Any]:
-    """Classify every clip with ``Classifier.classify_file`` and compute the detection metrics."""
+    """Classify every clip like production and compute the detection metrics (see limit_threads for threads)."""
+    with limit_threads(threads):
+        return _evaluate(manifest_path, classifier=classifier, split=split, threshold=threshold, progress=progress)
+
+
+def _evaluate(
+    manifest_path: str | Path,
+    *,
+    classifier: Classifier,
+    split: str | None,
+    threshold: float | None,
+    progress: bool,
+) -> dict[str, Any]:
     rows = read_manifest(manifest_path, split=split)
     if not rows:
         raise ValueError(f"no clips in {manifest_path} (split={split!r})")
