@@ -85,6 +85,7 @@ def test_save_weights_is_atomic_and_returns_sha(tmp_path):
     )  # fmt: skip
     assert sha == sha256_file(tmp_path / "w.pt")
     assert [p.name for p in tmp_path.iterdir()] == ["w.pt"]  # no .part file left behind
+    assert (tmp_path / "w.pt").stat().st_mode & 0o777 == 0o644
     assert Classifier.load(tmp_path / "w.pt").threshold == pytest.approx(0.7)
 
 
