@@ -1,0 +1,114 @@
+"""Evaluate a detector on any labelled manifest exactly as production classifies clips."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError
+
+from detection import evaluation
+from detection.classifier import Classifier, ModelLoadError
+from detection.classify import BUNDLED_WEIGHTS
+from detection.models import ModelVersion
+from detection.selectors import model_version_active
+
+DEFAULT_MANIFEST = Path(settings.BASE_DIR).parent / "shared" / "data" / "manifest.csv"
+JSON_KEYS = (
+    "n", "auc", "ap", "threshold", "recall", "precision", "fpr", "recall_at_fpr_1pct", "false_alarms_per_hour",
+    "per_source_recall", "per_category_fpr",
+)
+
+
+def _lookup_version(spec: str) -> ModelVersion:
+    """VERSION, NAME:VERSION or a numeric id."""
+    versions = ModelVersion.objects.all()
+    if spec.isdigit() and versions.filter(pk=int(spec)).exists():
+        return versions.get(pk=int(spec))
+    name, _, version = spec.rpartition(":")
+    matches = versions.filter(version=version, **({"name": name} if name else {}))
+    if matches.count() != 1:
+        known = ", ".join(v.label for v in versions[:20]) or "none registered"
+        raise CommandError(f"no single model version matches {spec!r} (known: {known})")
+    return matches.get()
+
+
+class Command(BaseCommand):
+    help = (
+        "Classify every clip of a manifest (file,label,category,source,…; file relative to the manifest) like "
+        "production and report AUC, AP, recall/precision/FPR at the threshold, recall at 1 % FPR, false alarms "
+        "per hour of streamed background, recall per source and FPR per category."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help=f"default: {DEFAULT_MANIFEST}")
+        parser.add_argument("--split", help="only rows whose split column equals this")
+        which = parser.add_mutually_exclusive_group()
+        which.add_argument("--model", help="a registered version: VERSION, NAME:VERSION or id (default: active)")
+        which.add_argument("--weights", type=Path, help="a weights file (default: the active model, else bundled)")
+        parser.add_argument("--threshold", type=float, help="override the model's decision threshold")
+        parser.add_argument("--json", action="store_true", help="print exactly one JSON object")
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        manifest: Path = opts["manifest"]
+        if not manifest.is_file():
+            raise CommandError(f"manifest not found: {manifest}")
+        classifier, described = self._classifier(opts)
+        if not opts["json"]:
+            self.stdout.write(f"Evaluating {described} on {manifest}" + (f" (split {opts['split']})" if opts["split"]
+                                                                            else ""))
+        try:
+            result = evaluation.evaluate(manifest, classifier=classifier, split=opts["split"],
+                                         threshold=opts["threshold"], progress=not opts["json"])
+        except (ValueError, KeyError) as exc:
+            raise CommandError(f"cannot evaluate {manifest}: {exc}") from exc
+        if result.get("errors"):
+            sys.stderr.write(f"{len(result['errors'])} clip(s) could not be read and were left out\n")
+        if opts["json"]:
+            self.stdout.write(json.dumps({key: result.get(key) for key in JSON_KEYS}))
+        else:
+            self._print(result)
+
+    def _classifier(self, opts: dict[str, Any]) -> tuple[Classifier, str]:
+        try:
+            if opts["weights"]:
+                return Classifier.load(opts["weights"]), str(opts["weights"])
+            version = _lookup_version(opts["model"]) if opts["model"] else self._active()
+            if version is not None:
+                return Classifier.load(version.weights.path, expected_sha256=version.sha256), version.label
+            return Classifier.load(BUNDLED_WEIGHTS), f"the bundled model {BUNDLED_WEIGHTS.name}"
+        except ModelLoadError as exc:
+            raise CommandError(f"cannot load the model: {exc}") from exc
+
+    def _active(self) -> ModelVersion | None:
+        # Evaluation must also work on a checkout with no migrated database: then the bundled model.
+        try:
+            return model_version_active()
+        except DatabaseError:
+            return None
+
+    def _print(self, r: dict[str, Any]) -> None:
+        def pct(x: float | None) -> str:
+            return "—" if x is None else f"{100 * x:.1f} %"
+
+        def num(x: float | None, digits: int = 4) -> str:
+            return "—" if x is None else f"{x:.{digits}f}"
+
+        lines = [
+            f"clips {r['n']}  (gunshots {r.get('n_gunshot')}, other {r.get('n_other')})",
+            f"AUC {num(r['auc'])}   average precision {num(r['ap'])}",
+            f"threshold {num(r['threshold'])}: recall {pct(r['recall'])}, precision {pct(r['precision'])}, "
+            f"FPR {pct(r['fpr'])}",
+            f"recall at 1 % FPR {pct(r['recall_at_fpr_1pct'])}",
+            f"false alarms per hour of streamed background {num(r['false_alarms_per_hour'], 2)}",
+            "recall per source:",
+            *(f"  {k:<24} {pct(v['rate'])} (n={v['n']})" for k, v in r["per_source_recall"].items()),
+            "false-positive rate per category (worst first):",
+            *(f"  {k:<24} {pct(v['rate'])} (n={v['n']})"
+              for k, v in sorted(r["per_category_fpr"].items(), key=lambda kv: -kv[1]["rate"])),
+        ]
+        self.stdout.write("\n".join(lines))

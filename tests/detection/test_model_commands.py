@@ -1,0 +1,97 @@
+"""train_model and evaluate_model: the commands the team and the release check run."""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from detection.models import ModelVersion
+from detection.services import model_version_register
+from tests.detection.helpers_audio import synthetic_manifest, tiny_weights
+
+JSON_KEYS = {"n", "auc", "ap", "threshold", "recall", "precision", "fpr", "recall_at_fpr_1pct",
+             "false_alarms_per_hour", "per_source_recall", "per_category_fpr"}
+
+
+def run(*args: str) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+@pytest.fixture
+def manifest(tmp_path: Path) -> Path:
+    return synthetic_manifest(tmp_path / "data", n_per_class=4)
+
+
+def test_evaluate_json_is_one_object_with_the_agreed_keys(manifest: Path, tmp_path: Path) -> None:
+    weights = tiny_weights(tmp_path / "tiny.pt", threshold=0.3)
+    body = json.loads(run("evaluate_model", "--manifest", str(manifest), "--weights", str(weights), "--json"))
+    assert set(body) == JSON_KEYS
+    assert body["n"] == 8
+    assert body["threshold"] == pytest.approx(0.3)
+    assert set(body["per_source_recall"]) == {"synthetic_gun"}
+    assert set(body["per_category_fpr"]) == {"tone", "hum"}
+    assert 0.0 <= body["auc"] <= 1.0
+
+
+def test_evaluate_threshold_override_and_split(manifest: Path, tmp_path: Path) -> None:
+    weights = tiny_weights(tmp_path / "tiny.pt")
+    all_positive = json.loads(run("evaluate_model", "--manifest", str(manifest), "--weights", str(weights),
+                                  "--threshold", "0", "--json"))
+    assert all_positive["recall"] == 1.0
+    assert all_positive["fpr"] == 1.0
+    with pytest.raises(CommandError, match="no clips"):
+        run("evaluate_model", "--manifest", str(manifest), "--weights", str(weights), "--split", "nope", "--json")
+
+
+@pytest.mark.django_db
+def test_evaluate_uses_a_registered_or_the_active_version(manifest: Path, tmp_path: Path) -> None:
+    weights = tiny_weights(tmp_path / "tiny.pt", threshold=0.42)
+    model_version_register(name="tiny", version="1", weights_path=weights, activate=True)
+    by_name = json.loads(run("evaluate_model", "--manifest", str(manifest), "--model", "tiny:1", "--json"))
+    active = json.loads(run("evaluate_model", "--manifest", str(manifest), "--json"))
+    assert by_name["threshold"] == active["threshold"] == pytest.approx(0.42)
+    with pytest.raises(CommandError, match="no single model version"):
+        run("evaluate_model", "--manifest", str(manifest), "--model", "missing", "--json")
+
+
+def test_evaluate_reports_a_missing_manifest_or_a_broken_model(tmp_path: Path, manifest: Path) -> None:
+    with pytest.raises(CommandError, match="manifest not found"):
+        run("evaluate_model", "--manifest", str(tmp_path / "nope.csv"), "--json")
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a model")
+    with pytest.raises(CommandError, match="cannot load the model"):
+        run("evaluate_model", "--manifest", str(manifest), "--weights", str(broken), "--json")
+
+
+def test_evaluate_human_report_lists_sources_and_categories(manifest: Path, tmp_path: Path) -> None:
+    text = run("evaluate_model", "--manifest", str(manifest), "--weights", str(tiny_weights(tmp_path / "t.pt")))
+    assert "AUC" in text
+    assert "synthetic_gun" in text
+    assert "hum" in text
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_train_model_writes_a_card_and_registers_a_candidate(tmp_path: Path) -> None:
+    manifest = synthetic_manifest(tmp_path / "train-data", n_per_class=10)  # the split needs 5 per stratum
+    out = tmp_path / "run"
+    text = run("train_model", "--manifest", str(manifest), "--out", str(out), "--epochs", "1",
+               "--steps-per-epoch", "2", "--batch-size", "8", "--seed", "3", "--register")
+    assert (out / "gwcnn-1.pt").is_file()
+    assert (out / "MODEL_CARD.md").is_file()
+    assert "Registered" in text
+    version = ModelVersion.objects.get()
+    assert version.status == ModelVersion.Status.CANDIDATE
+    assert "auc" in version.metrics
+    assert version.model_card.startswith("# Model card")
+
+
+def test_train_model_refuses_a_missing_manifest(tmp_path: Path) -> None:
+    with pytest.raises(CommandError, match="manifest not found"):
+        run("train_model", "--manifest", str(tmp_path / "x.csv"), "--out", str(tmp_path / "o"))
