@@ -64,9 +64,14 @@ class Sighting:
 
 
 def detection_event_time(classification: Classification) -> datetime:
-    """When the device heard the shot: recording start plus the offset of the first shot in it."""
+    """When the device heard the shot: recording start plus the offset of the shot in the clip.
+
+    The device's own trigger offset comes first: it marks the onset on 1 ms frames, while the
+    classifier's offset is its strongest onset on a 20 ms hop and, in a burst, may be a later
+    round, which would put hundreds of metres of error into multilateration.
+    """
     clip = classification.clip
-    offset = classification.offset_s if classification.offset_s is not None else clip.trigger_offset_s
+    offset = clip.trigger_offset_s if clip.trigger_offset_s is not None else classification.offset_s
     return clip.recorded_at + timedelta(seconds=offset or 0.0)
 
 

@@ -52,6 +52,15 @@ def test_trigger_offset_is_used_when_the_classifier_gives_none(home: Device) -> 
     assert incident.first_detected_at == recorded + timedelta(seconds=0.75)
 
 
+def test_the_device_trigger_offset_beats_the_classifier_offset(home: Device) -> None:
+    """The trigger marks the onset on 1 ms frames; the classifier's strongest onset may be a later round."""
+    recorded = timezone.now().replace(microsecond=0)
+    incident = incident_record_detection(
+        classification=classify(home, recorded_at=recorded, offset_s=1.4, trigger_offset_s=0.5)
+    )
+    assert incident.first_detected_at == recorded + timedelta(seconds=0.5)
+
+
 def test_clip_position_beats_device_position(home: Device, settings) -> None:  # type: ignore[no-untyped-def]
     incident = incident_record_detection(classification=classify(home, lat=52.6, lon=13.5, accuracy_m=8))
     incident.refresh_from_db()
