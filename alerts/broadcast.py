@@ -43,11 +43,10 @@ def incident_message(incident: Incident, *, kind: EventKind) -> IncidentMessage:
     return {"type": kind, "incident": payload, "station_ids": station_ids}
 
 
-def incident_changed(incident: Incident, *, kind: EventKind) -> None:
-    """Push an incident to every viewer who may see it. Never raises: the map is best effort,
-    the incident is already committed and the list API has it for clients that missed this."""
+def publish(message: IncidentMessage) -> None:
+    """Push a built message to every viewer who may see it. Never raises: the map is best effort,
+    the incident is already committed, and clients that miss this catch up through the API."""
     try:
-        message = incident_message(incident, kind=kind)
         layer = get_channel_layer()
         if layer is None:
             return
@@ -58,7 +57,16 @@ def incident_changed(incident: Incident, *, kind: EventKind) -> None:
         else:
             _sender.run(_send_all(layer, groups, message), timeout=SEND_TIMEOUT_S)
     except Exception:
-        logger.exception("Could not broadcast %s for incident %s", kind, incident.code)
+        logger.exception("Could not broadcast %s for incident %s", message["type"], message["incident"].get("id"))
+
+
+def incident_changed(incident: Incident, *, kind: EventKind) -> None:
+    try:
+        message = incident_message(incident, kind=kind)
+    except Exception:
+        logger.exception("Could not build the %s message for incident %s", kind, incident.code)
+        return
+    publish(message)
 
 
 class _LoopThread:

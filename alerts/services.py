@@ -180,10 +180,16 @@ def incident_record_detection(*, classification: Classification) -> Incident | N
     """
     if not classification.is_gunshot:
         return None
+    existing = Detection.objects.filter(classification=classification).select_related("incident").first()
+    if existing is not None:
+        return existing.incident
+    # Everything that needs no lock is read before taking it: joins are serialised, keep them short.
+    classification = Classification.objects.select_related("clip__device__owner").get(pk=classification.pk)
+    sighting = sighting_from(classification)
     for attempt in range(JOIN_ATTEMPTS):
         try:
             with transaction.atomic():
-                outcome = _record(classification)
+                outcome = _record(classification, sighting)
         except IntegrityError:
             # Another worker recorded this very classification (or created the lock row) first.
             existing = Detection.objects.filter(classification=classification).select_related("incident").first()
@@ -201,19 +207,18 @@ def incident_record_detection(*, classification: Classification) -> Incident | N
     return None  # pragma: no cover - the loop always returns or raises
 
 
-def _record(classification: Classification) -> _Outcome:
+def _record(classification: Classification, sighting: Sighting) -> _Outcome:
+    # A concurrent call for this same classification fails on Detection's unique classification
+    # and the caller returns the incident the other call recorded.
     _take_join_lock()
-    existing = Detection.objects.filter(classification=classification).select_related("incident").first()
-    if existing is not None:
-        return _Outcome(existing.incident, opened=False, notification_ids=[])
-    classification = Classification.objects.select_related("clip__device__owner").get(pk=classification.pk)
-    sighting = sighting_from(classification)
     incident = next((c for c in _candidates(sighting) if _belongs(c, sighting)), None)
     opened = incident is None
+    device = classification.clip.device
     if incident is None:
         incident = Incident.objects.create(first_detected_at=sighting.event_at, last_detected_at=sighting.event_at)
-    device = classification.clip.device
-    new_device = not Detection.objects.filter(incident=incident, device=device).exists()
+        new_device = True
+    else:
+        new_device = all(d.device_id != device.pk for d in incident.detections.all())
     Detection.objects.create(
         incident=incident,
         classification=classification,
@@ -242,9 +247,9 @@ def _record(classification: Classification) -> _Outcome:
         notification_ids += _queue_for_stations(incident, new_stations)
     if notification_ids:
         Incident.objects.filter(pk=incident.pk).update(notified_at=timezone.now())
-    kind = "incident.opened" if opened else "incident.updated"
-    pk = incident.pk
-    transaction.on_commit(lambda: broadcast.incident_changed_by_pk(pk, kind=kind))
+    # Built now, from the rows as they will commit, and sent once they have.
+    message = broadcast.incident_message(incident, kind="incident.opened" if opened else "incident.updated")
+    transaction.on_commit(lambda: broadcast.publish(message))
     transaction.on_commit(lambda: _enqueue(notification_ids))
     return _Outcome(incident, opened, notification_ids)
 
@@ -329,10 +334,10 @@ def _refresh(incident: Incident) -> bool:
     incident.shots = max(per_device.values())
     incident.max_confidence = max(d.score for d in detections)
     incident.device_count = len(per_device)
-    incident.evidence_clip_id = best.clip_id
-    incident.revision = F("revision") + 1
+    incident.evidence_clip = best.clip
+    # The row is locked (or new) in this transaction, so a plain increment is safe.
+    incident.revision += 1
     incident.save()
-    incident.refresh_from_db(fields=["revision"])
     moved = (incident.latitude, incident.longitude, incident.radius_m) != old_location
     if moved and group and old_location[0] is not None:
         _event(
@@ -507,11 +512,10 @@ def incident_transition(
         if note:
             message += f" — {note}"
         _event(incident, kind, message, actor=user, data={"disposition": disposition} if disposition else {})
-    incident.revision = F("revision") + 1
+    incident.revision += 1  # the row is locked
     incident.save()
-    incident.refresh_from_db()
-    pk = incident.pk
-    transaction.on_commit(lambda: broadcast.incident_changed_by_pk(pk, kind="incident.updated"))
+    message = broadcast.incident_message(incident, kind="incident.updated")
+    transaction.on_commit(lambda: broadcast.publish(message))
     return incident
 
 

@@ -13,7 +13,8 @@ its own device's incident.
 Prints p50/p95/p99 of (websocket message received - upload response received), the upload
 response times, and the sustained upload and message rates. Target: p95 ≤ 300 ms at 20 uploads/s.
 Needs: PostgreSQL (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/gw_bench, created if
-missing) and Redis (REDIS_URL, default redis://127.0.0.1:6379/5); the `websockets` package.
+missing) and Redis (REDIS_URL, default redis://127.0.0.1:6379/13: a database of its own, since a worker of
+anyone else's on the same database would take this run's tasks); the `websockets` package.
 """
 
 from __future__ import annotations
@@ -147,6 +148,20 @@ def ensure_database(url: str) -> None:
     admin.close()
 
 
+BENCH_MARKER = "gunwatch:e2e-latency-bench"
+
+
+def claim_redis(url: str) -> None:
+    """Empty the Redis database for this run, but only if it is empty or a previous run's."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    if client.dbsize() and not client.exists(BENCH_MARKER):
+        raise SystemExit(f"{url} holds someone else's keys; point REDIS_URL at a free database")
+    client.flushdb()
+    client.set(BENCH_MARKER, "1")
+
+
 def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -255,7 +270,7 @@ def main() -> int:
     args = parser.parse_args()
 
     database_url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/gw_bench")
-    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/5")
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/13")
     if "bench" not in database_url.rsplit("/", 1)[-1] and not args.any_database:
         # The setup empties the incident, clip and device tables.
         raise SystemExit(f"refusing to run against {database_url!r}: its name lacks 'bench' (see --any-database)")
@@ -285,7 +300,7 @@ def main() -> int:
         env=env, cwd=REPO, check=True, capture_output=True, text=True,
     )
     devices = json.loads(next(line for line in setup.stdout.splitlines() if line.startswith("SETUP "))[6:])
-    subprocess.run([python, "-c", f"import redis; redis.Redis.from_url({redis_url!r}).flushdb()"], check=True)
+    claim_redis(redis_url)
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
