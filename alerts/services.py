@@ -18,7 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, OperationalError, transaction
-from django.db.models import F, Prefetch, Q
+from django.db.models import F, Max, Min, Prefetch, Q, Sum
 from django.utils import timezone
 
 from accounts.models import User
@@ -317,24 +317,35 @@ def _estimate(group: list[Detection]) -> tuple[float, float, float, str, float |
 
 
 def _refresh(incident: Incident) -> bool:
-    """Recompute the incident's aggregates and location; True when the location changed."""
-    detections = list(Detection.objects.filter(incident=incident).select_related("clip"))
-    per_device: dict[int, int] = {}
-    for d in detections:
-        per_device[d.device_id] = per_device.get(d.device_id, 0) + d.shots
-    best = max(detections, key=lambda d: (d.clip.audio_deleted_at is None and bool(d.clip.audio), d.score))
+    """Recompute the incident's aggregates and location; True when the location changed.
+
+    Reads per-device aggregates and each device's earliest detection, not every detection: a
+    long burst of follow-ups (a fireworks night) must not make each new one slower than the last.
+    """
+    per_device = list(
+        Detection.objects.filter(incident=incident)
+        .values("device_id")
+        .annotate(shots=Sum("shots"), first=Min("event_at"), last=Max("event_at"), best=Max("score"))
+    )
+    firsts = {(row["device_id"], row["first"]) for row in per_device}
+    earliest = [
+        d
+        for d in Detection.objects.filter(incident=incident, event_at__in={first for _, first in firsts})
+        if (d.device_id, d.event_at) in firsts
+    ]
+    best = _evidence(incident)
     old_location = (incident.latitude, incident.longitude, incident.radius_m)
-    group = _same_shot_group(detections)
+    group = _same_shot_group(earliest)
     if group:
         lat, lon, radius, method, residual = _estimate(group)
         incident.latitude, incident.longitude, incident.radius_m = lat, lon, radius
         incident.location_method, incident.residual_m = method, residual
-    incident.first_detected_at = min(d.event_at for d in detections)
-    incident.last_detected_at = max(d.event_at for d in detections)
-    incident.shots = max(per_device.values())
-    incident.max_confidence = max(d.score for d in detections)
+    incident.first_detected_at = min(row["first"] for row in per_device)
+    incident.last_detected_at = max(row["last"] for row in per_device)
+    incident.shots = max(row["shots"] for row in per_device)
+    incident.max_confidence = max(row["best"] for row in per_device)
     incident.device_count = len(per_device)
-    incident.evidence_clip = best.clip
+    incident.evidence_clip = best
     # The row is locked (or new) in this transaction, so a plain increment is safe.
     incident.revision += 1
     incident.save()
@@ -348,6 +359,17 @@ def _refresh(incident: Incident) -> bool:
             data={"method": incident.location_method, "residual_m": incident.residual_m},
         )
     return moved
+
+
+def _evidence(incident: Incident) -> Clip | None:
+    """The highest-scoring clip whose audio is still kept (else the highest-scoring one)."""
+    ranked = Detection.objects.filter(incident=incident).select_related("clip").order_by("-score", "event_at")
+    top = list(ranked[:20])
+    kept = next((d.clip for d in top if d.clip.audio and d.clip.audio_deleted_at is None), None)
+    if kept is None:
+        kept_detection = ranked.filter(clip__audio_deleted_at__isnull=True).exclude(clip__audio="").first()
+        kept = kept_detection.clip if kept_detection else None
+    return kept or (top[0].clip if top else None)
 
 
 def _route(incident: Incident) -> list[PoliceStation]:

@@ -243,3 +243,14 @@ def test_concurrent_workers_on_one_event_open_one_incident() -> None:
     assert Incident.objects.count() == 1
     assert Detection.objects.count() == len(ids)
     assert Incident.objects.get().device_count == len(ids)
+
+
+def test_evidence_is_the_best_clip_whose_audio_is_kept(home: Device) -> None:
+    shot = timezone.now()
+    kept = classify(home, recorded_at=shot, score=0.7, audio=b"RIFF....WAVE")
+    incident = incident_record_detection(classification=kept)
+    louder = classify(home, recorded_at=shot + timedelta(seconds=20), score=0.99)  # its audio is gone
+    incident = incident_record_detection(classification=louder)
+    incident.refresh_from_db()
+    assert incident.max_confidence == 0.99
+    assert incident.evidence_clip_id == kept.clip_id
