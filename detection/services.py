@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import tempfile
 import threading
 import uuid
@@ -443,10 +444,26 @@ def clip_spectrogram(*, clip: Clip) -> str:
     samples, sample_rate = audio.decode(data)
     params = _display_params(clip)
     png = spectrogram.render_png(samples, sample_rate, params, title=f"{clip.recorded_at:%Y-%m-%d %H:%M:%S} UTC")
-    saved = default_storage.save(name, ContentFile(png))
-    if saved != name:  # another request rendered it meanwhile; keep one copy
-        _delete_stored(saved)
+    _store_cache_file(name, ContentFile(png))
     return name
+
+
+def _store_cache_file(name: str, content: File) -> None:
+    """Store a derived file (spectrogram, export) so no reader ever sees it half written.
+
+    Readers test ``exists(name)`` and then read; on the filesystem the file is written under a
+    temporary name and renamed into place, atomically. A concurrent writer's identical copy just
+    replaces it. Other storages get a plain save, and a duplicate from a race is dropped.
+    """
+    try:
+        final_path = default_storage.path(name)
+    except NotImplementedError:
+        saved = default_storage.save(name, content)
+        if saved != name:
+            _delete_stored(saved)
+        return
+    partial = default_storage.save(f"{name}.part", content)  # a unique name, in the same folder
+    os.replace(default_storage.path(partial), final_path)
 
 
 def _display_params(clip: Clip) -> FeatureParams:
@@ -630,9 +647,8 @@ def model_version_torchscript(*, model_version: ModelVersion) -> TorchScriptExpo
             with tempfile.NamedTemporaryFile(suffix=".pt") as tmp:
                 classifier.export_torchscript(tmp.name)
                 with open(tmp.name, "rb") as handle:
-                    saved = default_storage.save(name, File(handle))
-            if saved != name:  # another process exported it first
-                _delete_stored(saved)
+                    # Another web process may be serving this name already: never show it half written.
+                    _store_cache_file(name, File(handle))
     digest = hashlib.sha256()
     with default_storage.open(name, "rb") as handle:
         for chunk in handle.chunks():

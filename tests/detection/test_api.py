@@ -417,6 +417,8 @@ def test_model_download_is_torchscript_with_checksum_headers(
     again = owner_client.get("/api/v1/models/active/download")
     assert b"".join(again.streaming_content) == body
     assert again["X-Model-SHA256"] == response["X-Model-SHA256"]
+    exports = media_files(Path(django_settings.MEDIA_ROOT) / "models" / "torchscript")
+    assert [p.name for p in exports] == [f"{negative_model.pk}-{negative_model.sha256[:16]}.pt"]
 
 
 # --- Predict ---------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import io
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -160,6 +161,9 @@ def test_the_spectrogram_is_rendered_once(classified: Callable[..., Clip], posit
         first = b"".join(client.get(f"/clips/{clip.code}/spectrogram.png").streaming_content)
         second = b"".join(client.get(f"/clips/{clip.code}/spectrogram.png").streaming_content)
     assert render.call_count == 1 and first == second
+    # Written under a temporary name and renamed into place: nothing half written is left beside it.
+    folder = Path(default_storage.path(services.spectrogram_name(clip))).parent
+    assert [p.name for p in folder.iterdir()] == [f"{clip.code}.png"]
 
 
 def test_approved_police_see_gunshot_evidence(classified: Callable[..., Clip], positive_model: ModelVersion,
