@@ -631,6 +631,9 @@ class TorchScriptExport:
     name: str
     sha256: str
     size: int
+    # Open at its start; the checksum describes exactly these bytes even if another process
+    # replaces the cached file meanwhile. The caller closes it (a FileResponse does).
+    handle: IO[bytes]
 
 
 _EXPORT_LOCK = threading.Lock()
@@ -649,11 +652,13 @@ def model_version_torchscript(*, model_version: ModelVersion) -> TorchScriptExpo
                 with open(tmp.name, "rb") as handle:
                     # Another web process may be serving this name already: never show it half written.
                     _store_cache_file(name, File(handle))
-    digest = hashlib.sha256()
-    with default_storage.open(name, "rb") as handle:
-        for chunk in handle.chunks():
-            digest.update(chunk)
-    return TorchScriptExport(name=name, sha256=digest.hexdigest(), size=default_storage.size(name))
+    handle = default_storage.open(name, "rb")
+    digest, size = hashlib.sha256(), 0
+    for chunk in handle.chunks():
+        digest.update(chunk)
+        size += len(chunk)
+    handle.seek(0)
+    return TorchScriptExport(name=name, sha256=digest.hexdigest(), size=size, handle=handle)
 
 
 # --- Prediction -----------------------------------------------------------------------------------

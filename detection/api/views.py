@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.db.models import QuerySet
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
@@ -175,7 +174,7 @@ class ActiveModelDownloadApi(_ActiveModelMixin, APIView):
         export = services.model_version_torchscript(model_version=model_version)
         filename = f"{model_version.name}-{model_version.version}.torchscript.pt"
         response = FileResponse(
-            default_storage.open(export.name, "rb"),
+            export.handle,
             as_attachment=True,
             filename=filename,
             content_type="application/octet-stream",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import uuid
 from collections.abc import Callable
@@ -298,3 +299,6 @@ def test_concurrent_torchscript_exports_all_succeed(negative_model: ModelVersion
         exports = list(pool.map(lambda _: model_version_torchscript(model_version=negative_model), range(6)))
     assert len({export.sha256 for export in exports}) == 1
     assert len({export.name for export in exports}) == 1
+    for export in exports:
+        assert hashlib.sha256(export.handle.read()).hexdigest() == export.sha256
+        export.handle.close()
