@@ -77,9 +77,20 @@ class ClipUploadResult:
     created: bool
 
 
+# A car in town covers about this much ground per second; a stale fix gets this much less certain.
+VEHICLE_DRIFT_M_PER_S = 15.0
+STALE_FIX_CAP_M = 5000.0
+
+
 def _resolve_location(
     device: Device, latitude: float | None, longitude: float | None, accuracy_m: float | None
-) -> tuple[float, float, float | None]:
+) -> tuple[float | None, float | None, float | None]:
+    """Where the clip was recorded: the clip's own fix, the installed location, or the last heartbeat fix.
+
+    A clip without a position is never refused: a car whose GPS has no fix yet may just have heard a
+    gunshot. It gets the last reported fix with its accuracy widened by how far the car may have
+    driven since, or no position at all (the incident then takes the device's best known position).
+    """
     if (latitude is None) != (longitude is None):
         raise ApplicationError("Give both latitude and longitude, or neither.", code="invalid_location",
                                extra={"field": "latitude"})
@@ -88,13 +99,12 @@ def _resolve_location(
     if device.kind == Device.Kind.HOME and device.latitude is not None and device.longitude is not None:
         # A home unit does not move: its installed location is better than any phone-grade fix.
         return device.latitude, device.longitude, accuracy_m
-    if device.kind == Device.Kind.HOME:
-        message = (
-            "This home device has no installed location; set it on the device page or send latitude and longitude."
-        )
-    else:
-        message = "A vehicle device must send latitude and longitude with every clip."
-    raise ApplicationError(message, code="location_required", extra={"field": "latitude"})
+    if device.last_latitude is not None and device.last_longitude is not None:
+        age_s = (timezone.now() - device.last_position_at).total_seconds() if device.last_position_at else 0.0
+        drift = VEHICLE_DRIFT_M_PER_S * max(age_s, 0.0) if device.kind == Device.Kind.VEHICLE else 0.0
+        widened = min((device.last_accuracy_m or 0.0) + drift, STALE_FIX_CAP_M)
+        return device.last_latitude, device.last_longitude, widened
+    return None, None, None
 
 
 def _check_recorded_at(recorded_at: datetime) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.permissions import BasePermission
 from rest_framework.throttling import SimpleRateThrottle
@@ -74,3 +75,14 @@ class DeviceRateThrottle(SimpleRateThrottle):
         if isinstance(request.user, DevicePrincipal):
             return self.cache_format % {"scope": self.scope, "ident": request.user.device.pk}
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class DeviceTokenScheme(OpenApiAuthenticationExtension):
+    """Documents the device token in the OpenAPI schema (registered by being defined)."""
+
+    target_class = "devices.auth.DeviceTokenAuthentication"
+    name = "deviceToken"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {"type": "apiKey", "in": "header", "name": "Authorization",
+                "description": "`Device gw_<key>.<secret>`, the token a device receives when it pairs"}

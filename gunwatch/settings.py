@@ -140,7 +140,9 @@ TEMPLATES = [
 DATA_DIR = Path(env_str("GUNWATCH_VAR_DIR", str(BASE_DIR / "var")))
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
+    # 0 by default: under an ASGI server every request runs on a fresh thread, so kept-alive
+    # connections pile up until PostgreSQL refuses clients. Raise it for WSGI servers and workers.
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))}
 else:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
@@ -183,7 +185,10 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL or "memory://")
-CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", REDIS_URL or "cache+memory://")
+# Outcomes live on the rows (clip status, notification status), so no task result is ever read;
+# storing them would cost a Redis round trip per task for nothing.
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND") or None
 # Without a broker there is no worker to hand work to, so tasks run in the calling process.
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", not REDIS_URL)
 CELERY_TASK_EAGER_PROPAGATES = True
@@ -278,6 +283,13 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several models have a "status"; name each enum after its model instead of a hash.
+    "ENUM_NAME_OVERRIDES": {
+        "DeviceStatusEnum": "devices.models.Device.Status",
+        "ClipStatusEnum": "detection.models.Clip.Status",
+        "IncidentStatusEnum": "alerts.models.Incident.Status",
+        "NotificationStatusEnum": "alerts.models.Notification.Status",
+    },
 }
 
 # --- Detection ------------------------------------------------------------------------------

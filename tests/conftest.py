@@ -133,3 +133,19 @@ def browser_page(monkeypatch):  # type: ignore[no-untyped-def]
         page.set_default_timeout(10_000)
         yield page
         browser.close()
+
+
+@pytest.fixture
+def eager_celery(settings):  # type: ignore[no-untyped-def]
+    """Tasks run in the calling thread even where REDIS_URL configured a broker (no worker in tests).
+
+    Celery reads the eager flag once, so its own config is switched too, and restored after.
+    """
+    from gunwatch.celery import app as celery_app
+
+    saved = (celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates)
+    celery_app.conf.task_always_eager = celery_app.conf.task_eager_propagates = True
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    settings.GUNWATCH_EAGER_IN_THREAD = False
+    yield
+    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = saved

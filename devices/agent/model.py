@@ -82,7 +82,9 @@ class OnboardScorer:
         except Exception as exc:  # a model we cannot run must not stop the agent
             log.warning("cannot load the on-device model %s: %s", path, exc)
             return None
-        return cls(module, features, params, float(active.get("threshold") or 0.5))
+        threshold = active.get("threshold")
+        # 0.0 is a real threshold (score everything as positive), not a missing one.
+        return cls(module, features, params, 0.5 if threshold is None else float(threshold))
 
     def score(self, samples: np.ndarray, sample_rate: int) -> float | None:
         """Highest window probability, or None when the model could not score this clip."""

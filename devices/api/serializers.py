@@ -132,10 +132,16 @@ class HeartbeatInputSerializer(serializers.Serializer):
 
 
 class ActiveModelSerializer(serializers.Serializer):
+    """Enough for a device to run the model on board: what it is, its features and its threshold."""
+
     id = serializers.IntegerField()
     name = serializers.CharField()
     version = serializers.CharField()
     sha256 = serializers.CharField()
+    architecture = serializers.CharField()
+    sample_rate = serializers.IntegerField()
+    feature_params = serializers.JSONField()
+    threshold = serializers.FloatField()
 
 
 class HeartbeatSettingsSerializer(serializers.Serializer):
@@ -167,9 +173,11 @@ class TrustedContactSerializer(serializers.ModelSerializer):
 
     def get_fields(self) -> dict[str, Any]:
         fields = super().get_fields()
-        request = self.context.get("request")
-        # Contacts may only be limited to the caller's own devices.
-        owner_devices = Device.objects.filter(owner=request.user) if request else Device.objects.none()
+        user = getattr(self.context.get("request"), "user", None)
+        # Contacts may only be limited to the caller's own devices (none while the schema is generated).
+        owner_devices = (
+            Device.objects.filter(owner=user) if user is not None and user.is_authenticated else Device.objects.none()
+        )
         fields["devices"].child_relation.queryset = owner_devices
         return fields
 

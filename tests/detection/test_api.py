@@ -104,10 +104,27 @@ def test_home_device_without_coordinates_gets_its_installed_location(device_clie
     assert (clip.latitude, clip.longitude, clip.accuracy_m) == (52.52, 13.405, None)
 
 
-def test_vehicle_device_must_send_coordinates(device_client: APIClient, paired_device: tuple[Device, str]) -> None:
+def test_vehicle_without_a_fix_uses_its_last_heartbeat_position_widened_by_its_age(
+    device_client: APIClient, paired_device: tuple[Device, str]
+) -> None:
+    """A car whose GPS has no fix may still have heard a gunshot: the clip is never refused for that."""
+    reported = timezone.now() - timedelta(seconds=20)
+    Device.objects.filter(pk=paired_device[0].pk).update(
+        kind=Device.Kind.VEHICLE, last_latitude=52.5, last_longitude=13.3, last_accuracy_m=10, last_position_at=reported
+    )
+    assert post_clip(device_client, encode(sine())).status_code == 202
+    clip = Clip.objects.get()
+    assert (clip.latitude, clip.longitude) == (52.5, 13.3)
+    assert 10 + 15 * 20 <= clip.accuracy_m < 10 + 15 * 25
+
+
+def test_vehicle_that_never_reported_a_position_still_uploads(
+    device_client: APIClient, paired_device: tuple[Device, str]
+) -> None:
     Device.objects.filter(pk=paired_device[0].pk).update(kind=Device.Kind.VEHICLE)
-    assert_error(post_clip(device_client, encode(sine())), 400, "location_required")
-    assert_nothing_written()
+    assert post_clip(device_client, encode(sine())).status_code == 202
+    clip = Clip.objects.get()
+    assert (clip.latitude, clip.longitude, clip.accuracy_m) == (None, None, None)
     assert post_clip(device_client, encode(sine()), latitude=1.0, longitude=2.0).status_code == 202
 
 

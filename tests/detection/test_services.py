@@ -79,11 +79,13 @@ def test_a_database_failure_after_storing_the_audio_removes_the_file(device: Dev
     assert media_files(Path(django_settings.MEDIA_ROOT) / "clips") == []
 
 
-def test_home_device_without_installed_location_must_send_one(owner: Any) -> None:
+def test_home_device_without_installed_location_falls_back_to_its_last_fix(owner: Any) -> None:
     bare = Device.objects.create(owner=owner, name="Bare", status=Device.Status.ACTIVE)
-    with pytest.raises(ApplicationError) as caught:
-        upload(bare, encode(sine()))
-    assert caught.value.code == "location_required"
+    assert upload(bare, encode(sine())).clip.latitude is None
+    Device.objects.filter(pk=bare.pk).update(last_latitude=1.0, last_longitude=2.0, last_accuracy_m=7.0)
+    bare.refresh_from_db()
+    fallback = upload(bare, encode(sine())).clip
+    assert (fallback.latitude, fallback.longitude, fallback.accuracy_m) == (1.0, 2.0, 7.0)
     clip = upload(bare, encode(sine()), latitude=10.0, longitude=20.0, accuracy_m=5.0).clip
     assert (clip.latitude, clip.longitude, clip.accuracy_m) == (10.0, 20.0, 5.0)
 

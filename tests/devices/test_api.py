@@ -331,3 +331,10 @@ def test_pairing_is_throttled(settings, owner_client: APIClient) -> None:
 
         ScopedRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
     assert statuses == [400, 400, 400, 429]
+
+
+def test_openapi_schema_generates_without_warnings() -> None:
+    """Integrators generate clients from the schema: it must be complete and unambiguous."""
+    from django.core.management import call_command
+
+    call_command("spectacular", "--fail-on-warn", "--file", "/dev/null")

@@ -148,7 +148,7 @@ def test_report_on_nothing_is_empty_not_an_error() -> None:
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_simulated_fleet_against_a_live_server_reports_ground_truth(live_server, tmp_path) -> None:
+def test_simulated_fleet_against_a_live_server_reports_ground_truth(live_server, tmp_path, eager_celery) -> None:
     """Three real agents pair with a live server, hear one shot, and the platform opens one incident.
 
     The detector is a random network with threshold 0 (everything is a gunshot): this checks the
