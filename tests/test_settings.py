@@ -1,0 +1,37 @@
+"""Settings: every variable is documented, and bad values fail loudly."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from gunwatch import settings as gw_settings
+from tests.conftest import REPO_ROOT
+
+
+def test_every_environment_variable_is_listed_in_env_example() -> None:
+    source = (REPO_ROOT / "gunwatch" / "settings.py").read_text()
+    read = set(re.findall(r'env_(?:str|bool|int|float|list|secret)\("([A-Z0-9_]+)"', source))
+    documented = set(re.findall(r"^([A-Z0-9_]+)=", (REPO_ROOT / ".env.example").read_text(), re.M))
+    assert read, "the pattern found no settings at all"
+    assert read - documented == set()
+
+
+@pytest.mark.parametrize(("helper", "raw"), [(gw_settings.env_bool, "Flase"), (gw_settings.env_int, "ten"),
+                                             (gw_settings.env_float, "1,5")])
+def test_typos_in_settings_fail_loudly(monkeypatch, helper, raw: str) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("GW_PROBE", raw)
+    with pytest.raises(ImproperlyConfigured, match="GW_PROBE"):
+        helper("GW_PROBE", 1)
+
+
+def test_secret_can_come_from_a_file(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n")
+    monkeypatch.setenv("GW_PROBE_FILE", str(secret))
+    assert gw_settings.env_secret("GW_PROBE") == "s3cret"
+    monkeypatch.setenv("GW_PROBE_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ImproperlyConfigured):
+        gw_settings.env_secret("GW_PROBE")
