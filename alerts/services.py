@@ -113,19 +113,33 @@ def _max_skew_s() -> float:
     return 2 * settings.ALERT_HEARING_RANGE_M / SPEED_OF_SOUND_M_S + settings.ALERT_JOIN_SLACK_S
 
 
-def _within_hearing(sighting: Sighting, detection: Detection) -> bool:
+def _same_shot(sighting: Sighting, detection: Detection) -> bool:
+    """Could both devices have heard one shot? Close enough, and the time gap fits the distance."""
     if not (sighting.has_position and detection.has_position):
         return False
     distance = haversine_m(sighting.latitude, sighting.longitude, detection.latitude, detection.longitude)  # type: ignore[arg-type]
-    return distance - (sighting.accuracy_m + detection.accuracy_m) <= 2 * settings.ALERT_HEARING_RANGE_M
+    fuzz_m = sighting.accuracy_m + detection.accuracy_m
+    if distance - fuzz_m > 2 * settings.ALERT_HEARING_RANGE_M:
+        return False
+    gap_s = abs((sighting.event_at - detection.event_at).total_seconds())
+    return gap_s <= (distance + fuzz_m) / SPEED_OF_SOUND_M_S + settings.ALERT_JOIN_SLACK_S
+
+
+def _follow_up(incident: Incident, sighting: Sighting) -> bool:
+    """A later shot of the same event: heard again by one of its devices, or by a device in earshot of
+    where the incident is. Not merely near one of its devices: shootings a few kilometres apart in
+    the same minutes are different incidents and each needs its own place on the map."""
+    if any(detection.device_id == sighting.device_id for detection in incident.detections.all()):
+        return True
+    if incident.latitude is None or incident.longitude is None or not sighting.has_position:
+        return False
+    distance = haversine_m(sighting.latitude, sighting.longitude, incident.latitude, incident.longitude)  # type: ignore[arg-type]
+    return distance - sighting.accuracy_m <= settings.ALERT_HEARING_RANGE_M
 
 
 def _belongs(incident: Incident, sighting: Sighting) -> bool:
-    """Same event heard elsewhere, or a follow-up shot near it (the time window is in the query)."""
-    for detection in incident.detections.all():
-        if detection.device_id == sighting.device_id or _within_hearing(sighting, detection):
-            return True
-    return False
+    """The same shot heard elsewhere, or a follow-up shot of it (the quiet window is in the query)."""
+    return any(_same_shot(sighting, d) for d in incident.detections.all()) or _follow_up(incident, sighting)
 
 
 def _take_join_lock() -> None:
@@ -159,7 +173,7 @@ def _candidates(sighting: Sighting) -> list[Incident]:
         .filter(pk__in=related)
         .prefetch_related(
             Prefetch("detections", queryset=Detection.objects.only("incident_id", "device_id", "latitude",
-                                                                   "longitude", "accuracy_m"))
+                                                                   "longitude", "accuracy_m", "event_at"))
         )
         .order_by("opened_at", "id")
     )

@@ -254,3 +254,19 @@ def test_evidence_is_the_best_clip_whose_audio_is_kept(home: Device) -> None:
     incident.refresh_from_db()
     assert incident.max_confidence == 0.99
     assert incident.evidence_clip_id == kept.clip_id
+
+
+def test_two_shootings_across_town_within_the_quiet_window_are_two_incidents(owner) -> None:  # type: ignore[no-untyped-def]
+    """Devices 2.5 km apart each hear their own shot 40 s apart: police need both places on the map."""
+    west, east = around(CENTRE, 1250, [270, 90])
+    a = DeviceFactory(owner=owner, name="West", latitude=west[0], longitude=west[1])
+    b = DeviceFactory(owner=owner, name="East", latitude=east[0], longitude=east[1])
+    start = timezone.now().replace(microsecond=0)
+    first = incident_record_detection(classification=classify(a, recorded_at=start))
+    second = incident_record_detection(classification=classify(b, recorded_at=start + timedelta(seconds=40)))
+    assert first is not None and second is not None
+    assert first.pk != second.pk
+    # A follow-up shot heard again by the west device joins the west incident.
+    again = incident_record_detection(classification=classify(a, recorded_at=start + timedelta(seconds=90)))
+    assert again.pk == first.pk
+    assert Incident.objects.count() == 2
