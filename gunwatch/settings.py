@@ -329,9 +329,10 @@ DEVICE_MISSED_HEARTBEATS = env_int("DEVICE_MISSED_HEARTBEATS", 3)
 ALERT_HEARING_RANGE_M = env_float("ALERT_HEARING_RANGE_M", 1500.0)
 # Clock error allowed between two devices hearing the same shot, on top of sound's travel time.
 ALERT_JOIN_SLACK_S = env_float("ALERT_JOIN_SLACK_S", 1.0)
-# Detections this soon after an incident's latest one, within hearing range, join it as follow-ups
-# and nobody already told is told again; later ones open a new incident.
-ALERT_QUIET_WINDOW_S = env_int("ALERT_QUIET_WINDOW_S", 300)
+# Detections this soon after an incident's latest one, in earshot of it, join it as follow-ups (one
+# shooting's volleys); later ones open a new incident and notify again, because renewed gunfire a
+# minute on, or a second shooting nearby, is news police need. Shots seconds apart stay one event.
+ALERT_QUIET_WINDOW_S = env_int("ALERT_QUIET_WINDOW_S", 60)
 # GPS accuracy assumed when neither the clip nor the device reports one.
 ALERT_DEFAULT_ACCURACY_M = env_float("ALERT_DEFAULT_ACCURACY_M", 25.0)
 # Clock sources trusted to millisecond precision, the precondition for TDOA.

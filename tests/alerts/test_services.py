@@ -267,6 +267,6 @@ def test_two_shootings_across_town_within_the_quiet_window_are_two_incidents(own
     assert first is not None and second is not None
     assert first.pk != second.pk
     # A follow-up shot heard again by the west device joins the west incident.
-    again = incident_record_detection(classification=classify(a, recorded_at=start + timedelta(seconds=90)))
+    again = incident_record_detection(classification=classify(a, recorded_at=start + timedelta(seconds=50)))
     assert again.pk == first.pk
     assert Incident.objects.count() == 2
