@@ -48,7 +48,8 @@ def device_add(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         device, issued = services.device_create(owner=request.user, **form.cleaned_data)
         return render(request, "devices/pairing_code.html", {"device": device, "issued": issued, "new": True})
-    return render(request, "devices/device_form.html", {"form": form, "title": "Add a device"})
+    context = {"form": form, "title": "Add a device", "submit_label": "Create and get a pairing code"}
+    return render(request, "form_page.html", context)
 
 
 @login_required
@@ -135,7 +136,7 @@ def contact_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
         messages.success(request, f"{saved.name} saved.")
         return redirect("contact-list")
     title = f"Edit {contact.name}" if contact else "Add a trusted contact"
-    return render(request, "devices/contact_form.html", {"form": form, "title": title, "contact": contact})
+    return render(request, "form_page.html", {"form": form, "title": title})
 
 
 @login_required
