@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
+from alerts.routing import websocket_urlpatterns
 
-websocket_urlpatterns: list[Any] = []
-
-try:
-    from alerts.routing import websocket_urlpatterns as _alerts_ws
-except ImportError:  # the alerts app ships its consumers with the incidents feature
-    _alerts_ws = []
-websocket_urlpatterns += _alerts_ws
+__all__ = ["websocket_urlpatterns"]

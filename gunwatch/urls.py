@@ -12,14 +12,9 @@ from gunwatch.api import json_error_view
 api_v1 = [
     path("auth/token", account_views.TokenApi.as_view(), name="api-token"),
     path("", include("devices.api.urls")),
+    path("", include("detection.api.urls")),
+    path("", include("alerts.api.urls")),
 ]
-for optional in ("detection.api.urls", "alerts.api.urls"):
-    # The detection and alerts APIs plug in here as their apps grow them.
-    try:
-        __import__(optional)
-    except ModuleNotFoundError:
-        continue
-    api_v1.append(path("", include(optional)))
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -33,13 +28,9 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("", include("devices.urls")),
+    path("", include("detection.urls")),
+    path("", include("alerts.urls")),
 ]
-for optional_pages in ("detection.urls", "alerts.urls"):
-    try:
-        __import__(optional_pages)
-    except ModuleNotFoundError:
-        continue
-    urlpatterns.append(path("", include(optional_pages)))
 
 handler404 = json_error_view(404, "Not found.", "not_found")
 handler500 = json_error_view(500, "Internal server error; the failure was logged.", "server_error")

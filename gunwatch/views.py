@@ -4,7 +4,6 @@ from django.contrib.auth.decorators import login_required
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.urls import NoReverseMatch, reverse
 
 from accounts.models import User
 from accounts.services import police_accounts_pending
@@ -29,10 +28,7 @@ def home(request: HttpRequest) -> HttpResponse:
     if user.role == User.Role.POLICE:
         if not user.has_police_access:
             return render(request, "police_pending.html")
-        try:
-            return redirect(reverse("incident-map"))
-        except NoReverseMatch:
-            return render(request, "police_home.html")
+        return redirect("incident-map")
     return redirect("dashboard")
 
 
