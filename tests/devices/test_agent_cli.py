@@ -53,8 +53,7 @@ from tests.devices.agent_support import (
     sine,
     write_wav,
 )
-
-SHOTS = [1.0, 3.0, 5.0]
+from tests.devices.conftest import SHOTS
 
 
 @pytest.fixture
@@ -66,16 +65,6 @@ def fake() -> Any:
 @pytest.fixture
 def config_path(tmp_path: Path) -> Path:
     return tmp_path / "agent" / "config.json"
-
-
-@pytest.fixture
-def shots_wav(tmp_path: Path) -> Path:
-    return write_wav(tmp_path / "shots.wav", shots_in_noise(SHOTS, 7.0))
-
-
-@pytest.fixture
-def quiet_wav(tmp_path: Path) -> Path:
-    return write_wav(tmp_path / "quiet.wav", noise(1.0, -60.0))
 
 
 def cli(config: Path, *args: str) -> int:

@@ -21,12 +21,12 @@ from devices.agent.spool import Spool
 from devices.agent.timeutil import parse_iso
 from devices.models import Device
 from tests.detection.pipeline import clean_inference, eager_celery, model_factory  # noqa: F401 (fixtures)
-from tests.devices.agent_support import closed_port_url, noise, shots_in_noise, write_wav
+from tests.devices.agent_support import closed_port_url
+from tests.devices.conftest import SHOTS
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-SHOTS = [1.0, 3.0, 5.0]
 POSITION = "52.5163,13.3777,6"
 
 
@@ -61,16 +61,6 @@ def owner(live_server: Any) -> Owner:
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
     return tmp_path / "agent" / "config.json"
-
-
-@pytest.fixture
-def shots_wav(tmp_path: Path) -> Path:
-    return write_wav(tmp_path / "shots.wav", shots_in_noise(SHOTS, 7.0))
-
-
-@pytest.fixture
-def quiet_wav(tmp_path: Path) -> Path:
-    return write_wav(tmp_path / "quiet.wav", noise(1.0, -60.0))
 
 
 def agent(config: Path, *args: str) -> int:
