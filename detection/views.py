@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.core.files.storage import default_storage
@@ -11,6 +12,7 @@ from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET
 
 from accounts.permissions import has_police_access
+from alerts.selectors import incidents_for_police
 from detection import services
 from detection.audio import AudioError
 from detection.models import Classification, Clip
@@ -28,12 +30,19 @@ def _evidence_clip(request: HttpRequest, code: str) -> Clip:
         is_gunshot = clip.classification.is_gunshot
     except Classification.DoesNotExist:
         is_gunshot = False
-    # Police see evidence, i.e. clips judged to be gunshots; an owner sees whatever is still kept.
-    if not (is_owner or (is_gunshot and has_police_access(request.user))):
+    # Police see evidence, i.e. clips judged to be gunshots, of the incidents they may see (the same rule
+    # as the incident page: routed to their station); an owner sees whatever is still kept.
+    if not (is_owner or (is_gunshot and _police_see_clip(request.user, clip))):
         raise Http404
     if not clip.audio:
         raise Http404
     return clip
+
+
+def _police_see_clip(user: Any, clip: Clip) -> bool:
+    if not has_police_access(user):
+        return False
+    return incidents_for_police(user).filter(detections__clip=clip).exists()
 
 
 def _private(response: FileResponse) -> FileResponse:

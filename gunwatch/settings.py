@@ -370,6 +370,8 @@ REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = [
     "rest_framework.parsers.FormParser",
     "rest_framework.parsers.MultiPartParser",
 ]
+# Every operation's schema lists the error answers it can give (401, 403, 429, ...).
+REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "gunwatch.schema.AutoSchema"
 # Proxies in front of the app that append to X-Forwarded-For. 0 (the default) ignores the header: a
 # client could otherwise pick a new address per request and never meet the per-address throttles.
 REST_FRAMEWORK["NUM_PROXIES"] = env_int("NUM_PROXIES", 0)
