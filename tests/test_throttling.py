@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -11,6 +12,17 @@ from accounts.models import User
 from devices.models import Device
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def private_throttle_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counters in this process only: with a shared Redis, another xdist worker's cache.clear() between two of
+    these requests would reset a budget mid-test."""
+    from django.core.cache.backends.locmem import LocMemCache
+    from rest_framework.throttling import SimpleRateThrottle
+
+    # LocMemCache instances of one name share their data: a fresh name is a fresh, empty cache.
+    monkeypatch.setattr(SimpleRateThrottle, "cache", LocMemCache(f"throttle-{uuid.uuid4()}", {}))
 
 
 def spoofed(i: int) -> dict[str, str]:
