@@ -176,3 +176,7 @@ def test_the_error_component_is_the_one_error_shape(schema: dict[str, Any]) -> N
     error = schema["components"]["schemas"]["Error"]
     assert set(error["properties"]) == {"message", "code", "extra"}
     assert set(error["required"]) == {"message", "code", "extra"}
+
+
+def test_a_device_token_on_a_persons_endpoint_is_a_403(client: APIClient) -> None:
+    assert_error(client.get("/api/v1/devices"), 403, "permission_denied")
