@@ -116,8 +116,6 @@ def json_error_view(status_code: int, message: str, code: str):  # type: ignore[
 # PostgreSQL stores offsets up to 15:59; beyond that a query or insert fails with DataError. No place on
 # earth is more than 14 hours from UTC, so a larger offset is a broken client, not a time zone.
 MAX_UTC_OFFSET = timedelta(hours=15, minutes=59)
-
-
 UTC_OFFSET_MESSAGE = "Give the time with a UTC offset between -15:59 and +15:59."
 
 
