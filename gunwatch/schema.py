@@ -13,6 +13,7 @@ from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 from rest_framework.authentication import SessionAuthentication
+from rest_framework.mixins import ListModelMixin
 from rest_framework.permissions import AllowAny
 from rest_framework.views import APIView
 
@@ -44,8 +45,16 @@ class AutoSchema(SpectacularAutoSchema):
         protected = any(not isinstance(permission, AllowAny) for permission in permissions)
         if protected or (has_body and SessionAuthentication in authenticators):
             errors["403"] = "Authenticated, but not allowed (wrong kind of account, or no CSRF token)."
+        not_found = []
         if "{" in self.path:
-            errors["404"] = "Not found, or not yours."
+            not_found.append("not found, or not yours")
+        is_list = self.method == "GET" and "{" not in self.path and isinstance(view, ListModelMixin)
+        if is_list and getattr(view, "pagination_class", None):
+            not_found.append("a page past the end")
+        if len(getattr(view, "renderer_classes", [])) > 1:
+            not_found.append("an unknown `format`")
+        if not_found:
+            errors["404"] = "; ".join(not_found).capitalize() + "."
         if has_body:
             errors["413"] = "The request body is too large."
             errors["415"] = "Unsupported content type."

@@ -154,7 +154,8 @@ def schema() -> dict[str, Any]:
         ("post", "/api/v1/auth/token", {"200", "400", "401", "429"}),
         ("post", "/api/v1/devices/heartbeat", {"200", "400", "401", "403", "429"}),
         ("post", "/api/v1/clips", {"202", "400", "401", "403", "409", "413", "415", "429"}),
-        ("get", "/api/v1/clips", {"200", "400", "401", "403", "429"}),
+        ("get", "/api/v1/clips", {"200", "400", "401", "403", "404", "429"}),  # 404: a page past the end
+        ("get", "/api/v1/models/active", {"200", "401", "403", "404", "429"}),  # 404: no active model
         ("get", "/api/v1/devices", {"200", "400", "401", "403"}),
         ("get", "/api/v1/devices/{id}", {"200", "401", "403", "404"}),
         ("post", "/api/v1/incidents/{id}/transition", {"200", "400", "401", "403", "404"}),
