@@ -51,7 +51,11 @@ def daphne_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         yield port
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:  # a loaded machine; the server's state no longer matters
+            process.kill()
+            process.wait(timeout=10)
         log.close()
 
 
