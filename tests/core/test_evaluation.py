@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detection import evaluation
-from detection.classifier import Classifier
-from tests.detection.helpers_audio import synthetic_manifest, tiny_weights
+from core import evaluation
+from core.classifier import Classifier
+from tests.core.helpers_audio import synthetic_manifest, tiny_weights
 
 Y = [0, 0, 1, 1]
 S = [0.1, 0.4, 0.35, 0.8]

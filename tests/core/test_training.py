@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from detection import audio, report, training
-from detection.audio import FeatureParams
-from detection.classifier import Classifier
-from detection.training import AugmentConfig, ClipRecord, WindowSampler
-from tests.detection.helpers_audio import impulses, sine, synthetic_manifest
+from core import features, report, training
+from core.classifier import Classifier
+from core.features import FeatureParams
+from core.networks import TorchLogMel
+from core.training import AugmentConfig, ClipRecord, TrainSettings, WindowSampler
+from tests.core.helpers_audio import impulses, sine, synthetic_manifest
 
 
 def _records() -> list[ClipRecord]:
@@ -53,8 +54,8 @@ def test_leave_one_gun_model_out_folds():
 def test_torch_log_mel_matches_production_features():
     params = FeatureParams()
     y = impulses([0.3, 0.7], seconds=1.0) + sine(900, 1.0, amp=0.05)
-    expected = audio.log_mel(y, params)
-    got = training.TorchLogMel(params)(torch.from_numpy(y)[None])[0].numpy()
+    expected = features.log_mel(y, params)
+    got = TorchLogMel(params)(torch.from_numpy(y)[None])[0].numpy()
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, atol=0.05)
 
@@ -99,8 +100,8 @@ def test_positive_crops_contain_the_shot():
 def test_train_smoke_writes_weights_card_and_is_deterministic(tmp_path):
     manifest = synthetic_manifest(tmp_path / "data", n_per_class=10)
     kwargs = dict(manifest=manifest, epochs=2, seed=5, steps_per_epoch=3, batch_size=8, speed=False)
-    first = training.train(out_dir=tmp_path / "run1", **kwargs)
-    second = training.train(out_dir=tmp_path / "run2", **kwargs)
+    first = training.train(TrainSettings(out_dir=tmp_path / "run1", **kwargs))
+    second = training.train(TrainSettings(out_dir=tmp_path / "run2", **kwargs))
     for name in ("MODEL_CARD.md", "model_card.json", "roc.png", "pr.png", "confusion.png",
                  "training_curves.png", "training_log.csv"):  # fmt: skip
         assert (tmp_path / "run1" / name).exists(), name

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from alerts.geo import (
+from core.geo import (
     EARTH_RADIUS_M,
     LocalFrame,
     Observation,

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from detection import audio
-from detection.audio import AudioError, FeatureParams
-from tests.detection.helpers_audio import SR, impulses, sine, write
+from core import audio, features
+from core.audio import AudioError
+from core.features import FeatureParams
+from tests.core.helpers_audio import SR, impulses, sine, write
 
 
 def _bytes(y: np.ndarray, fmt: str, subtype: str | None = None, sr: int = SR) -> bytes:
@@ -111,10 +112,10 @@ def test_feature_params_round_trip_and_reject_unknown_keys():
         FeatureParams(hop_s=0.75)
 
 
-def test_preprocess_resamples_trims_and_normalises():
+def test_prepare_resamples_trims_and_normalises():
     p = FeatureParams()
     y = np.concatenate([np.zeros(44100, dtype=np.float32), sine(500, 1.0, sr=44100, amp=0.1)])
-    out = audio.preprocess(y, 44100, p)
+    out, _ = features.prepare(y, 44100, p)
     assert out.dtype == np.float32
     # one second of leading silence trimmed, one second of tone kept (trim works in 20-ms frames)
     assert abs(out.size - p.sample_rate) < 0.06 * p.sample_rate
@@ -124,21 +125,21 @@ def test_preprocess_resamples_trims_and_normalises():
 def test_prepare_reports_trimmed_start():
     p = FeatureParams()
     y = np.concatenate([np.zeros(SR // 2, dtype=np.float32), sine(500, 1.0)])
-    _, start_s = audio.prepare(y, SR, p)
+    _, start_s = features.prepare(y, SR, p)
     assert start_s == pytest.approx(0.5, abs=0.05)
 
 
 def test_band_limit_attenuates_above_fmax():
     p = FeatureParams()
-    low = audio.band_limit(sine(1000, 1.0), p)[SR // 2 :]
-    high = audio.band_limit(sine(6000, 1.0), p)[SR // 2 :]
+    low = features.band_limit(sine(1000, 1.0), p)[SR // 2 :]
+    high = features.band_limit(sine(6000, 1.0), p)[SR // 2 :]
     assert np.std(low) > 0.3
     assert 20 * np.log10(np.std(high) / np.std(sine(6000, 1.0))) < -40
 
 
 def test_log_mel_shape_dtype_and_floor():
     p = FeatureParams()
-    mel = audio.log_mel(np.zeros(SR, dtype=np.float32), p)
+    mel = features.log_mel(np.zeros(SR, dtype=np.float32), p)
     assert mel.shape == (p.n_mels, 1 + SR // p.hop_length)
     assert mel.dtype == np.float32
     assert np.all(mel == pytest.approx(p.floor_db))
@@ -146,15 +147,15 @@ def test_log_mel_shape_dtype_and_floor():
 
 def test_log_mel_places_a_tone_in_the_right_band():
     p = FeatureParams()
-    mel = audio.log_mel(sine(1000, 1.0), p)
-    centres = audio.mel_basis(p).argmax(axis=1) * p.sample_rate / p.n_fft
+    mel = features.log_mel(sine(1000, 1.0), p)
+    centres = features.mel_basis(p).argmax(axis=1) * p.sample_rate / p.n_fft
     assert abs(centres[mel.mean(axis=1).argmax()] - 1000) < 150
 
 
 def test_frame_windows_slices_the_whole_clip_mel():
     p = FeatureParams()
-    mel = audio.log_mel(impulses([0.5, 1.7], seconds=3.0), p)
-    batch, offsets = audio.frame_windows(mel, p)
+    mel = features.log_mel(impulses([0.5, 1.7], seconds=3.0), p)
+    batch, offsets = features.frame_windows(mel, p)
     w, h = p.frames_per_window, p.frames_per_hop
     assert batch.shape == (len(offsets), 1, p.n_mels, w) and batch.dtype == np.float32
     np.testing.assert_allclose(offsets, np.arange(len(offsets)) * p.hop_s)
@@ -166,8 +167,8 @@ def test_frame_windows_slices_the_whole_clip_mel():
 
 def test_frame_windows_pads_a_short_clip_to_one_window():
     p = FeatureParams()
-    mel = audio.log_mel(sine(800, 0.2), p)
-    batch, offsets = audio.frame_windows(mel, p)
+    mel = features.log_mel(sine(800, 0.2), p)
+    batch, offsets = features.frame_windows(mel, p)
     assert batch.shape == (1, 1, p.n_mels, p.frames_per_window)
     assert offsets.tolist() == [0.0]
     np.testing.assert_array_equal(batch[0, 0, :, : mel.shape[1]], mel)

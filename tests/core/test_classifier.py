@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -8,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from detection import classify
-from detection.audio import AudioError, FeatureParams
-from detection.classifier import (
-    Classifier,
+from core.audio import AudioError
+from core.classifier import Classifier, ClipResult, WindowScore
+from core.features import FeatureParams
+from core.networks import build
+from core.weights import (
     ModelChecksumError,
     ModelIncompatibleError,
     ModelIOError,
@@ -19,8 +21,8 @@ from detection.classifier import (
     save_weights,
     sha256_file,
 )
-from detection.network import build
-from tests.detection.helpers_audio import SR, impulses, sine, tiny_weights, write
+from detection import classify
+from tests.core.helpers_audio import SR, impulses, sine, tiny_weights, write
 
 DATA_DIR = Path(os.environ.get("GUNWATCH_DATA_DIR", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
 RESULT_KEYS = {"label", "score", "threshold", "shots", "offset_s", "windows", "timings_ms"}
@@ -92,7 +94,7 @@ def test_save_weights_is_atomic_and_returns_sha(tmp_path):
 def test_classify_file_result_shape(weights, tmp_path):
     clf = Classifier.load(weights)
     y = impulses([1.0], seconds=2.5) + sine(300, 2.5, amp=0.1)  # the tone keeps trimming from cutting it short
-    result = clf.classify_file(write(tmp_path / "shot.wav", y))
+    result = clf.classify_file(write(tmp_path / "shot.wav", y)).as_dict()
     assert set(result) == RESULT_KEYS
     assert result["label"] in {"gunshot", "other"}
     assert result["score"] == pytest.approx(max(w["score"] for w in result["windows"]))
@@ -101,18 +103,30 @@ def test_classify_file_result_shape(weights, tmp_path):
     assert offsets == sorted(offsets) and len(offsets) >= 3
 
 
+def test_the_result_is_typed_and_frozen(weights):
+    result = Classifier.load(weights).classify_waveform(impulses([1.0], seconds=2.5), SR, threshold=0.0)
+    assert isinstance(result, ClipResult) and result.positive
+    assert all(isinstance(w, WindowScore) for w in result.windows)
+    assert result.score == max(w.score for w in result.windows)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.label = "other"  # type: ignore[misc]
+    as_dict = result.as_dict()
+    assert json.loads(json.dumps(as_dict)) == as_dict  # the stored and served shape is plain JSON
+    assert as_dict["windows"][0] == {"offset_s": result.windows[0].offset_s, "score": result.windows[0].score}
+
+
 def test_threshold_zero_flags_and_locates_the_shot(weights):
     clf = Classifier.load(weights)
     # Leading silence is trimmed before windowing; the reported time must still be in the original clip.
     y = np.concatenate([np.zeros(SR, dtype=np.float32), impulses([1.2], seconds=2.5)])
-    result = clf.classify_waveform(y, SR, threshold=0.0)
+    result = clf.classify_waveform(y, SR, threshold=0.0).as_dict()
     assert result["label"] == "gunshot" and result["threshold"] == 0.0
     assert result["shots"] >= 1
     assert result["offset_s"] == pytest.approx(2.2, abs=0.1)
 
 
 def test_threshold_above_one_never_flags(weights):
-    result = Classifier.load(weights).classify_waveform(impulses([0.5]), SR, threshold=1.01)
+    result = Classifier.load(weights).classify_waveform(impulses([0.5]), SR, threshold=1.01).as_dict()
     assert result["label"] == "other"
     assert result["shots"] == 0 and result["offset_s"] is None
 
@@ -121,7 +135,7 @@ def test_classify_waveform_matches_classify_file(weights, tmp_path):
     clf = Classifier.load(weights)
     y = sine(700, 1.5)
     path = write(tmp_path / "t.wav", y, subtype="FLOAT")
-    assert clf.classify_file(path)["score"] == pytest.approx(clf.classify_waveform(y, SR)["score"], abs=1e-6)
+    assert clf.classify_file(path).score == pytest.approx(clf.classify_waveform(y, SR).score, abs=1e-6)
 
 
 def test_classify_rejects_bad_audio_with_audio_error(weights):
@@ -171,5 +185,5 @@ def test_shipped_weights_classify_real_clips():
     picks = [r for r in rows if r["source"] == "kaggle_gunshot"][:5:2]
     picks += [r for r in rows if r["category"] in {"air_conditioner", "engine_idling"}][:4]
     for r in picks:
-        result = clf.classify_file(DATA_DIR / r["file"])
+        result = clf.classify_file(DATA_DIR / r["file"]).as_dict()
         assert result["label"] == r["label"], (r["file"], result["score"])

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from detection.audio import FeatureParams
-from detection.network import ARCHITECTURES, ResNet34, build, count_parameters
+from core.features import FeatureParams
+from core.networks import ARCHITECTURES, ResNet34, build, count_parameters
 
 
 @pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))

@@ -1,4 +1,4 @@
-"""Generated audio and tiny random-weight models for the detection tests (nothing real is committed)."""
+"""Generated audio and tiny random-weight models for the core and detection tests (nothing real is committed)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from detection.audio import FeatureParams
-from detection.classifier import save_weights
-from detection.network import build
+from core.features import FeatureParams
+from core.networks import build
+from core.weights import save_weights
 
 SR = 16000
 
