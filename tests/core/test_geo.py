@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from core.geo import (
     EARTH_RADIUS_M,
+    SPEED_OF_SOUND_M_S,
     LocalFrame,
     Observation,
     bounding_box,
@@ -16,6 +17,8 @@ from core.geo import (
     destination_point,
     haversine_m,
     locate,
+    point_in_geojson,
+    validate_jurisdiction_geojson,
 )
 
 T0 = 1_767_225_600.0
@@ -312,3 +315,48 @@ def test_event_grouping_follows_its_parameters() -> None:
     assert not could_be_same_event(a, b, slack_s=0.1)
     assert could_be_same_event(a, b, speed_of_sound=250.0, slack_s=0.1)
     assert not could_be_same_event(a, b, hearing_range_m=200.0)
+
+
+# A 0.1° square around (52.5, 13.4) with a 0.02° hole in the middle.
+SQUARE = {
+    "type": "Polygon",
+    "coordinates": [
+        [[13.35, 52.45], [13.45, 52.45], [13.45, 52.55], [13.35, 52.55], [13.35, 52.45]],
+        [[13.39, 52.49], [13.41, 52.49], [13.41, 52.51], [13.39, 52.51], [13.39, 52.49]],
+    ],
+}
+
+
+def test_point_in_polygon_respects_holes_and_multipolygons() -> None:
+    assert point_in_geojson(52.46, 13.36, SQUARE)
+    assert not point_in_geojson(52.50, 13.40, SQUARE)  # in the hole
+    assert not point_in_geojson(52.60, 13.40, SQUARE)
+    multi = {"type": "MultiPolygon", "coordinates": [[SQUARE["coordinates"][0]],
+                                                     [[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]]}  # fmt: skip
+    assert point_in_geojson(0.5, 0.5, multi)
+    feature = {"type": "Feature", "properties": {}, "geometry": SQUARE}
+    assert point_in_geojson(52.46, 13.36, feature)
+
+
+@pytest.mark.parametrize(
+    ("geometry", "message"),
+    [
+        ([1, 2], "must be a GeoJSON object"),
+        ({"type": "Point", "coordinates": [13.4, 52.5]}, "must be a Polygon or MultiPolygon"),
+        ({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [0, 0]]]}, "at least 4"),
+        ({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, "x"], [0, 0]]]}, "could not convert"),
+        ({"type": "Polygon"}, "malformed GeoJSON polygon"),
+    ],
+)
+def test_jurisdiction_geojson_validation_names_the_problem(geometry: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        validate_jurisdiction_geojson(geometry)
+    validate_jurisdiction_geojson(SQUARE)
+
+
+def test_one_speed_of_sound_drives_the_same_shot_test() -> None:
+    a = Observation(52.52, 13.405, t=T0, gps_accuracy_m=0.0)
+    b = Observation(*destination_point(52.52, 13.405, 90.0, 686.0), t=T0, gps_accuracy_m=0.0)
+    late = 686.0 / SPEED_OF_SOUND_M_S  # exactly the time sound needs between the two devices
+    assert could_be_same_event(a, Observation(b.lat, b.lon, T0 + late + 0.999, 0.0))
+    assert not could_be_same_event(a, Observation(b.lat, b.lon, T0 + late + 1.01, 0.0))
