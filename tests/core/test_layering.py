@@ -103,3 +103,31 @@ def test_the_agent_and_its_features_import_without_django_or_torch(blocked: tupl
     modules = [*_modules(ROOT / "devices" / "agent"), "core.audio", "core.features"]
     result = import_with_blocked(modules, blocked)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_files_the_agent_readme_names_are_enough(tmp_path: Path) -> None:
+    """The minimal copy of devices/agent/README.md ("What to copy to the device") runs on its own."""
+    files = [
+        ROOT / "devices" / "__init__.py",
+        *(ROOT / "devices" / "agent").glob("*.py"),
+        ROOT / "core" / "__init__.py",
+        ROOT / "core" / "audio.py",
+        ROOT / "core" / "features.py",
+    ]
+    for path in files:
+        target = tmp_path / path.relative_to(ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    script = (
+        "import numpy as np, sys\n"
+        "from devices.agent import cli, model\n"
+        "from core import features\n"
+        "assert 'django' not in sys.modules and all(not m.startswith(('detection', 'alerts')) for m in sys.modules)\n"
+        "print(features.windows(np.random.default_rng(0).standard_normal(16000).astype('float32'), 16000,"
+        " features.FeatureParams()).shape)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-E", "-s", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "(1, 1, 40, 50)"
