@@ -130,4 +130,4 @@ def test_the_files_the_agent_readme_names_are_enough(tmp_path: Path) -> None:
         [sys.executable, "-E", "-s", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "(1, 1, 40, 50)"
+    assert result.stdout.strip() == "(2, 1, 40, 50)"  # 1 s plus STFT centring: two windows
