@@ -40,7 +40,7 @@ def simulate(
     devices = np.column_stack([r * np.cos(theta), r * np.sin(theta)])
     accuracy = rng.uniform(3.0, 10.0, n_devices)
     reported = devices + rng.normal(0.0, 1.0, (n_devices, 2)) * (accuracy / 1.51)[:, None]
-    arrival = T0 + np.linalg.norm(devices, axis=1) / 343.0 + rng.normal(0.0, timing_sigma_s, n_devices)
+    arrival = T0 + np.linalg.norm(devices, axis=1) / SPEED_OF_SOUND_M_S + rng.normal(0.0, timing_sigma_s, n_devices)
     obs = [
         Observation(*frame.to_latlon(*xy), t=float(t), gps_accuracy_m=float(a))
         for xy, t, a in zip(reported, np.round(arrival, 3), accuracy, strict=True)
@@ -53,7 +53,9 @@ def observations_at(
 ) -> list[Observation]:
     """Noise-free observations of a shot at `source` (local metres)."""
     return [
-        Observation(*frame.to_latlon(x, y), t=T0 + math.dist((x, y), source) / 343.0, gps_accuracy_m=accuracy)
+        Observation(
+            *frame.to_latlon(x, y), t=T0 + math.dist((x, y), source) / SPEED_OF_SOUND_M_S, gps_accuracy_m=accuracy
+        )
         for x, y in devices
     ]
 
