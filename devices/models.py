@@ -9,6 +9,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from devices.selectors import device_fix
+
 LATITUDE_VALIDATORS = [MinValueValidator(-90), MaxValueValidator(90)]
 LONGITUDE_VALIDATORS = [MinValueValidator(-180), MaxValueValidator(180)]
 
@@ -100,8 +102,6 @@ class Device(models.Model):
     @property
     def position(self) -> tuple[float, float] | None:
         """Best known position (the rule is ``devices.selectors.device_fix``), for templates and the API."""
-        from devices.selectors import device_fix  # selectors import this module
-
         fix = device_fix(self)
         return None if fix is None else (fix.latitude, fix.longitude)
 

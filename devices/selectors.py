@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from devices.models import Device
+if TYPE_CHECKING:  # the model's position property calls device_fix, so no import of models at run time
+    from devices.models import Device
 
 # A car in town covers about this much ground per second; a stale fix gets this much less certain.
 VEHICLE_DRIFT_M_PER_S = 15.0
@@ -30,11 +32,11 @@ def device_fix(device: Device, *, at: datetime | None = None) -> DeviceFix | Non
     driven since it was taken, up to a cap.
     """
     has_fix = device.last_latitude is not None and device.last_longitude is not None
-    vehicle = device.kind == Device.Kind.VEHICLE
+    vehicle = device.kind == device.Kind.VEHICLE
     has_installed = not vehicle and device.latitude is not None and device.longitude is not None
     if has_fix and (vehicle or not has_installed):
         accuracy = device.last_accuracy_m
-        if at is not None and device.kind == Device.Kind.VEHICLE:
+        if at is not None and vehicle:
             age_s = (at - device.last_position_at).total_seconds() if device.last_position_at else 0.0
             drift = VEHICLE_DRIFT_M_PER_S * max(age_s, 0.0)
             if drift > 0 or accuracy is not None:

@@ -23,6 +23,7 @@ from celery.exceptions import Retry
 from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 logger = logging.getLogger(__name__)
 
@@ -117,3 +118,13 @@ def enqueue_on_commit(task: Task, *args: Any, countdown: float | None = None, **
     """
     options: dict[str, Any] = {} if countdown is None else {"countdown": countdown}
     transaction.on_commit(lambda: enqueue(task, *args, **options, **kwargs))
+
+
+def periodic_jobs() -> list[tuple[str, Task, float]]:
+    """Beat's schedule as (name, task, interval in seconds): what ``manage.py run_periodic`` runs."""
+    jobs: list[tuple[str, Task, float]] = []
+    for name, entry in settings.CELERY_BEAT_SCHEDULE.items():
+        schedule = entry["schedule"]
+        seconds = schedule.total_seconds() if hasattr(schedule, "total_seconds") else float(schedule)
+        jobs.append((name, import_string(entry["task"]), seconds))
+    return jobs
