@@ -55,8 +55,16 @@ def _run_embedded(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], ret
     close_old_connections()
     # is_eager makes self.retry raise Retry back to us instead of sending to a broker nobody reads;
     # embedded tells tasks that a retry will be honoured here (Celery's own eager mode cannot wait).
-    task.push_request(id=str(uuid.uuid4()), args=list(args), kwargs=kwargs, retries=retries, is_eager=True,
-                      embedded=True, called_directly=False, delivery_info={"is_eager": True})
+    task.push_request(
+        id=str(uuid.uuid4()),
+        args=list(args),
+        kwargs=kwargs,
+        retries=retries,
+        is_eager=True,
+        embedded=True,
+        called_directly=False,
+        delivery_info={"is_eager": True},
+    )
     try:
         return task.run(*args, **kwargs)
     except Retry as retry:

@@ -26,7 +26,6 @@ def observation(lat: float, lon: float, at: datetime, accuracy_m: float) -> Obse
     return Observation(lat=lat, lon=lon, t=at.timestamp(), gps_accuracy_m=accuracy_m)
 
 
-
 def _same_shot_group(detections: list[Detection]) -> list[Detection]:
     """Each device's earliest detection that one shot, the incident's first, can explain.
 
@@ -144,4 +143,3 @@ def incident_route(incident: Incident) -> list[PoliceStation]:
         # Stations routed earlier stay: their officers may already be on the way.
         incident.stations.add(*stations)
     return stations
-

@@ -87,4 +87,3 @@ def notifications_enqueue(notification_ids: list[int]) -> None:
     from alerts.tasks import enqueue_notifications
 
     enqueue_notifications(notification_ids)
-

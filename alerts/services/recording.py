@@ -160,8 +160,12 @@ def _candidates(sighting: Sighting) -> list[Incident]:
         Incident.objects.select_for_update()
         .filter(pk__in=related)
         .prefetch_related(
-            Prefetch("detections", queryset=Detection.objects.only("incident_id", "device_id", "latitude",
-                                                                   "longitude", "accuracy_m", "event_at"))
+            Prefetch(
+                "detections",
+                queryset=Detection.objects.only(
+                    "incident_id", "device_id", "latitude", "longitude", "accuracy_m", "event_at"
+                ),
+            )
         )
         .order_by("opened_at", "id")
     )
@@ -254,5 +258,3 @@ def _record(classification: Classification, sighting: Sighting) -> _Outcome:
     transaction.on_commit(lambda: broadcast.publish(message))
     transaction.on_commit(lambda: notifications_enqueue(notification_ids))
     return _Outcome(incident, opened, notification_ids)
-
-

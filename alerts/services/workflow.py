@@ -29,9 +29,7 @@ def incident_transition(
     """
     note = note.strip()
     if action not in ACTIONS:
-        raise ApplicationError(
-            f"Unknown action {action!r}; use one of {', '.join(ACTIONS)}.", code="invalid_action"
-        )
+        raise ApplicationError(f"Unknown action {action!r}; use one of {', '.join(ACTIONS)}.", code="invalid_action")
     incident = Incident.objects.select_for_update().get(pk=incident.pk)
     if action == "note":
         if not note:
@@ -69,4 +67,3 @@ def incident_transition(
     message = broadcast.incident_message(incident, kind="incident.updated")
     transaction.on_commit(lambda: broadcast.publish(message))
     return incident
-

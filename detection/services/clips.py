@@ -82,8 +82,9 @@ def _resolve_location(
     driven since, or no position at all (the incident then takes the device's best known position).
     """
     if (latitude is None) != (longitude is None):
-        raise ApplicationError("Give both latitude and longitude, or neither.", code="invalid_location",
-                               extra={"field": "latitude"})
+        raise ApplicationError(
+            "Give both latitude and longitude, or neither.", code="invalid_location", extra={"field": "latitude"}
+        )
     if latitude is not None and longitude is not None:
         return latitude, longitude, accuracy_m
     fix = device_fix(device, at=timezone.now())
@@ -198,7 +199,6 @@ def _classify_task() -> Any:
     return classify_clip
 
 
-
 # --- Classification -------------------------------------------------------------------------------
 
 
@@ -209,9 +209,8 @@ class ClipRetryLater(Exception):
 def _claim(clip_id: int, now: datetime) -> bool:
     stale = now - settings.CLIP_PROCESSING_STALE_AFTER
     claimable = Q(status=Clip.Status.QUEUED) | Q(status=Clip.Status.PROCESSING, processing_started_at__lt=stale)
-    claimed = (
-        Clip.objects.filter(claimable, pk=clip_id)
-        .update(status=Clip.Status.PROCESSING, processing_started_at=now, attempts=F("attempts") + 1)
+    claimed = Clip.objects.filter(claimable, pk=clip_id).update(
+        status=Clip.Status.PROCESSING, processing_started_at=now, attempts=F("attempts") + 1
     )
     return claimed == 1
 
@@ -227,7 +226,11 @@ def _fail(clip: Clip, claimed_at: datetime, message: str) -> None:
     now = timezone.now()
     with transaction.atomic():
         changed = _ours(clip, claimed_at).update(
-            status=Clip.Status.FAILED, error=message[:2000], finished_at=now, audio="", audio_deleted_at=now,
+            status=Clip.Status.FAILED,
+            error=message[:2000],
+            finished_at=now,
+            audio="",
+            audio_deleted_at=now,
             retain_until=None,
         )
         if changed:
@@ -238,7 +241,6 @@ def _fail(clip: Clip, claimed_at: datetime, message: str) -> None:
 
 def _release(clip: Clip, claimed_at: datetime, message: str) -> None:
     _ours(clip, claimed_at).update(status=Clip.Status.QUEUED, processing_started_at=None, error=message[:2000])
-
 
 
 def clip_classify(*, clip_id: int) -> Classification | None:
@@ -357,4 +359,3 @@ def clips_requeue_stuck(*, now: datetime | None = None, limit: int = 500) -> int
     for clip_id in ids:
         enqueue(task, clip_id)
     return len(ids)
-

@@ -26,7 +26,11 @@ from devices.models import Device
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "PurgeReport", "clip_spectrogram", "clips_purge_expired_audio", "clips_with_expired_audio", "device_data_purge",
+    "PurgeReport",
+    "clip_spectrogram",
+    "clips_purge_expired_audio",
+    "clips_with_expired_audio",
+    "device_data_purge",
     "spectrogram_name",
 ]
 
@@ -54,7 +58,6 @@ def _read_audio(clip: Clip) -> bytes:
         raise AudioError("not_audio", f"the stored audio file is missing: {clip.audio.name}") from exc
 
 
-
 def _audio_forget(clips: Any, now: datetime) -> int:
     """Delete the files of these clips, then blank the fields (files first: a crash leaves rows to retry)."""
     count = 0
@@ -63,7 +66,6 @@ def _audio_forget(clips: Any, now: datetime) -> int:
         _delete_stored(spectrogram_name(clip))
         count += Clip.objects.filter(pk=clip.pk).update(audio="", audio_deleted_at=now)
     return count
-
 
 
 def clips_purge_expired_audio(*, now: datetime | None = None) -> int:
@@ -130,4 +132,3 @@ def _display_params(clip: Clip) -> FeatureParams:
         return FeatureParams.from_dict(clip.classification.model_version.feature_params)
     except (Classification.DoesNotExist, ValueError, TypeError):
         return FeatureParams()
-

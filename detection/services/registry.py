@@ -25,6 +25,7 @@ from gunwatch.exceptions import ApplicationError
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class WeightsInfo:
     sha256: str
@@ -208,4 +209,3 @@ def model_version_torchscript(*, model_version: ModelVersion) -> TorchScriptExpo
         size += len(chunk)
     handle.seek(0)
     return TorchScriptExport(name=name, sha256=digest.hexdigest(), size=size, handle=handle)
-

@@ -38,17 +38,13 @@ def _open(owner: Any) -> Incident:
 
 async def test_opened_and_updated_messages_are_exactly_these(police_user, owner) -> None:  # type: ignore[no-untyped-def]
     with time_machine.travel(NOW + timedelta(seconds=2), tick=False):
-        communicator = WebsocketCommunicator(
-            application, "/ws/incidents/", headers=[(b"origin", b"http://127.0.0.1")]
-        )
+        communicator = WebsocketCommunicator(application, "/ws/incidents/", headers=[(b"origin", b"http://127.0.0.1")])
         communicator.scope["user"] = police_user
         connected, _ = await communicator.connect(timeout=5)
         assert connected
         incident = await _open(owner)
         opened = await communicator.receive_json_from(timeout=5)
-        await database_sync_to_async(incident_transition)(
-            incident=incident, user=police_user, action="acknowledge"
-        )
+        await database_sync_to_async(incident_transition)(incident=incident, user=police_user, action="acknowledge")
         updated = await communicator.receive_json_from(timeout=5)
         await communicator.disconnect()
     code = str(incident.code)

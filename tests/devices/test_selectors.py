@@ -23,8 +23,14 @@ def test_a_home_unit_is_where_it_is_installed_even_with_a_fix() -> None:
 
 
 def test_a_home_unit_without_an_installed_location_uses_its_last_fix() -> None:
-    device = DeviceFactory(latitude=None, longitude=None, last_latitude=48.1, last_longitude=11.5,
-                           last_accuracy_m=30.0, last_position_at=timezone.now() - timedelta(hours=1))
+    device = DeviceFactory(
+        latitude=None,
+        longitude=None,
+        last_latitude=48.1,
+        last_longitude=11.5,
+        last_accuracy_m=30.0,
+        last_position_at=timezone.now() - timedelta(hours=1),
+    )
     fix = device_fix(device, at=timezone.now())
     assert fix is not None
     # A house does not drive away: an old fix is as good as it was.
@@ -33,8 +39,13 @@ def test_a_home_unit_without_an_installed_location_uses_its_last_fix() -> None:
 
 def test_a_vehicle_fix_is_widened_by_how_far_the_car_may_have_driven() -> None:
     now = timezone.now()
-    device = DeviceFactory(kind=Device.Kind.VEHICLE, last_latitude=48.1, last_longitude=11.5,
-                           last_accuracy_m=20.0, last_position_at=now - timedelta(seconds=10))
+    device = DeviceFactory(
+        kind=Device.Kind.VEHICLE,
+        last_latitude=48.1,
+        last_longitude=11.5,
+        last_accuracy_m=20.0,
+        last_position_at=now - timedelta(seconds=10),
+    )
     fix = device_fix(device, at=now)
     assert fix is not None
     assert (fix.latitude, fix.longitude, fix.installed) == (48.1, 11.5, False)
