@@ -122,9 +122,15 @@ def stations_for_point(lat: float, lon: float) -> list[PoliceStation]:
     return stations_covering(lat, lon) or stations_nearest(lat, lon, settings.ALERT_NEAREST_STATIONS)
 
 
+def police_see_all(user: User) -> bool:
+    """The see-all rule: administrators see every incident, and so does every officer when
+    POLICE_SEE_ALL_INCIDENTS is on; other officers see the incidents routed to their station."""
+    return user.role == User.Role.ADMIN or user.is_superuser or settings.POLICE_SEE_ALL_INCIDENTS
+
+
 def incidents_for_police(user: User) -> QuerySet[Incident]:
     qs = Incident.objects.all()
-    if user.role == User.Role.ADMIN or user.is_superuser or settings.POLICE_SEE_ALL_INCIDENTS:
+    if police_see_all(user):
         return qs
     return qs.filter(stations=user.police_station_id)
 
@@ -134,12 +140,14 @@ def incidents_for_owner(user: User) -> QuerySet[Incident]:
 
 
 def incidents_visible_to(user: User, *, police: bool) -> QuerySet[Incident]:
+    """The one visibility rule for incidents: police (``has_police_access``) by station or see-all,
+    owners the incidents their devices took part in. Pages, the API and the websocket all use it."""
     return incidents_for_police(user) if police else incidents_for_owner(user)
 
 
 def station_ids_see_incident(station_ids: Iterable[int], user: User) -> bool:
-    """The consumer's per-event check: may this user see an incident routed to these stations?"""
-    if user.role == User.Role.ADMIN or user.is_superuser or settings.POLICE_SEE_ALL_INCIDENTS:
+    """``incidents_for_police`` for one message: may this officer see an incident routed to these stations?"""
+    if police_see_all(user):
         return True
     return user.police_station_id in set(station_ids)
 

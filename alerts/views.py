@@ -18,7 +18,7 @@ from accounts.permissions import has_police_access
 from alerts import services
 from alerts.messages import coarse_location
 from alerts.models import Incident, Notification
-from alerts.selectors import incidents_for_owner, incidents_for_police
+from alerts.selectors import incidents_for_owner, incidents_visible_to
 from gunwatch.exceptions import ApplicationError
 
 
@@ -43,7 +43,7 @@ def _incident_for(request: HttpRequest, code: str) -> tuple[Incident, bool]:
     """The incident and whether the viewer is police; others' incidents are a 404."""
     user: User = request.user  # type: ignore[assignment]
     police = has_police_access(user)
-    qs = incidents_for_police(user) if police else incidents_for_owner(user)
+    qs = incidents_visible_to(user, police=police)
     incident = qs.select_related("evidence_clip").filter(code=code).first()
     if incident is None:
         raise Http404("No such incident.")
@@ -61,7 +61,7 @@ def incident_detail(request: HttpRequest, code: str) -> HttpResponse:
             detections=detections,
             timeline=incident.events.select_related("actor"),
             notifications=incident.notifications.all(),
-            actions=services.incident_actions_available(incident),
+            actions=incident.actions_available(),
             dispositions=Incident.Disposition.choices,
             evidence=clip if clip is not None and clip.audio and clip.audio_deleted_at is None else None,
             marker={"lat": incident.latitude, "lon": incident.longitude, "radius": incident.radius_m},

@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from detection.classifier import Classifier, ModelLoadError
 from detection.models import ModelVersion
+from detection.selectors import model_versions_active
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def invalidate() -> None:
 def _active_key() -> tuple[int, str] | None:
     now = time.monotonic()
     if now - _state.checked_at >= settings.MODEL_ACTIVE_CHECK_TTL_S:
-        row = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).values_list("id", "sha256").first()
+        row = model_versions_active().values_list("id", "sha256").first()
         _state.active_key = (row[0], row[1]) if row else None
         _state.checked_at = now
     return _state.active_key

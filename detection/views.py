@@ -10,10 +10,10 @@ from django.http import FileResponse, Http404, HttpRequest
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET
 
-from accounts.permissions import has_police_access
 from detection import services
 from detection.audio import AudioError
-from detection.models import Classification, Clip
+from detection.models import Clip
+from detection.selectors import clip_evidence_visible_to
 
 logger = logging.getLogger(__name__)
 
@@ -23,13 +23,7 @@ CONTENT_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg", "
 def _evidence_clip(request: HttpRequest, code: str) -> Clip:
     """The clip if this user may hear it and its audio still exists; 404 otherwise, revealing nothing."""
     clip = get_object_or_404(Clip.objects.select_related("device", "classification"), code=code)
-    is_owner = clip.device.owner_id == request.user.pk
-    try:
-        is_gunshot = clip.classification.is_gunshot
-    except Classification.DoesNotExist:
-        is_gunshot = False
-    # Police see evidence, i.e. clips judged to be gunshots; an owner sees whatever is still kept.
-    if not (is_owner or (is_gunshot and has_police_access(request.user))):
+    if not clip_evidence_visible_to(request.user, clip):
         raise Http404
     if not clip.audio:
         raise Http404

@@ -66,8 +66,8 @@ def test_within_the_ttl_the_worker_does_not_ask_the_database(
         assert inference.active_model().version_id == old.pk
     # Activation by another process is seen once the TTL runs out (here: forced).
     new = model_factory(name="new", activate=False)
-    services.ModelVersion.objects.filter(pk=old.pk).update(status="retired")
-    services.ModelVersion.objects.filter(pk=new.pk).update(status="active")
+    ModelVersion.objects.filter(pk=old.pk).update(status="retired")
+    ModelVersion.objects.filter(pk=new.pk).update(status="active")
     assert inference.active_model().version_id == old.pk
     inference.invalidate()
     assert inference.active_model().version_id == new.pk

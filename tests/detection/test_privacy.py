@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from detection import services, tasks
 from detection.models import Classification, Clip, ModelVersion
+from detection.services import clips
 from devices.models import Device
 from tests.detection.pipeline import *  # noqa: F403
 from tests.detection.pipeline import encode, impulses, sine
@@ -120,7 +121,7 @@ def test_failed_clips_keep_the_error_and_lose_the_audio(
 ) -> None:
     from detection.audio import AudioError
 
-    monkeypatch.setattr(services, "_classify_audio", mock.Mock(side_effect=AudioError("corrupt", "bad frame")))
+    monkeypatch.setattr(clips, "_classify_audio", mock.Mock(side_effect=AudioError("corrupt", "bad frame")))
     clip = classified()
     assert clip.status == Clip.Status.FAILED and clip.error == "corrupt: bad frame"
     assert not clip.audio and clip.audio_deleted_at is not None
