@@ -24,7 +24,8 @@ from django.db.models.fields.files import FieldFile
 from django.db.models.functions import Concat
 from django.utils import timezone
 
-from detection.classifier import Classifier, ModelLoadError
+from core.classifier import Classifier
+from core.weights import ModelLoadError
 from detection.models import ModelVersion
 from detection.selectors import model_versions_active
 

@@ -10,8 +10,8 @@ from django.http import FileResponse, Http404, HttpRequest
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET
 
+from core.audio import AudioError
 from detection import services
-from detection.audio import AudioError
 from detection.models import Clip
 from detection.selectors import clip_evidence_visible_to
 

@@ -10,13 +10,12 @@ from datetime import datetime
 from django.conf import settings
 from django.db.models import Max, Min, Sum
 
-from alerts.geo import Observation, could_be_same_event, locate
 from alerts.models import Detection, Incident, IncidentEvent, PoliceStation
 from alerts.selectors import stations_for_point
 from alerts.services.timeline import incident_event_add
+from core.geo import SPEED_OF_SOUND_M_S, Observation, could_be_same_event, locate
 from detection.models import Clip
 
-SPEED_OF_SOUND_M_S = 343.0
 # Timing uncertainty per clock source for TDOA: GPS/PPS-disciplined clocks are good to about a
 # millisecond, NTP over the internet to about ten.
 CLOCK_SIGMA_S = {"gps": 0.002, "ntp": 0.010}

@@ -20,11 +20,11 @@ from django.db.models import F, Prefetch, Q
 from django.utils import timezone
 
 from alerts import broadcast
-from alerts.geo import bounding_box, could_be_same_event, haversine_m
 from alerts.models import Detection, Incident, IncidentEvent, JoinLock
 from alerts.services.locating import SPEED_OF_SOUND_M_S, incident_refresh, incident_route, observation
 from alerts.services.recipients import notifications_enqueue, notifications_for_device, notifications_for_stations
 from alerts.services.timeline import incident_event_add
+from core.geo import bounding_box, could_be_same_event, haversine_m
 from detection.models import Classification, Clip
 from devices.models import Device
 from devices.selectors import device_fix

@@ -20,8 +20,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from detection import audio, inference, uploads
-from detection.audio import AudioError
+from core import audio
+from core.audio import AudioError
+from core.classifier import ClipResult
+from detection import inference
 from detection.models import Classification, Clip
 from detection.services.files import _delete_stored, _read_audio
 from devices.models import Device
@@ -50,7 +52,7 @@ def _too_large(size: int) -> ApplicationError:
     )
 
 
-def audio_inspect(upload: IO[bytes] | bytes, *, size: int | None = None) -> uploads.InspectedAudio:
+def audio_inspect(upload: IO[bytes] | bytes, *, size: int | None = None) -> audio.InspectedAudio:
     """Read and fully decode an uploaded file within the configured limits, or raise ApplicationError."""
     if size is not None and size > settings.CLIP_MAX_BYTES:
         raise _too_large(size)
@@ -58,7 +60,7 @@ def audio_inspect(upload: IO[bytes] | bytes, *, size: int | None = None) -> uplo
     if len(data) > settings.CLIP_MAX_BYTES:
         raise _too_large(len(data))
     try:
-        return uploads.inspect(data, min_s=settings.CLIP_MIN_SECONDS, max_s=settings.CLIP_MAX_SECONDS)
+        return audio.inspect(data, min_s=settings.CLIP_MIN_SECONDS, max_s=settings.CLIP_MAX_SECONDS)
     except AudioError as exc:
         raise _audio_error(exc) from exc
 
@@ -272,7 +274,7 @@ def clip_classify(*, clip_id: int) -> Classification | None:
     return _record(clip, claimed_at, model, result)
 
 
-def _classify_audio(clip: Clip, model: inference.LoadedModel) -> dict[str, Any]:
+def _classify_audio(clip: Clip, model: inference.LoadedModel) -> ClipResult:
     data = _read_audio(clip)
     samples, sample_rate = audio.decode(data)
     threshold = clip.device.sensitivity_threshold
@@ -282,10 +284,11 @@ def _classify_audio(clip: Clip, model: inference.LoadedModel) -> dict[str, Any]:
 
 
 def _record(
-    clip: Clip, claimed_at: datetime, model: inference.LoadedModel, result: dict[str, Any]
+    clip: Clip, claimed_at: datetime, model: inference.LoadedModel, result: ClipResult
 ) -> Classification | None:
     now = timezone.now()
-    positive = result["label"] == Classification.Label.GUNSHOT
+    positive = result.positive
+    stored = result.as_dict()  # the JSON fields hold plain lists and dicts
     if positive:
         privacy: dict[str, Any] = {"retain_until": now + timedelta(days=settings.EVIDENCE_RETENTION_DAYS)}
     else:
@@ -295,13 +298,13 @@ def _record(
         classification = Classification.objects.create(
             clip=clip,
             model_version_id=model.version_id,
-            label=result["label"],
-            score=result["score"],
-            threshold=result["threshold"],
-            shots=result["shots"],
-            offset_s=result["offset_s"],
-            windows=result["windows"],
-            timings_ms=result["timings_ms"],
+            label=result.label,
+            score=result.score,
+            threshold=result.threshold,
+            shots=result.shots,
+            offset_s=result.offset_s,
+            windows=stored["windows"],
+            timings_ms=stored["timings_ms"],
         )
         finished = _ours(clip, claimed_at).update(status=Clip.Status.DONE, finished_at=now, error="", **privacy)
         if finished != 1:

@@ -17,8 +17,9 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from detection import audio
-from detection.audio import AudioError, FeatureParams
+from core import audio
+from core.audio import AudioError
+from core.features import FeatureParams
 from detection.models import Classification, Clip
 from detection.selectors import clips_with_expired_audio
 from devices.models import Device
@@ -96,7 +97,7 @@ def device_data_purge(*, device: Device) -> PurgeReport:
 
 def clip_spectrogram(*, clip: Clip) -> str:
     """The storage name of the clip's spectrogram PNG, rendering and caching it the first time."""
-    from detection import spectrogram
+    from core import spectrogram
 
     name = spectrogram_name(clip)
     if default_storage.exists(name):

@@ -19,15 +19,16 @@ def audio_predict(*, upload: IO[bytes], size: int | None, threshold: float | Non
     result = model.classifier.classify_waveform(
         inspected.samples, inspected.sample_rate, threshold=model.threshold if threshold is None else threshold
     )
+    stored = result.as_dict()
     return {
-        "label": result["label"],
-        "score": result["score"],
-        "threshold": result["threshold"],
+        "label": result.label,
+        "score": result.score,
+        "threshold": result.threshold,
         "model_version": model.label,
-        "shots": result["shots"],
-        "offset_s": result["offset_s"],
-        "windows": result["windows"],
+        "shots": result.shots,
+        "offset_s": result.offset_s,
+        "windows": stored["windows"],
         "duration_s": round(inspected.duration_s, 4),
         "sha256": inspected.sha256,
-        "timings_ms": result["timings_ms"],
+        "timings_ms": stored["timings_ms"],
     }

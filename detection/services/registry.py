@@ -16,8 +16,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import User
+from core.classifier import Classifier
+from core.weights import ModelLoadError
 from detection import inference
-from detection.classifier import Classifier, ModelLoadError
 from detection.models import ModelVersion
 from detection.selectors import model_versions_active
 from detection.services.files import _delete_stored, _store_cache_file

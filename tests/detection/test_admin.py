@@ -11,7 +11,7 @@ from django.conf import settings as django_settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from detection.classifier import sha256_file
+from core.weights import sha256_file
 from detection.models import ModelVersion
 from tests.detection.pipeline import *  # noqa: F403
 from tests.detection.pipeline import make_weights, media_files

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from core.classifier import Classifier
+from core.weights import sha256_file
 from detection import inference, services
-from detection.classifier import Classifier, sha256_file
 from detection.models import ModelVersion
 from tests.detection.pipeline import *  # noqa: F403
 from tests.detection.pipeline import make_weights

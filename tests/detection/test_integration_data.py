@@ -17,7 +17,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from detection.classifier import Classifier
+from core.classifier import Classifier
 from detection.classify import BUNDLED_WEIGHTS
 from detection.models import Clip
 from detection.selectors import model_version_active

@@ -119,7 +119,7 @@ def test_purge_audio_command(classified: Callable[..., Clip], positive_model: Mo
 def test_failed_clips_keep_the_error_and_lose_the_audio(
     classified: Callable[..., Clip], negative_model: ModelVersion, monkeypatch: Any
 ) -> None:
-    from detection.audio import AudioError
+    from core.audio import AudioError
 
     monkeypatch.setattr(clips, "_classify_audio", mock.Mock(side_effect=AudioError("corrupt", "bad frame")))
     clip = classified()
@@ -154,7 +154,7 @@ def test_owner_hears_and_sees_the_evidence(classified: Callable[..., Clip], posi
 
 def test_the_spectrogram_is_rendered_once(classified: Callable[..., Clip], positive_model: ModelVersion,
                                           owner: Any) -> None:
-    from detection import spectrogram
+    from core import spectrogram
 
     clip = classified()
     client = page_client(owner)

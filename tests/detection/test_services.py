@@ -16,8 +16,8 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from core.weights import sha256_file
 from detection import services
-from detection.classifier import sha256_file
 from detection.models import Clip, ModelVersion
 from detection.services import clips
 from devices.models import Device
