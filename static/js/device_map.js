@@ -29,7 +29,8 @@
   window.gwDeviceMap = function (leafletMap) {
     map = leafletMap;
     layer = L.layerGroup().addTo(map);
-    L.control.scale({ imperial: false }).addTo(map);
+    if (window.gwMapBasics) window.gwMapBasics(map, { devices: true });
+    else L.control.scale({ imperial: false }).addTo(map);
     draw(JSON.parse(document.getElementById("device-markers").textContent));
   };
 
