@@ -215,7 +215,7 @@
     banner.querySelector("button.dismiss").addEventListener("click", clearAnnouncement);
     var mute = document.getElementById("mute-toggle");
     function paint() {
-      mute.textContent = muted() ? "🔇 Sound off" : "🔔 Sound on";
+      mute.textContent = muted() ? "Sound off" : "Sound on";
       mute.setAttribute("aria-pressed", muted() ? "true" : "false");
     }
     mute.addEventListener("click", function () {
@@ -361,11 +361,12 @@
     L.control.layers(null, {
       "Incidents": cluster, "Uncertainty circles": circles,
       "Devices (<span id=\"device-layer-count\">…</span>)": devices,
-    }, { collapsed: false, position: "topright" }).addTo(map);
+    }, { collapsed: window.innerWidth < 640, position: "topright" }).addTo(map);
     setupControls();
     loadDevices();
     setInterval(loadDevices, 60000);
     window.gwIncidents = incidents; // for the browser test and for debugging from the console
+    window.gwMap = map;
     connect();
     setInterval(refreshAges, 15000);
   };

@@ -7,7 +7,8 @@
 
   window.gwMapBasics = function (map, options) {
     options = options || {};
-    L.control.scale({ imperial: false, maxWidth: 160 }).addTo(map);
+    // django-leaflet adds a scale unless LEAFLET_CONFIG says otherwise; never two.
+    if (!map.getContainer().querySelector(".leaflet-control-scale")) L.control.scale({ imperial: false }).addTo(map);
     var tileLayers = [];
     map.eachLayer(function (layer) { if (layer instanceof L.TileLayer) tileLayers.push(layer); });
     var failures = 0, loaded = 0, shown = false;
