@@ -164,3 +164,38 @@ def test_police_map_controls_and_incident_page_on_a_phone(live_server: Any, brow
     assert " UTC" in page.inner_text("h1")
     page.screenshot(path=str(ARTIFACTS / "ux-incident.png"), full_page=True)
     _fits_phone(page, "ux-incident")
+
+
+def test_every_list_page_fits_a_phone(live_server: Any, browser_page: Any) -> None:
+    from alerts.models import Notification
+    from devices.models import TrustedContact
+
+    owner = UserFactory(username="olivia")
+    _fleet(owner)
+    TrustedContact.objects.create(owner=owner, name="Grandmother Henriette von Berg", relation="family",
+                                  email="henriette.von.berg@example.org", phone="+4930123456789",
+                                  channels=["email", "sms"])
+    device = Device.objects.get(name="Sim home 1")
+    now = timezone.now()
+    incident = Incident.objects.create(first_detected_at=now, last_detected_at=now, latitude=52.52, longitude=13.405,
+                                       radius_m=40, shots=2, max_confidence=0.93, device_count=3)
+    from alerts.models import Detection
+    from tests.alerts.helpers import classify
+
+    classification = classify(device)
+    Detection.objects.create(incident=incident, device=device, classification=classification,
+                             clip=classification.clip, event_at=now, score=0.93, shots=2)
+    Notification.objects.create(incident=incident, owner=owner, recipient_kind="contact", recipient_key="c1",
+                                recipient_name="Grandmother Henriette von Berg", channel="email",
+                                target="henriette.von.berg@example.org")
+    page = browser_page
+    _login(page, live_server.url, "olivia")
+    for path, name in [("/contacts/", "ux-contacts"), ("/incidents/mine/", "ux-my-incidents"),
+                       ("/accounts/password_change/", "ux-password-change")]:
+        page.goto(f"{live_server.url}{path}")
+        _fits_phone(page, name)
+    UserFactory(username="root", role=User.Role.ADMIN, is_staff=True, is_superuser=True)
+    UserFactory(username="rookie.with.a.long.name", role=User.Role.POLICE, email="rookie.long@police.example.org")
+    page.context.clear_cookies()
+    _login(page, live_server.url, "root")
+    _fits_phone(page, "ux-admin-home")
