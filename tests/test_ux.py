@@ -282,3 +282,13 @@ def test_unknown_api_path_answers_json(path: str, settings: Any) -> None:
     assert response.status_code == 404
     assert response["Content-Type"] == "application/json"
     assert response.json() == {"message": f"No API endpoint at {path}.", "code": "not_found", "extra": {}}
+
+
+# --- 9: the device form reads like a form, not like model field names ---------------------------
+
+def test_device_settings_have_units_and_rounded_coordinates() -> None:
+    owner = UserFactory(username="olivia")
+    device = DeviceFactory(owner=owner, latitude=52.522000000000006, longitude=13.4025)
+    html = login(owner).get(f"/devices/{device.code}/").content.decode()
+    assert "Heartbeat every (seconds)" in html and "Sensitivity threshold (0 to 1)" in html
+    assert 'value="52.522"' in html and "52.522000000000006" not in html
