@@ -25,9 +25,19 @@ class PoliceStationAdmin(admin.ModelAdmin):
 class DetectionInline(admin.TabularInline):
     model = Detection
     extra = 0
-    fields = ["device", "event_at", "latitude", "longitude", "accuracy_m", "clock_source", "score", "shots"]
+    fields = ["device", "event_at", "position", "clock_source", "confidence", "shots"]
     readonly_fields = fields
     can_delete = False
+
+    @admin.display(description="position")
+    def position(self, detection: Detection) -> str:
+        if detection.latitude is None or detection.longitude is None:
+            return "—"
+        return f"{detection.latitude:.6f}, {detection.longitude:.6f} ±{detection.accuracy_m:.0f} m"
+
+    @admin.display(description="confidence")
+    def confidence(self, detection: Detection) -> str:
+        return f"{detection.score:.2f}"
 
     def has_add_permission(self, request: HttpRequest, obj: Incident | None = None) -> bool:
         return False

@@ -251,11 +251,20 @@ def test_incident_admin_rounds_numbers(admin_user: User) -> None:
     incident = Incident.objects.create(first_detected_at=now, last_detected_at=now, latitude=52.520012345678,
                                        longitude=13.40498765432, radius_m=12.3456789, residual_m=1.23456,
                                        shots=2, max_confidence=0.912345678, device_count=3)
+    from alerts.models import Detection
+    from tests.alerts.helpers import classify
+
+    device = DeviceFactory()
+    classification = classify(device)
+    Detection.objects.create(incident=incident, device=device, classification=classification, clip=classification.clip,
+                             event_at=now, latitude=52.5212345678, longitude=13.4012345678, accuracy_m=4.56789,
+                             score=0.876543, shots=1)
     client = login(admin_user)
     listing = client.get("/admin/alerts/incident/").content.decode()
     assert "0.91" in listing and "±12 m" in listing and "0.912345678" not in listing
     change = client.get(f"/admin/alerts/incident/{incident.pk}/change/").content.decode()
     assert "52.520012, 13.404988" in change and "1.2 m" in change and "12.3456789" not in change
+    assert "52.521235, 13.401235 ±5 m" in change and "0.88" in change and "0.876543" not in change
 
 
 # --- 12: one time format, with the zone ---------------------------------------------------------
