@@ -61,8 +61,8 @@ def _start(tmp_path: Path) -> tuple[subprocess.Popen[str], Path, int]:
     port = _free_port()
     env = {
         **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")},
-        "GUNWATCH_VENV": str(Path(sys.executable).resolve().parent.parent)
-        if not os.environ.get("GUNWATCH_VENV") else os.environ["GUNWATCH_VENV"],
+        # The virtualenv running these tests (sys.prefix; its python is a symlink, so no resolve()).
+        "GUNWATCH_VENV": os.environ.get("GUNWATCH_VENV") or sys.prefix,
         "GUNWATCH_VAR_DIR": str(tmp_path / "var"),
         "MEDIA_ROOT": str(tmp_path / "media"),
         "PORT": str(port),
