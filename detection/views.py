@@ -62,3 +62,16 @@ def clip_spectrogram(request: HttpRequest, code: str) -> FileResponse:
         logger.warning("No spectrogram for clip %s: %s", clip.code, exc)
         raise Http404 from exc
     return _private(FileResponse(default_storage.open(name, "rb"), content_type="image/png"))
+
+
+@require_GET
+def model_plot(request: HttpRequest, name: str) -> FileResponse:
+    """A plot of the bundled model's card, for staff reading it in the admin."""
+    from detection.model_card import plot_path
+
+    if not (request.user.is_authenticated and request.user.is_staff):
+        raise Http404("No such plot.")
+    path = plot_path(name)
+    if path is None:
+        raise Http404("No such plot.")
+    return FileResponse(path.open("rb"), content_type="image/png")
