@@ -9,6 +9,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.throttling import ScopedRateThrottle
 
 from accounts.forms import OwnerSignUpForm, PoliceSignUpForm
+from accounts.services import police_account_requested
 from gunwatch.parsers import SafeJSONParser
 from gunwatch.throttling import RequestFieldThrottle
 
@@ -27,8 +28,9 @@ def signup_police(request: HttpRequest) -> HttpResponse:
     form = PoliceSignUpForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         user = form.save()
+        police_account_requested(user=user)
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        messages.info(request, "Your request was sent. An administrator must approve it before you see the map.")
+        messages.info(request, "Request sent, see your email. An administrator must approve it before you see the map.")
         return redirect("home")
     return render(
         request, "registration/signup.html", {"form": form, "title": "Request a police account", "police": True}

@@ -25,9 +25,19 @@ class PoliceStationAdmin(admin.ModelAdmin):
 class DetectionInline(admin.TabularInline):
     model = Detection
     extra = 0
-    fields = ["device", "event_at", "latitude", "longitude", "accuracy_m", "clock_source", "score", "shots"]
+    fields = ["device", "event_at", "position", "clock_source", "confidence", "shots"]
     readonly_fields = fields
     can_delete = False
+
+    @admin.display(description="position")
+    def position(self, detection: Detection) -> str:
+        if detection.latitude is None or detection.longitude is None:
+            return "—"
+        return f"{detection.latitude:.6f}, {detection.longitude:.6f} ±{detection.accuracy_m:.0f} m"
+
+    @admin.display(description="confidence")
+    def confidence(self, detection: Detection) -> str:
+        return f"{detection.score:.2f}"
 
     def has_add_permission(self, request: HttpRequest, obj: Incident | None = None) -> bool:
         return False
@@ -49,15 +59,35 @@ class IncidentAdmin(admin.ModelAdmin):
     """Operators inspect incidents here; officers work them on the map and the incident page."""
 
     list_display = ["code", "first_detected_at", "status", "disposition", "device_count", "shots",
-                    "max_confidence", "location_method", "radius_m"]
+                    "confidence", "location_method", "radius"]
     list_filter = ["status", "disposition", "location_method"]
     search_fields = ["code"]
     date_hierarchy = "first_detected_at"
-    readonly_fields = ["code", "first_detected_at", "last_detected_at", "latitude", "longitude", "radius_m",
-                       "location_method", "residual_m", "shots", "max_confidence", "device_count", "revision",
+    # Rounded for reading: metres to the metre, degrees to ~0.1 m, confidence to two places.
+    readonly_fields = ["code", "first_detected_at", "last_detected_at", "position", "radius",
+                       "location_method", "residual", "shots", "confidence", "device_count", "revision",
                        "notified_at", "opened_at", "updated_at", "closed_at", "evidence_clip"]
     raw_id_fields = ["stations"]
     inlines = [DetectionInline, IncidentEventInline]
+    exclude = ["latitude", "longitude", "radius_m", "residual_m", "max_confidence"]
+
+    @admin.display(description="position", ordering="latitude")
+    def position(self, incident: Incident) -> str:
+        if incident.latitude is None or incident.longitude is None:
+            return "—"
+        return f"{incident.latitude:.6f}, {incident.longitude:.6f}"
+
+    @admin.display(description="radius", ordering="radius_m")
+    def radius(self, incident: Incident) -> str:
+        return "—" if incident.radius_m is None else f"±{incident.radius_m:.0f} m"
+
+    @admin.display(description="residual", ordering="residual_m")
+    def residual(self, incident: Incident) -> str:
+        return "—" if incident.residual_m is None else f"{incident.residual_m:.1f} m"
+
+    @admin.display(description="confidence", ordering="max_confidence")
+    def confidence(self, incident: Incident) -> str:
+        return "—" if incident.max_confidence is None else f"{incident.max_confidence:.2f}"
 
 
 @admin.register(Notification)

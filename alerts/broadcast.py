@@ -17,6 +17,7 @@ from typing import Any, Literal, TypedDict
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
+from alerts.api.serializers import IncidentSerializer
 from alerts.models import Incident
 
 logger = logging.getLogger(__name__)
@@ -36,8 +37,7 @@ def station_group(station_id: int) -> str:
 
 
 def incident_message(incident: Incident, *, kind: EventKind) -> IncidentMessage:
-    from alerts.api.serializers import IncidentSerializer
-
+    """The message for one incident: the list API's precise shape (what police see), plus its stations."""
     station_ids = sorted(station.pk for station in incident.stations.all())
     payload = dict(IncidentSerializer(incident, context={"precise": True}).data)
     return {"type": kind, "incident": payload, "station_ids": station_ids}
@@ -58,15 +58,6 @@ def publish(message: IncidentMessage) -> None:
             _sender.run(_send_all(layer, groups, message), timeout=SEND_TIMEOUT_S)
     except Exception:
         logger.exception("Could not broadcast %s for incident %s", message["type"], message["incident"].get("id"))
-
-
-def incident_changed(incident: Incident, *, kind: EventKind) -> None:
-    try:
-        message = incident_message(incident, kind=kind)
-    except Exception:
-        logger.exception("Could not build the %s message for incident %s", kind, incident.code)
-        return
-    publish(message)
 
 
 class _LoopThread:
@@ -100,11 +91,3 @@ SEND_TIMEOUT_S = 5.0
 
 async def _send_all(layer: Any, groups: list[str], message: IncidentMessage) -> None:
     await asyncio.gather(*(layer.group_send(group, message) for group in groups))
-
-
-def incident_changed_by_pk(pk: int, *, kind: EventKind) -> None:
-    incident = (
-        Incident.objects.select_related("evidence_clip").prefetch_related("stations").filter(pk=pk).first()
-    )
-    if incident is not None:
-        incident_changed(incident, kind=kind)

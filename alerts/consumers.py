@@ -13,12 +13,11 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from django.conf import settings
 
 from accounts.models import User
 from accounts.permissions import has_police_access
 from alerts.broadcast import ALL_GROUP, station_group
-from alerts.selectors import station_ids_see_incident
+from alerts.selectors import police_see_all, station_ids_see_incident
 
 # Access is re-read from the database at most this often per connection: a revoked officer
 # stops receiving within seconds, without a query for every message during a burst.
@@ -45,8 +44,7 @@ class IncidentMapConsumer(AsyncJsonWebsocketConsumer):
             return
         self.user = user
         self.checked_at = time.monotonic()
-        see_all = user.role == User.Role.ADMIN or user.is_superuser or settings.POLICE_SEE_ALL_INCIDENTS
-        self.group = ALL_GROUP if see_all else station_group(user.police_station_id)
+        self.group = ALL_GROUP if police_see_all(user) else station_group(user.police_station_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
 

@@ -10,7 +10,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from alerts.models import Notification
-from alerts.services import notification_outcome_event
+from alerts.services.timeline import notification_outcome_event
 from alerts.transports import TransportError, deliver
 
 logger = logging.getLogger(__name__)

@@ -106,6 +106,10 @@ class Incident(models.Model):
     def has_location(self) -> bool:
         return self.latitude is not None and self.longitude is not None
 
+    def actions_available(self) -> list[str]:
+        """The workflow actions police may take now (``TRANSITIONS`` below; "note" is always possible)."""
+        return [action for action, (sources, _, _) in TRANSITIONS.items() if self.status in sources]
+
 
 class Detection(models.Model):
     """One positive classification that contributed to an incident.
@@ -171,6 +175,30 @@ class IncidentEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} at {self.at:%H:%M:%S}"
+
+
+# The police workflow, kept with the model it moves.
+# action -> (statuses it may start from, status it leads to, timeline kind)
+TRANSITIONS: dict[str, tuple[frozenset[str], str, str]] = {
+    "acknowledge": (frozenset({Incident.Status.NEW}), Incident.Status.ACKNOWLEDGED, IncidentEvent.Kind.ACKNOWLEDGED),
+    "en_route": (
+        frozenset({Incident.Status.NEW, Incident.Status.ACKNOWLEDGED}),
+        Incident.Status.EN_ROUTE,
+        IncidentEvent.Kind.EN_ROUTE,
+    ),
+    "on_scene": (
+        frozenset({Incident.Status.NEW, Incident.Status.ACKNOWLEDGED, Incident.Status.EN_ROUTE}),
+        Incident.Status.ON_SCENE,
+        IncidentEvent.Kind.ON_SCENE,
+    ),
+    "close": (
+        frozenset({Incident.Status.NEW, Incident.Status.ACKNOWLEDGED, Incident.Status.EN_ROUTE,
+                   Incident.Status.ON_SCENE}),
+        Incident.Status.CLOSED,
+        IncidentEvent.Kind.CLOSED,
+    ),
+}
+ACTIONS = (*TRANSITIONS, "note")
 
 
 class Notification(models.Model):

@@ -2,75 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable
 
 from django.conf import settings
 from django.db.models import Q, QuerySet
 
 from accounts.models import User
-from alerts.geo import bounding_box, haversine_m
 from alerts.models import Incident, PoliceStation
+from core.geo import bounding_box, haversine_m, point_in_geojson
 
 # Widening search rings for the nearest stations: most incidents find theirs in the first one,
 # so the prefilter usually reads a handful of rows instead of the whole table.
 NEAREST_SEARCH_RADII_M = (10_000.0, 50_000.0, 250_000.0, 1_000_000.0)
-
-
-def _rings(geometry: dict[str, Any]) -> list[list[list[list[float]]]]:
-    """Polygons of a GeoJSON object as lists of rings ([lon, lat] points), holes after the shell."""
-    kind = geometry.get("type")
-    if kind == "Feature":
-        return _rings(geometry.get("geometry") or {})
-    if kind == "FeatureCollection":
-        return [poly for feature in geometry.get("features", []) for poly in _rings(feature)]
-    if kind == "GeometryCollection":
-        return [poly for part in geometry.get("geometries", []) for poly in _rings(part)]
-    if kind == "Polygon":
-        return [geometry["coordinates"]]
-    if kind == "MultiPolygon":
-        return list(geometry["coordinates"])
-    return []
-
-
-def _in_ring(lat: float, lon: float, ring: Sequence[Sequence[float]]) -> bool:
-    # Ray casting eastwards from the point; GeoJSON orders coordinates [lon, lat].
-    inside = False
-    n = len(ring)
-    for i in range(n):
-        x1, y1 = ring[i][0], ring[i][1]
-        x2, y2 = ring[(i + 1) % n][0], ring[(i + 1) % n][1]
-        if (y1 > lat) != (y2 > lat):
-            x_cross = x1 + (lat - y1) * (x2 - x1) / (y2 - y1)
-            if lon < x_cross:
-                inside = not inside
-    return inside
-
-
-def point_in_geojson(lat: float, lon: float, geometry: dict[str, Any]) -> bool:
-    """Whether (lat, lon) lies in a GeoJSON Polygon/MultiPolygon (holes respected)."""
-    for polygon in _rings(geometry):
-        if polygon and _in_ring(lat, lon, polygon[0]) and not any(_in_ring(lat, lon, h) for h in polygon[1:]):
-            return True
-    return False
-
-
-def validate_jurisdiction_geojson(geometry: Any) -> None:
-    """Raise ValueError unless the object holds at least one usable polygon."""
-    if not isinstance(geometry, dict):
-        raise ValueError("jurisdiction must be a GeoJSON object")
-    try:
-        polygons = _rings(geometry)
-        for polygon in polygons:
-            for ring in polygon:
-                if len(ring) < 4 or any(len(point) < 2 for point in ring):
-                    raise ValueError("every polygon ring needs at least 4 [lon, lat] points")
-                for lon, lat, *_ in ring:
-                    float(lon), float(lat)
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"malformed GeoJSON polygon: {exc}") from exc
-    if not polygons:
-        raise ValueError("jurisdiction must be a Polygon or MultiPolygon")
 
 
 def stations_covering(lat: float, lon: float) -> list[PoliceStation]:
@@ -122,9 +65,15 @@ def stations_for_point(lat: float, lon: float) -> list[PoliceStation]:
     return stations_covering(lat, lon) or stations_nearest(lat, lon, settings.ALERT_NEAREST_STATIONS)
 
 
+def police_see_all(user: User) -> bool:
+    """The see-all rule: administrators see every incident, and so does every officer when
+    POLICE_SEE_ALL_INCIDENTS is on; other officers see the incidents routed to their station."""
+    return user.role == User.Role.ADMIN or user.is_superuser or settings.POLICE_SEE_ALL_INCIDENTS
+
+
 def incidents_for_police(user: User) -> QuerySet[Incident]:
     qs = Incident.objects.all()
-    if user.role == User.Role.ADMIN or user.is_superuser or settings.POLICE_SEE_ALL_INCIDENTS:
+    if police_see_all(user):
         return qs
     return qs.filter(stations=user.police_station_id)
 
@@ -134,12 +83,14 @@ def incidents_for_owner(user: User) -> QuerySet[Incident]:
 
 
 def incidents_visible_to(user: User, *, police: bool) -> QuerySet[Incident]:
+    """The one visibility rule for incidents: police (``has_police_access``) by station or see-all,
+    owners the incidents their devices took part in. Pages, the API and the websocket all use it."""
     return incidents_for_police(user) if police else incidents_for_owner(user)
 
 
 def station_ids_see_incident(station_ids: Iterable[int], user: User) -> bool:
-    """The consumer's per-event check: may this user see an incident routed to these stations?"""
-    if user.role == User.Role.ADMIN or user.is_superuser or settings.POLICE_SEE_ALL_INCIDENTS:
+    """``incidents_for_police`` for one message: may this officer see an incident routed to these stations?"""
+    if police_see_all(user):
         return True
     return user.police_station_id in set(station_ids)
 

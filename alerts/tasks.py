@@ -2,28 +2,27 @@
 
 from __future__ import annotations
 
-import logging
 import random
-import threading
-import time
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
 from celery import shared_task
-from django.conf import settings
-from django.db import close_old_connections
 from django.utils import timezone
 
 from alerts.delivery import Outcome, notification_deliver, retry_countdown
 from alerts.models import Notification
-
-logger = logging.getLogger(__name__)
+from gunwatch.tasks import enqueue
 
 
 @shared_task(bind=True, name="alerts.tasks.send_notification", acks_late=True, max_retries=None)
 def send_notification(self: Any, notification_id: int) -> str:
     outcome = notification_deliver(notification_id=notification_id)
+    if self.request.is_eager and not getattr(self.request, "embedded", False):
+        # Celery's own eager emulation cannot wait out a countdown (it re-raises the Retry), and its
+        # caller wants the outcome now: try again at once until the row is sent or given up on.
+        while outcome is Outcome.RETRY:
+            outcome = notification_deliver(notification_id=notification_id)
     if outcome is Outcome.RETRY:
         attempts = Notification.objects.values_list("attempts", flat=True).get(pk=notification_id)
         # Jitter spreads retries of one gateway outage so they do not all land in the same second.
@@ -32,37 +31,11 @@ def send_notification(self: Any, notification_id: int) -> str:
     return outcome.value
 
 
-def _run_eagerly(notification_ids: list[int], *, wait: bool) -> None:
-    """Without a broker there is no worker to retry later, so retry here, waiting out the
-    backoff only when running in the background thread."""
-    try:
-        for notification_id in notification_ids:
-            while notification_deliver(notification_id=notification_id) is Outcome.RETRY:
-                if wait:
-                    attempts = Notification.objects.values_list("attempts", flat=True).get(pk=notification_id)
-                    time.sleep(retry_countdown(attempts))
-    finally:
-        if wait:
-            close_old_connections()
-
-
 def enqueue_notifications(notification_ids: Iterable[int]) -> None:
-    """Hand notifications to the workers (or, without a broker, to a background thread)."""
-    ids = list(notification_ids)
-    if settings.CELERY_TASK_ALWAYS_EAGER:
-        if settings.GUNWATCH_EAGER_IN_THREAD:
-            # Embedded mode: a slow mail server must not hold up whatever opened the incident.
-            threading.Thread(
-                target=_run_eagerly, args=(ids,), kwargs={"wait": True}, name="gunwatch-notify", daemon=True
-            ).start()
-        else:
-            _run_eagerly(ids, wait=False)
-        return
-    for notification_id in ids:
-        try:
-            send_notification.delay(notification_id)
-        except Exception:  # the broker is down: the row stays queued and the sweep below resends it
-            logger.exception("Could not enqueue notification %s", notification_id)
+    """Hand notifications to the workers (or, without a broker, to the embedded runner)."""
+    for notification_id in notification_ids:
+        # A broker that is down is logged by enqueue; the row stays queued and the sweep below resends it.
+        enqueue(send_notification, notification_id)
 
 
 @shared_task(name="alerts.tasks.requeue_stale_notifications")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detection.benchmark import speed_profile
-from detection.classifier import Classifier
+from core.benchmark import speed_profile
+from core.classifier import Classifier
 from detection.classify import BUNDLED_WEIGHTS
 
 

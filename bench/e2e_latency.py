@@ -56,12 +56,12 @@ from django.db import connection
 
 from accounts.models import User
 from alerts.models import Detection, Incident, Notification, PoliceStation
-from alerts.geo import destination_point
+from core.features import FeatureParams
+from core.geo import destination_point
+from core.networks import build
+from core.weights import save_weights
 from detection import services as detection_services
-from detection.audio import FeatureParams
-from detection.classifier import save_weights
 from detection.models import Classification, Clip, ModelVersion
-from detection.network import build
 from devices import services as device_services
 from devices.models import Device
 

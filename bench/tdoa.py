@@ -1,4 +1,4 @@
-"""Localisation error of alerts.geo.locate on synthetic shots.
+"""Localisation error of core.geo.locate on synthetic shots.
 
 Devices are dropped uniformly in a disc around a known source; arrival times get Gaussian timing
 noise and are rounded to the millisecond, as devices report them; reported positions get GPS
@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alerts.geo import LocalFrame, Observation, haversine_m, locate
+from core.geo import SPEED_OF_SOUND_M_S, LocalFrame, Observation, haversine_m, locate
 
 CENTRE = (40.7128, -74.0060)
 T0 = 1_767_225_600.0  # an arbitrary epoch second
@@ -31,7 +31,7 @@ def simulate(
     *,
     area_radius_m: float = 1000.0,
     source_anywhere: bool = False,
-    speed_of_sound: float = 343.0,
+    speed_of_sound: float = SPEED_OF_SOUND_M_S,
 ) -> tuple[list[Observation], tuple[float, float]]:
     """Observations of one shot and the true source (lat, lon).
 
@@ -64,11 +64,14 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=500)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--source", choices=["centre", "anywhere"], default="centre")
-    parser.add_argument("--true-c", type=float, default=343.0, help="speed of sound used to simulate")
+    parser.add_argument("--true-c", type=float, default=SPEED_OF_SOUND_M_S, help="speed of sound used to simulate")
     args = parser.parse_args()
     anywhere = args.source == "anywhere"
 
-    print(f"source={args.source} trials={args.trials} seed={args.seed} true_c={args.true_c} solver_c=343")
+    print(
+        f"source={args.source} trials={args.trials} seed={args.seed} true_c={args.true_c} "
+        f"solver_c={SPEED_OF_SOUND_M_S:g}"
+    )
     print(
         "devices sigma_ms  tdoa%  median_m  p95_m  max_m  within_15m%  in_radius%  median_radius_m  fallback_in_radius%"
     )

@@ -9,10 +9,11 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from detection import services
 from detection.forms import ModelVersionUploadForm
+from detection.model_card import render_card, round_metric, strip_paths
 from detection.models import Classification, Clip, ModelVersion
 from gunwatch.exceptions import ApplicationError
 
@@ -21,17 +22,17 @@ HEADLINE_METRICS = ("recall", "precision", "fpr", "auc", "false_alarms_per_hour"
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "status", "architecture", "threshold", "short_sha256", "headline_metrics",
+    list_display = ["__str__", "status", "architecture", "threshold_rounded", "short_sha256", "headline_metrics",
                     "created_at", "activated_at"]
     list_filter = ["status", "architecture"]
     search_fields = ["name", "version", "sha256"]
     actions = ["activate_version", "roll_back"]
-    readonly_fields = ["name", "version", "status", "architecture", "weights", "sha256", "sample_rate",
-                       "feature_params_pretty", "threshold", "metrics_pretty", "previous_active", "created_by",
-                       "created_at", "activated_at"]
-    change_fields = ["name", "version", "status", "architecture", "weights", "sha256", "sample_rate", "threshold",
-                     "feature_params_pretty", "metrics_pretty", "model_card", "notes", "previous_active",
-                     "created_by", "created_at", "activated_at"]
+    readonly_fields = ["name", "version", "status", "architecture", "weights_file_name", "sha256", "sample_rate",
+                       "feature_params_pretty", "threshold_rounded", "metrics_pretty", "model_card_rendered",
+                       "previous_active", "created_by", "created_at", "activated_at"]
+    change_fields = ["name", "version", "status", "architecture", "weights_file_name", "sha256", "sample_rate",
+                     "threshold_rounded", "feature_params_pretty", "metrics_pretty", "model_card_rendered", "notes",
+                     "previous_active", "created_by", "created_at", "activated_at"]
     add_fields = ["weights_file", "name", "version", "metrics", "model_card", "notes", "activate"]
 
     def get_fields(self, request: HttpRequest, obj: ModelVersion | None = None) -> list[str]:
@@ -82,13 +83,28 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     @admin.display(description="metrics")
     def headline_metrics(self, obj: ModelVersion) -> str:
-        shown = [f"{key}={obj.metrics[key]:.3g}" for key in HEADLINE_METRICS
+        shown = [f"{key}={round_metric(obj.metrics[key])}" for key in HEADLINE_METRICS
                  if isinstance(obj.metrics.get(key), int | float)]
         return ", ".join(shown) or "—"
 
     @admin.display(description="metrics")
     def metrics_pretty(self, obj: ModelVersion) -> str:
-        return format_html("<pre>{}</pre>", json.dumps(obj.metrics, indent=2, sort_keys=True))
+        scalars = {k: v for k, v in sorted(obj.metrics.items()) if not isinstance(v, dict | list)}
+        rows = format_html_join("", "<tr><th>{}</th><td>{}</td></tr>",
+                                ((k.replace("_", " "), strip_paths(round_metric(v))) for k, v in scalars.items()))
+        return format_html('<table class="gw-metrics">{}</table>', rows) if scalars else "—"
+
+    @admin.display(description="model card")
+    def model_card_rendered(self, obj: ModelVersion) -> str:
+        return render_card(obj.model_card) if obj.model_card else "—"
+
+    @admin.display(description="weights")
+    def weights_file_name(self, obj: ModelVersion) -> str:
+        return obj.weights.name.rsplit("/", 1)[-1] if obj.weights else "—"
+
+    @admin.display(description="threshold")
+    def threshold_rounded(self, obj: ModelVersion) -> str:
+        return round_metric(obj.threshold)
 
     @admin.display(description="feature parameters")
     def feature_params_pretty(self, obj: ModelVersion) -> str:

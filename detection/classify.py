@@ -13,8 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-from detection.audio import AudioError
-from detection.classifier import Classifier, ModelLoadError
+from core.audio import AudioError
+from core.classifier import Classifier
+from core.weights import ModelLoadError
 
 BUNDLED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "gwcnn-1.pt"
 
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"file": str(path), "error": str(exc), "code": exc.code}))
             status = 1
             continue
-        print(json.dumps({"file": str(path), **result}))
+        print(json.dumps({"file": str(path), **result.as_dict()}))
     return status
 
 

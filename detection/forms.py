@@ -14,7 +14,7 @@ class ModelVersionUploadForm(forms.ModelForm):
 
     weights_file = forms.FileField(
         label="Weights file",
-        help_text="A .pt file written by detection.classifier.save_weights (e.g. by the train_model command).",
+        help_text="A .pt file written by core.weights.save_weights (e.g. by the train_model command).",
     )
     activate = forms.BooleanField(
         required=False, help_text="Make this the active model at once (the current one is retired)."

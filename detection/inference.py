@@ -24,8 +24,10 @@ from django.db.models.fields.files import FieldFile
 from django.db.models.functions import Concat
 from django.utils import timezone
 
-from detection.classifier import Classifier, ModelLoadError
+from core.classifier import Classifier
+from core.weights import ModelLoadError
 from detection.models import ModelVersion
+from detection.selectors import model_versions_active
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +84,7 @@ def invalidate() -> None:
 def _active_key() -> tuple[int, str] | None:
     now = time.monotonic()
     if now - _state.checked_at >= settings.MODEL_ACTIVE_CHECK_TTL_S:
-        row = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).values_list("id", "sha256").first()
+        row = model_versions_active().values_list("id", "sha256").first()
         _state.active_key = (row[0], row[1]) if row else None
         _state.checked_at = now
     return _state.active_key

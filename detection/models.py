@@ -13,7 +13,7 @@ from devices.models import LATITUDE_VALIDATORS, LONGITUDE_VALIDATORS
 class ModelVersion(models.Model):
     """One trained detector: its weights file, checksum and the exact feature parameters.
 
-    ``feature_params`` is what ``detection.audio.FeatureParams`` needs to reproduce the training
+    ``feature_params`` is what ``core.features.FeatureParams`` needs to reproduce the training
     features; ``metrics`` comes from evaluation. Exactly one version is active at a time (a
     database constraint), and every classification points to the version that produced it.
     """

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.core.files.storage import default_storage
@@ -11,11 +10,10 @@ from django.http import FileResponse, Http404, HttpRequest
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET
 
-from accounts.permissions import has_police_access
-from alerts.selectors import incidents_for_police
+from core.audio import AudioError
 from detection import services
-from detection.audio import AudioError
-from detection.models import Classification, Clip
+from detection.models import Clip
+from detection.selectors import clip_evidence_visible_to
 
 logger = logging.getLogger(__name__)
 
@@ -25,24 +23,11 @@ CONTENT_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg", "
 def _evidence_clip(request: HttpRequest, code: str) -> Clip:
     """The clip if this user may hear it and its audio still exists; 404 otherwise, revealing nothing."""
     clip = get_object_or_404(Clip.objects.select_related("device", "classification"), code=code)
-    is_owner = clip.device.owner_id == request.user.pk
-    try:
-        is_gunshot = clip.classification.is_gunshot
-    except Classification.DoesNotExist:
-        is_gunshot = False
-    # Police see evidence, i.e. clips judged to be gunshots, of the incidents they may see (the same rule
-    # as the incident page: routed to their station); an owner sees whatever is still kept.
-    if not (is_owner or (is_gunshot and _police_see_clip(request.user, clip))):
+    if not clip_evidence_visible_to(request.user, clip):
         raise Http404
     if not clip.audio:
         raise Http404
     return clip
-
-
-def _police_see_clip(user: Any, clip: Clip) -> bool:
-    if not has_police_access(user):
-        return False
-    return incidents_for_police(user).filter(detections__clip=clip).exists()
 
 
 def _private(response: FileResponse) -> FileResponse:
@@ -77,3 +62,16 @@ def clip_spectrogram(request: HttpRequest, code: str) -> FileResponse:
         logger.warning("No spectrogram for clip %s: %s", clip.code, exc)
         raise Http404 from exc
     return _private(FileResponse(default_storage.open(name, "rb"), content_type="image/png"))
+
+
+@require_GET
+def model_plot(request: HttpRequest, name: str) -> FileResponse:
+    """A plot of the bundled model's card, for staff reading it in the admin."""
+    from detection.model_card import plot_path
+
+    if not (request.user.is_authenticated and request.user.is_staff):
+        raise Http404("No such plot.")
+    path = plot_path(name)
+    if path is None:
+        raise Http404("No such plot.")
+    return FileResponse(path.open("rb"), content_type="image/png")

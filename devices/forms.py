@@ -13,10 +13,25 @@ class DeviceForm(forms.ModelForm):
     class Meta:
         model = Device
         fields = ["name", "kind", "latitude", "longitude", "heartbeat_interval_s", "sensitivity_threshold"]
-        help_texts = {"latitude": "Fixed location of a home device (vehicles report theirs by GPS)."}
+        labels = {
+            "latitude": "Latitude (°)",
+            "longitude": "Longitude (°)",
+            "heartbeat_interval_s": "Heartbeat every (seconds)",
+            "sensitivity_threshold": "Sensitivity threshold (0 to 1)",
+        }
+        help_texts = {
+            "latitude": "Fixed location of a home device (vehicles report theirs by GPS).",
+            "heartbeat_interval_s": "The device counts as offline after three missed heartbeats.",
+            "sensitivity_threshold": "Empty: the detector's own threshold. Higher means fewer, surer alerts.",
+        }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # 52.52 rather than 52.522000000000006: six decimals are 0.1 m, finer than any GPS fix.
+        for name in ("latitude", "longitude"):
+            value = self.initial.get(name)
+            if isinstance(value, float):
+                self.initial[name] = round(value, 6)
         style_form(self)
 
     def clean(self) -> dict[str, Any]:

@@ -9,6 +9,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from devices.selectors import device_fix
+
 LATITUDE_VALIDATORS = [MinValueValidator(-90), MaxValueValidator(90)]
 LONGITUDE_VALIDATORS = [MinValueValidator(-180), MaxValueValidator(180)]
 
@@ -99,14 +101,9 @@ class Device(models.Model):
 
     @property
     def position(self) -> tuple[float, float] | None:
-        """Best known position: the last GPS fix for vehicles, the fixed location for homes."""
-        if self.kind == self.Kind.VEHICLE and self.last_latitude is not None and self.last_longitude is not None:
-            return (self.last_latitude, self.last_longitude)
-        if self.latitude is not None and self.longitude is not None:
-            return (self.latitude, self.longitude)
-        if self.last_latitude is not None and self.last_longitude is not None:
-            return (self.last_latitude, self.last_longitude)
-        return None
+        """Best known position (the rule is ``devices.selectors.device_fix``), for templates and the API."""
+        fix = device_fix(self)
+        return None if fix is None else (fix.latitude, fix.longitude)
 
     @property
     def heartbeat_grace(self) -> timedelta:

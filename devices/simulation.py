@@ -1,9 +1,9 @@
 """The acoustic world of the fleet simulator, free of Django.
 
 Devices sit at homes or drive along routes; gunshots happen at points in the city. Every device in
-hearing range receives the same shot after the physically right delay (distance / 343 m/s), quieter
-with distance (spherical spreading) and duller (air absorbs high frequencies), on top of its own
-background. A device's microphone is a :class:`SimulatedSource`: an iterable of audio blocks stamped
+hearing range receives the same shot after the physically right delay (distance over the speed of
+sound), quieter with distance (spherical spreading) and duller (air absorbs high frequencies), on top
+of its own background. A device's microphone is a :class:`SimulatedSource`: an iterable of audio blocks stamped
 with the device's clock, exactly what the real agent reads from a sound card, so the simulated fleet
 runs the real agent (trigger, spool, uploads, heartbeats) unchanged.
 
@@ -27,10 +27,10 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import butter, sosfilt
 
-from alerts.geo import destination_point, haversine_m
+from core.geo import SPEED_OF_SOUND_M_S, destination_point, haversine_m
 from devices.agent.sources import AudioBlock, Position
 
-SPEED_OF_SOUND = 343.0
+SPEED_OF_SOUND = SPEED_OF_SOUND_M_S  # the one value in core.geo; the name is kept for callers here
 SAMPLE_RATE = 16_000
 # A recorded shot normalised to this peak is what a microphone hears at REFERENCE_M (closer, a
 # consumer microphone clips). Against a -60 dBFS night-time background that leaves a 1.5 km shot

@@ -9,6 +9,7 @@ urlpatterns = [
     path("devices/add/", views.device_add, name="device-add"),
     path("devices/<uuid:code>/", views.device_detail, name="device-detail"),
     path("devices/<uuid:code>/pairing-code/", views.device_pairing_code, name="device-pairing-code"),
+    path("devices/<uuid:code>/pairing/", views.device_pairing, name="device-pairing"),
     path("devices/<uuid:code>/rotate-token/", views.device_token_rotate, name="device-rotate-token"),
     path("devices/<uuid:code>/revoke-token/", views.device_token_revoke, name="device-revoke-token"),
     path("devices/<uuid:code>/delete/", views.device_delete, name="device-delete"),

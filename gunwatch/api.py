@@ -97,6 +97,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return response
 
 
+def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    """Any /api/ path no endpoint matched: the one error shape, also with DEBUG on (no HTML page)."""
+    return JsonResponse(error_body(f"No API endpoint at {request.path}.", "not_found"), status=404)
+
+
 def json_error_view(status_code: int, message: str, code: str):  # type: ignore[no-untyped-def]
     """Django handler404/handler500 that answers JSON on /api/ paths and HTML elsewhere."""
     from django.views import defaults

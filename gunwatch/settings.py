@@ -85,7 +85,11 @@ if not SECRET_KEY:
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
-SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+# Links in emails and SMS; by default the address ``./gw run`` serves on (HOST/PORT). A wildcard
+# bind address is no place to send a person, so it becomes localhost in the link.
+_LINK_HOST = env_str("HOST", "127.0.0.1")
+_LINK_HOST = "127.0.0.1" if _LINK_HOST in ("0.0.0.0", "::", "[::]", "") else _LINK_HOST
+SITE_URL = env_str("SITE_URL", f"http://{_LINK_HOST}:{env_str('PORT', '8000')}").rstrip("/")
 
 INSTALLED_APPS = [
     "daphne",
@@ -99,6 +103,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "leaflet",
     "channels",
     "accounts",
@@ -132,6 +137,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
+            "builtins": ["gunwatch.timefmt"],
         },
     },
 ]
@@ -229,6 +235,8 @@ LOGOUT_REDIRECT_URL = "login"
 
 # --- Email ----------------------------------------------------------------------------------
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+# With the file backend (what ./gw run uses) each email is a file here, not a screenful of console.
+EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(DATA_DIR / "mail"))
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25)
 EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
@@ -282,6 +290,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Open acoustic gunshot detection: devices, clips, detections, incidents.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from our own static files (drf-spectacular-sidecar), not a CDN: docs work offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     # Several models have a "status"; name each enum after its model instead of a hash.
     "ENUM_NAME_OVERRIDES": {
@@ -311,6 +323,10 @@ INFERENCE_TORCH_THREADS = env_int("INFERENCE_TORCH_THREADS", 1)
 # --- Map ------------------------------------------------------------------------------------
 MAP_TILE_URL = env_str("MAP_TILE_URL", "https://{s}.tile.openstreetmap.org/{z}/{x}/{y}.png")
 MAP_ATTRIBUTION = env_str("MAP_ATTRIBUTION", "&copy; OpenStreetMap contributors")
+# Reverse geocoding for the police map (a Nominatim-compatible /reverse endpoint, e.g. a local
+# Nominatim at http://nominatim.local/reverse). Empty: the map shows coordinates.
+GEOCODER_URL = env_str("GEOCODER_URL")
+GEOCODER_TIMEOUT_S = env_float("GEOCODER_TIMEOUT_S", 3.0)
 LEAFLET_CONFIG = {
     "DEFAULT_CENTER": (env_float("MAP_CENTER_LAT", 52.52), env_float("MAP_CENTER_LON", 13.405)),
     "DEFAULT_ZOOM": env_int("MAP_ZOOM", 12),
@@ -354,14 +370,26 @@ SMS_SENDER = env_str("SMS_SENDER", "GunWatch")
 if SMS_BACKEND.endswith("HttpSmsBackend") and not SMS_GATEWAY_URL:
     raise ImproperlyConfigured("SMS_BACKEND is the HTTP gateway but SMS_GATEWAY_URL is empty")
 
-LOGGING = {
+LOGGING: dict = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.request": {"level": "ERROR"}},
+    "loggers": {
+        "django.request": {"level": "ERROR"},
+        # Django's default config gives "django" a console handler of its own, and it also propagates
+        # to root's: every request line was printed twice. Root's handler alone prints it once.
+        "django": {"level": env_str("LOG_LEVEL", "INFO"), "propagate": True},
+        # One "Task ... succeeded" line per uploaded clip says nothing a newcomer needs.
+        "celery.app.trace": {"level": "WARNING"},
+    },
 }
+# ACCESS_LOG=path sends the web server's one-line-per-request log to a file instead of the console.
+ACCESS_LOG = env_str("ACCESS_LOG")
+if ACCESS_LOG:
+    LOGGING["handlers"]["access"] = {"class": "logging.FileHandler", "filename": ACCESS_LOG, "formatter": "plain"}
+    LOGGING["loggers"]["django.channels.server"] = {"handlers": ["access"], "level": "INFO", "propagate": False}
 
 # --- Hostile input, proxies and TLS ---------------------------------------------------------
 # JSON nested deep enough to exhaust the stack answers 400 instead of 500.

@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts import views as account_views
 from gunwatch import views
-from gunwatch.api import json_error_view
+from gunwatch.api import api_not_found, json_error_view
 
 api_v1 = [
     path("auth/token", account_views.TokenApi.as_view(), name="api-token"),
@@ -27,6 +27,8 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # Last of the /api/ routes: an unknown API path answers JSON, never the HTML 404 page.
+    re_path(r"^api/", api_not_found),
     path("", include("devices.urls")),
     path("", include("detection.urls")),
     path("", include("alerts.urls")),

@@ -186,12 +186,29 @@ def test_new_incident_appears_on_the_map_without_reload(asgi_server: dict[str, A
             navigations: list[str] = []
             page.on("framenavigated", lambda frame: navigations.append(frame.url))
 
+            view_before = page.evaluate("[gwMap.getCenter().lat, gwMap.getCenter().lng, gwMap.getZoom()]")
+            # The device layer: Balcony is in the station's area (paired, no heartbeat yet); Cabin is not.
+            page.wait_for_function("document.getElementById('device-layer-count').textContent.includes('online')")
+            assert page.inner_text("#device-layer-count") == "0 online, 1 offline"
+
             _upload(base, asgi_server["token"])
 
-            page.wait_for_selector(".gw-incident-icon", timeout=60000)
+            page.wait_for_selector(".gw-incident-icon, .gw-cluster", timeout=60000)
             item = page.locator("#incident-list li.gw-incident")
             assert item.count() == 1
             assert "New" in item.inner_text()
+            # Issue 12 item 8: a visible and audible cue, and the view stays where the officer left it.
+            assert page.locator("#new-incident-banner").is_visible()
+            assert page.title().startswith("(1) ")
+            assert page.evaluate("document.body.dataset.beeps") == "1"
+            assert page.evaluate("[gwMap.getCenter().lat, gwMap.getCenter().lng, gwMap.getZoom()]") == view_before
+            assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", item.inner_text())
+            assert "52.52" in item.locator(".gw-place").inner_text()  # no geocoder: coordinates
+            page.screenshot(path=str(ARTIFACTS / "incident_map_new_incident_cue.png"))
+            page.click(".gw-fit-control")
+            page.wait_for_selector(".gw-incident-icon", timeout=5000)
+            assert not page.locator("#new-incident-banner").is_visible()
+            assert page.title() == "Incident map · GunWatch"
             assert page.locator("path.gw-uncertainty").count() == 1
             assert navigations == []  # it arrived over the websocket, not by a reload
             page.screenshot(path=str(ARTIFACTS / "incident_map.png"))
@@ -224,6 +241,16 @@ def test_new_incident_appears_on_the_map_without_reload(asgi_server: dict[str, A
             assert markers == 2
             assert navigations == []
             page.screenshot(path=str(ARTIFACTS / "incident_map_after_reconnect.png"))
+            # Zoomed out the two incidents cluster, in incident colours, never markercluster's green.
+            page.evaluate("gwMap.setView([52.56, 13.35], 6, {animate: false})")
+            page.wait_for_selector(".gw-cluster", timeout=5000)
+            colour = page.evaluate("getComputedStyle(document.querySelector('.gw-cluster')).backgroundColor")
+            assert colour in ("rgb(215, 25, 28)", "rgb(46, 107, 211)"), colour
+            assert page.locator(".marker-cluster-small, .marker-cluster-medium").count() == 0
+            page.set_viewport_size({"width": 390, "height": 844})
+            page.wait_for_timeout(300)
+            assert page.evaluate("document.documentElement.scrollWidth <= 390")
+            page.screenshot(path=str(ARTIFACTS / "incident_map-390px.png"), full_page=True)
             assert errors == []
         finally:
             browser.close()

@@ -5,8 +5,7 @@ from typing import Any
 from rest_framework import serializers
 
 from alerts.messages import coarse_location
-from alerts.models import Detection, Incident, IncidentEvent, Notification
-from alerts.services import ACTIONS
+from alerts.models import ACTIONS, Detection, Incident, IncidentEvent, Notification
 
 
 class IncidentSerializer(serializers.ModelSerializer):
@@ -131,9 +130,7 @@ class IncidentDetailSerializer(IncidentSerializer):
         return NotificationSerializer(mine, many=True).data  # type: ignore[return-value]
 
     def get_actions(self, incident: Incident) -> list[str]:
-        from alerts.services import incident_actions_available
-
-        return incident_actions_available(incident) if self._precise() else []
+        return incident.actions_available() if self._precise() else []
 
 
 class TransitionInputSerializer(serializers.Serializer):

@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 
 def create_join_lock(apps, schema_editor):
-    # The row every incident join locks first (alerts.services._take_join_lock).
+    # The row every incident join locks first (alerts.services.recording._take_join_lock).
     apps.get_model("alerts", "JoinLock").objects.get_or_create(name="incident-join")
 
 

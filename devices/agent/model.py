@@ -1,9 +1,9 @@
 """The server's active model on the device: download it when it changes, and optionally score with it.
 
 On-device scoring is an optional filter on top of the energy trigger. It needs torch and the project's
-feature code (``detection.audio``, which brings librosa); a bare Raspberry Pi install has neither, and then
-every triggered clip is uploaded and the server decides. Scoring fails open: if the model cannot run, the
-clip is uploaded rather than lost.
+feature pipeline (``core.features``, which brings librosa and scipy: requirements-scoring.txt); a bare
+Raspberry Pi install has neither, and then every triggered clip is uploaded and the server decides.
+Scoring fails open: if the model cannot run, the clip is uploaded rather than lost.
 """
 
 from __future__ import annotations
@@ -69,9 +69,9 @@ class OnboardScorer:
             log.info("torch is not installed: on-device scoring is off, every triggered clip is uploaded")
             return None
         try:
-            from detection import audio as features
+            from core import features
         except ImportError:
-            log.info("the feature code (detection.audio, librosa) is missing: on-device scoring is off")
+            log.info("the feature code (core.features, librosa) is missing: on-device scoring is off")
             return None
         try:
             with warnings.catch_warnings():
@@ -91,8 +91,7 @@ class OnboardScorer:
         try:
             import torch
 
-            clean, _ = self._features.prepare(samples, sample_rate, self._params)
-            batch, _ = self._features.frame_windows(self._features.log_mel(clean, self._params), self._params)
+            batch = self._features.windows(samples, sample_rate, self._params)
             with torch.inference_mode():
                 logits = self._module(torch.from_numpy(batch))
             return float(torch.sigmoid(logits).max())

@@ -3,9 +3,10 @@
 window.gwIncidentDetailMap = function (map) {
   "use strict";
   var marker = JSON.parse(document.getElementById("incident-marker").textContent);
+  if (window.gwMapBasics) window.gwMapBasics(map);
   if (marker.lat === null || marker.lon === null) return;
   var latlng = [marker.lat, marker.lon];
-  L.circle(latlng, { radius: marker.radius || 0, color: "#d7191c", weight: 1, fillOpacity: 0.1 }).addTo(map);
+  L.circle(latlng, { radius: marker.radius || 0, color: "#d7191c", weight: 2, fillOpacity: 0.15 }).addTo(map);
   L.circleMarker(latlng, { radius: 7, color: "#d7191c", fillOpacity: 0.9 }).addTo(map);
   map.fitBounds(L.latLng(latlng).toBounds(2 * (marker.radius || 100)), { padding: [20, 20] });
 };

@@ -13,7 +13,12 @@
   var config = JSON.parse(document.getElementById("incident-map-config").textContent);
   var incidents = {}; // id -> {data, marker, circle, item}
   var lastSeen = null; // Date of the newest updated_at seen
-  var map, cluster, circles, socket, retryDelay = 1000, connectedOnce = false;
+  var map, cluster, circles, devices, socket, retryDelay = 1000, connectedOnce = false;
+  var unseen = 0, baseTitle = document.title;
+  var timeFormat = new Intl.DateTimeFormat("en-CA", {
+    timeZone: config.time_zone || "UTC", year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit",
+    minute: "2-digit", second: "2-digit", hourCycle: "h23", timeZoneName: "short",
+  });
 
   function setLive(state, text) {
     var badge = document.getElementById("live-status");
@@ -29,9 +34,27 @@
     return age < FRESH_MS ? "fresh" : "stale";
   }
 
+  // The pages' one format, "2026-12-07 04:18:27 UTC", in the server's TIME_ZONE.
   function fmtTime(iso) {
-    var d = new Date(iso);
-    return d.toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+    var parts = {};
+    timeFormat.formatToParts(new Date(iso)).forEach(function (p) { parts[p.type] = p.value; });
+    return parts.year + "-" + parts.month + "-" + parts.day + " " + parts.hour + ":" + parts.minute + ":" +
+      parts.second + " " + parts.timeZoneName;
+  }
+
+  function place(data, target) {
+    // Coordinates at once; the address replaces them when a geocoder is configured and answers.
+    if (data.latitude === null || data.longitude === null) { target.textContent = "location unknown"; return; }
+    var coords = data.latitude.toFixed(5) + ", " + data.longitude.toFixed(5);
+    target.textContent = coords;
+    if (!config.address_url) return;
+    if (data._address) { target.textContent = data._address; target.title = coords; return; }
+    fetch(config.address_url + "?" + new URLSearchParams({ lat: data.latitude, lon: data.longitude }), { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (body) {
+        if (body && body.address) { data._address = body.address; target.textContent = body.address; target.title = coords; }
+      })
+      .catch(function () {});
   }
 
   function ago(iso) {
@@ -51,6 +74,7 @@
   function popupContent(data) {
     var box = el("div", "gw-popup");
     box.appendChild(el("strong", null, "Possible gunfire"));
+    place(data, box.appendChild(el("div", "gw-place")));
     box.appendChild(el("div", null, fmtTime(data.first_detected_at) + " (" + ago(data.first_detected_at) + ")"));
     box.appendChild(el("div", null, data.status_display + (data.disposition ? " · " + data.disposition.replace("_", " ") : "")));
     box.appendChild(el("div", null, data.shots + " shot(s), confidence " + data.max_confidence.toFixed(2) +
@@ -82,6 +106,7 @@
     head.appendChild(el("strong", null, fmtTime(data.first_detected_at)));
     head.appendChild(el("span", "badge gw-status-" + data.status, data.status_display));
     item.appendChild(head);
+    place(data, item.appendChild(el("div", "gw-place")));
     item.appendChild(el("div", "muted", data.shots + " shot(s) · conf " + data.max_confidence.toFixed(2) + " · " +
       data.device_count + " device(s) · " + ago(data.first_detected_at)));
     return item;
@@ -132,8 +157,9 @@
       entry.item.addEventListener("click", function () { focus(data.id); });
       document.getElementById("incident-list").appendChild(entry.item);
       if (isNew) {
+        // Tell, don't yank: the view stays where the officer put it; a cue and the list say what is new.
         entry.item.classList.add("gw-flash");
-        if (entry.marker) map.setView(entry.marker.getLatLng(), Math.max(map.getZoom(), 14));
+        announce(data);
       }
     }
     sortList();
@@ -145,11 +171,111 @@
     cluster.zoomToShowLayer(entry.marker, function () { entry.marker.openPopup(); });
   }
 
-  function fitToIncidents() {
+  function muted() { return window.localStorage.getItem("gw-mute") === "1"; }
+
+  function beep() {
+    if (muted()) return;
+    try {
+      var Ctx = window.AudioContext || window.webkitAudioContext;
+      var ctx = beep.ctx || (beep.ctx = new Ctx());
+      [0, 0.25].forEach(function (offset) {
+        var osc = ctx.createOscillator(), gain = ctx.createGain();
+        osc.type = "square";
+        osc.frequency.value = 880;
+        gain.gain.setValueAtTime(0.08, ctx.currentTime + offset);
+        gain.gain.exponentialRampToValueAtTime(0.0001, ctx.currentTime + offset + 0.18);
+        osc.connect(gain).connect(ctx.destination);
+        osc.start(ctx.currentTime + offset);
+        osc.stop(ctx.currentTime + offset + 0.2);
+      });
+      document.body.dataset.beeps = String(Number(document.body.dataset.beeps || 0) + 1);
+    } catch (err) { /* no audio device, or the browser wants a click first: the banner still shows */ }
+  }
+
+  function announce(data) {
+    unseen += 1;
+    document.title = "(" + unseen + ") " + baseTitle;
+    var banner = document.getElementById("new-incident-banner");
+    banner.hidden = false;
+    banner.querySelector("span").textContent = "New incident " + fmtTime(data.first_detected_at) +
+      (unseen > 1 ? " (" + unseen + " new)" : "");
+    banner.dataset.id = data.id;
+    beep();
+  }
+
+  function clearAnnouncement() {
+    unseen = 0;
+    document.title = baseTitle;
+    document.getElementById("new-incident-banner").hidden = true;
+  }
+
+  function setupControls() {
+    var banner = document.getElementById("new-incident-banner");
+    banner.querySelector("button.show").addEventListener("click", function () { focus(banner.dataset.id); clearAnnouncement(); });
+    banner.querySelector("button.dismiss").addEventListener("click", clearAnnouncement);
+    var mute = document.getElementById("mute-toggle");
+    function paint() {
+      mute.textContent = muted() ? "Sound off" : "Sound on";
+      mute.setAttribute("aria-pressed", muted() ? "true" : "false");
+    }
+    mute.addEventListener("click", function () {
+      window.localStorage.setItem("gw-mute", muted() ? "0" : "1");
+      paint();
+    });
+    paint();
+    var FitControl = L.Control.extend({
+      options: { position: "topleft" },
+      onAdd: function () {
+        var button = L.DomUtil.create("button", "gw-fit-control");
+        button.type = "button";
+        button.title = "Fit all incidents";
+        button.setAttribute("aria-label", "Fit all incidents");
+        button.textContent = "⤢ All incidents";
+        L.DomEvent.disableClickPropagation(button);
+        L.DomEvent.on(button, "click", function () { fitToIncidents(true); clearAnnouncement(); });
+        return button;
+      },
+    });
+    new FitControl().addTo(map);
+  }
+
+  function loadDevices() {
+    fetch(config.devices_url, { credentials: "same-origin" })
+      .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
+      .then(function (body) {
+        devices.clearLayers();
+        body.devices.forEach(function (d) {
+          L.circleMarker([d.lat, d.lon], {
+            radius: 5, weight: 1.5, color: d.online ? "#1f3a5f" : "#6b7785", fillColor: d.online ? "#5b8bd9" : "#ffffff",
+            fillOpacity: d.online ? 0.8 : 0.9, dashArray: d.online ? null : "2 2", className: d.online ? "gw-device-online" : "gw-device-offline",
+          }).bindTooltip((d.kind === "vehicle" ? "Vehicle" : "Home") + " device, " + (d.online ? "online" : "offline")).addTo(devices);
+        });
+        var label = document.getElementById("device-layer-count");
+        if (label) label.textContent = body.online + " online, " + body.offline + " offline";
+      })
+      .catch(function (err) { console.warn("device layer failed", err); });
+  }
+
+  function clusterIcon(group) {
+    // Red when anything inside is new, blue when all are being worked, grey when all are closed;
+    // never markercluster's default green, which reads as "safe".
+    var children = group.getAllChildMarkers(), worst = "closed";
+    var rank = { fresh: 3, stale: 2, active: 1, closed: 0 };
+    children.forEach(function (m) {
+      var entry = incidents[m.incidentId];
+      var cls = entry ? ageClass(entry.data) : "closed";
+      if (rank[cls] > rank[worst]) worst = cls;
+    });
+    return L.divIcon({
+      html: "<span>" + children.length + "</span>", className: "gw-cluster gw-" + worst, iconSize: [34, 34],
+    });
+  }
+
+  function fitToIncidents(all) {
     // Open incidents first: they are what an officer opens the map for.
-    var all = Object.keys(incidents).map(function (id) { return incidents[id]; }).filter(function (e) { return e.marker; });
-    var open = all.filter(function (e) { return e.data.status !== "closed"; });
-    var shown = open.length ? open : all;
+    var everything = Object.keys(incidents).map(function (id) { return incidents[id]; }).filter(function (e) { return e.marker; });
+    var open = everything.filter(function (e) { return e.data.status !== "closed"; });
+    var shown = open.length && all !== true ? open : everything;
     if (shown.length === 1) map.setView(shown[0].marker.getLatLng(), 14);
     else if (shown.length > 1) map.fitBounds(L.latLngBounds(shown.map(function (e) { return e.marker.getLatLng(); })), { padding: [40, 40], maxZoom: 15 });
   }
@@ -226,10 +352,21 @@
     map = leafletMap;
     // markercluster needs the map's own maxZoom; django-leaflet only puts one on the tile layer.
     if (map.options.maxZoom === undefined) map.options.maxZoom = 19;
+    if (window.gwMapBasics) window.gwMapBasics(map, { devices: true });
     circles = L.layerGroup().addTo(map);
-    cluster = L.markerClusterGroup({ maxClusterRadius: 40, spiderfyOnMaxZoom: true, showCoverageOnHover: true });
+    devices = L.layerGroup().addTo(map);
+    cluster = L.markerClusterGroup({ maxClusterRadius: 40, spiderfyOnMaxZoom: true, showCoverageOnHover: true,
+                                     iconCreateFunction: clusterIcon });
     map.addLayer(cluster);
+    L.control.layers(null, {
+      "Incidents": cluster, "Uncertainty circles": circles,
+      "Devices (<span id=\"device-layer-count\">…</span>)": devices,
+    }, { collapsed: window.innerWidth < 640, position: "topright" }).addTo(map);
+    setupControls();
+    loadDevices();
+    setInterval(loadDevices, 60000);
     window.gwIncidents = incidents; // for the browser test and for debugging from the console
+    window.gwMap = map;
     connect();
     setInterval(refreshAges, 15000);
   };

@@ -8,11 +8,11 @@ from datetime import datetime, timedelta
 from django.core.files.base import ContentFile
 from django.utils import timezone
 
-from alerts.geo import destination_point
+from core.geo import SPEED_OF_SOUND_M_S, destination_point
 from detection.models import Classification, Clip, ModelVersion
 from devices.models import Device
 
-SPEED_OF_SOUND = 343.0
+SPEED_OF_SOUND = SPEED_OF_SOUND_M_S
 
 
 def model_version() -> ModelVersion:
@@ -62,7 +62,7 @@ def classify(
 
 def heard_at(source: tuple[float, float], device_pos: tuple[float, float], shot_at: datetime) -> datetime:
     """When sound from `source` fired at `shot_at` reaches a device."""
-    from alerts.geo import haversine_m
+    from core.geo import haversine_m
 
     return shot_at + timedelta(seconds=haversine_m(*source, *device_pos) / SPEED_OF_SOUND)
 

@@ -4,7 +4,7 @@ import pytest
 from django.utils import timezone
 
 from alerts.models import Notification
-from alerts.selectors import point_in_geojson, stations_covering, stations_for_point, stations_nearest
+from alerts.selectors import stations_covering, stations_for_point, stations_nearest
 from alerts.services import incident_record_detection
 from tests.alerts.helpers import classify
 from tests.factories import DeviceFactory, PoliceStationFactory
@@ -17,17 +17,6 @@ SQUARE = {
         [[13.39, 52.49], [13.41, 52.49], [13.41, 52.51], [13.39, 52.51], [13.39, 52.49]],
     ],
 }
-
-
-def test_point_in_polygon_respects_holes_and_multipolygons() -> None:
-    assert point_in_geojson(52.46, 13.36, SQUARE)
-    assert not point_in_geojson(52.50, 13.40, SQUARE)  # in the hole
-    assert not point_in_geojson(52.60, 13.40, SQUARE)
-    multi = {"type": "MultiPolygon", "coordinates": [[SQUARE["coordinates"][0]],
-                                                     [[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]]}
-    assert point_in_geojson(0.5, 0.5, multi)
-    feature = {"type": "Feature", "properties": {}, "geometry": SQUARE}
-    assert point_in_geojson(52.46, 13.36, feature)
 
 
 def test_radius_and_polygon_jurisdictions_cover_the_point(db) -> None:  # type: ignore[no-untyped-def]

@@ -7,9 +7,9 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from alerts.geo import haversine_m
 from alerts.models import Detection, Incident, IncidentEvent
 from alerts.services import incident_record_detection, incident_transition
+from core.geo import haversine_m
 from devices.models import Device
 from tests.alerts.helpers import around, classify, heard_at
 from tests.factories import DeviceFactory, UserFactory

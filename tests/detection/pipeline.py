@@ -19,11 +19,11 @@ import soundfile as sf
 import torch
 from django.utils import timezone
 
+from core.features import FeatureParams
+from core.networks import build
+from core.weights import save_weights
 from detection import inference, services
-from detection.audio import FeatureParams
-from detection.classifier import save_weights
 from detection.models import ModelVersion
-from detection.network import build
 from gunwatch.celery import app as celery_app
 
 __all__ = [

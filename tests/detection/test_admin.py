@@ -11,7 +11,7 @@ from django.conf import settings as django_settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from detection.classifier import sha256_file
+from core.weights import sha256_file
 from detection.models import ModelVersion
 from tests.detection.pipeline import *  # noqa: F403
 from tests.detection.pipeline import make_weights, media_files
@@ -96,7 +96,8 @@ def test_change_page_shows_metrics_card_and_read_only_provenance(
     page = admin_client.get(f"{CHANGELIST}{version.pk}/change/")
     assert page.status_code == 200
     html = page.content.decode()
-    assert "&quot;recall&quot;: 0.91" in html and "# Model card: tiny" in html and version.sha256 in html
+    # Metrics as a table of rounded figures, the card rendered from Markdown (issue 12, item 11).
+    assert "<th>recall</th><td>0.91</td>" in html and "<h1>Model card: tiny</h1>" in html and version.sha256 in html
     form_fields = page.context["adminform"].form.fields
     assert "sha256" not in form_fields and "threshold" not in form_fields and "notes" in form_fields
     listing = admin_client.get(CHANGELIST).content.decode()
@@ -147,3 +148,20 @@ def test_the_active_version_cannot_be_deleted(admin_client: Client, model_factor
 def test_clip_admin_lists_clips_read_only(admin_client: Client) -> None:
     assert admin_client.get("/admin/detection/clip/").status_code == 200
     assert admin_client.get("/admin/detection/clip/add/").status_code == 403
+
+
+def test_model_card_renders_plots_rounds_metrics_and_hides_machine_paths(
+    admin_client: Client, model_factory: Callable[..., ModelVersion]
+) -> None:
+    card = ("# Card\n\nManifest `/work/shared/data/manifest.csv` (sha).\n\n"
+            "Plots: [roc.png](roc.png), [missing.png](missing.png)\n")
+    version = model_factory(metrics={"auc": 0.998698123, "false_alarms_per_hour": 26.0512, "clips": 453},
+                            model_card=card)
+    html = admin_client.get(f"{CHANGELIST}{version.pk}/change/").content.decode()
+    assert "/work/shared" not in html and "manifest.csv" in html
+    assert '<img style="max-width: 100%; height: auto" loading="lazy" alt="roc.png" src="/models/plots/roc.png"' in html
+    assert "missing.png" in html and "/models/plots/missing.png" not in html
+    assert "<td>0.999</td>" in html and "<td>26.05</td>" in html and "<td>453</td>" in html
+    assert admin_client.get("/models/plots/roc.png")["Content-Type"] == "image/png"
+    assert admin_client.get("/models/plots/..%2Fgwcnn-1.pt").status_code == 404
+    assert Client().get("/models/plots/roc.png").status_code == 404

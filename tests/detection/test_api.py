@@ -425,7 +425,7 @@ def test_model_download_is_torchscript_with_checksum_headers(
     assert torch.allclose(torch.sigmoid(logits), torch.full((2,), 1 / (1 + np.exp(8.0))), rtol=1e-3)
 
     # The export is cached per version: the second download serves the same file without exporting again.
-    from detection.classifier import Classifier
+    from core.classifier import Classifier
 
     def no_export(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("exported twice")

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from core.classifier import Classifier
+from core.weights import sha256_file
 from detection import inference, services
-from detection.classifier import Classifier, sha256_file
 from detection.models import ModelVersion
 from tests.detection.pipeline import *  # noqa: F403
 from tests.detection.pipeline import make_weights
@@ -66,8 +67,8 @@ def test_within_the_ttl_the_worker_does_not_ask_the_database(
         assert inference.active_model().version_id == old.pk
     # Activation by another process is seen once the TTL runs out (here: forced).
     new = model_factory(name="new", activate=False)
-    services.ModelVersion.objects.filter(pk=old.pk).update(status="retired")
-    services.ModelVersion.objects.filter(pk=new.pk).update(status="active")
+    ModelVersion.objects.filter(pk=old.pk).update(status="retired")
+    ModelVersion.objects.filter(pk=new.pk).update(status="active")
     assert inference.active_model().version_id == old.pk
     inference.invalidate()
     assert inference.active_model().version_id == new.pk

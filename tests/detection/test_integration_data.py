@@ -17,7 +17,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from detection.classifier import Classifier
+from core.classifier import Classifier
 from detection.classify import BUNDLED_WEIGHTS
 from detection.models import Clip
 from detection.selectors import model_version_active
@@ -67,7 +67,7 @@ def test_real_clips_get_the_bundled_models_verdict(
             detail = owner_client.get(response.json()["url"]).json()
             assert detail["status"] == "done", detail
             result = detail["result"]
-            expected = reference.classify_file(path, threshold=bundled_model.threshold)
+            expected = reference.classify_file(path, threshold=bundled_model.threshold).as_dict()
             # The pipeline (storage, decode, the cached model) must agree with the model run directly.
             assert result["label"] == expected["label"]
             assert result["score"] == pytest.approx(expected["score"], abs=1e-6)

@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 
 from detection.models import ModelVersion
 from detection.services import model_version_register
-from tests.detection.helpers_audio import synthetic_manifest, tiny_weights
+from tests.core.helpers_audio import synthetic_manifest, tiny_weights
 
 JSON_KEYS = {"n", "auc", "ap", "threshold", "recall", "precision", "fpr", "recall_at_fpr_1pct",
              "false_alarms_per_hour", "per_source_recall", "per_category_fpr"}

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from detection import services, tasks
 from detection.models import Classification, Clip, ModelVersion
+from detection.services import clips
 from devices.models import Device
 from tests.detection.pipeline import *  # noqa: F403
 from tests.detection.pipeline import encode, impulses, sine
@@ -118,9 +119,9 @@ def test_purge_audio_command(classified: Callable[..., Clip], positive_model: Mo
 def test_failed_clips_keep_the_error_and_lose_the_audio(
     classified: Callable[..., Clip], negative_model: ModelVersion, monkeypatch: Any
 ) -> None:
-    from detection.audio import AudioError
+    from core.audio import AudioError
 
-    monkeypatch.setattr(services, "_classify_audio", mock.Mock(side_effect=AudioError("corrupt", "bad frame")))
+    monkeypatch.setattr(clips, "_classify_audio", mock.Mock(side_effect=AudioError("corrupt", "bad frame")))
     clip = classified()
     assert clip.status == Clip.Status.FAILED and clip.error == "corrupt: bad frame"
     assert not clip.audio and clip.audio_deleted_at is not None
@@ -153,7 +154,7 @@ def test_owner_hears_and_sees_the_evidence(classified: Callable[..., Clip], posi
 
 def test_the_spectrogram_is_rendered_once(classified: Callable[..., Clip], positive_model: ModelVersion,
                                           owner: Any) -> None:
-    from detection import spectrogram
+    from core import spectrogram
 
     clip = classified()
     client = page_client(owner)

@@ -16,9 +16,10 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from core.weights import sha256_file
 from detection import services
-from detection.classifier import sha256_file
 from detection.models import Clip, ModelVersion
+from detection.services import clips
 from devices.models import Device
 from gunwatch.exceptions import ApplicationError
 from tests.detection.pipeline import *  # noqa: F403
@@ -40,7 +41,7 @@ def upload(device: Device, data: bytes, client_id: uuid.UUID | None = None, **fi
 def test_upload_enqueues_classification_on_commit(device: Device, django_capture_on_commit_callbacks: Any,
                                                   monkeypatch: Any) -> None:
     queued: list[tuple[Any, ...]] = []
-    monkeypatch.setattr("detection.services.enqueue", lambda task, *args: queued.append((task.name, *args)))
+    monkeypatch.setattr("gunwatch.tasks.enqueue", lambda task, *args: queued.append((task.name, *args)))
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         result = upload(device, encode(sine()))
     assert queued == []  # nothing leaves before the row is committed
@@ -57,11 +58,11 @@ def test_a_lost_race_on_client_id_returns_the_winner_and_leaves_no_file(device: 
     def inspect_while_a_competitor_commits(upload: Any, **kwargs: Any) -> Any:
         # Another request with the same client_id commits between our check and our insert.
         winner["clip"] = Clip.objects.create(device=device, client_id=client_id,
-                                             audio_sha256=services.hashlib.sha256(data).hexdigest(),
+                                             audio_sha256=clips.hashlib.sha256(data).hexdigest(),
                                              recorded_at=timezone.now())
         return inspect(upload, **kwargs)
 
-    monkeypatch.setattr(services, "audio_inspect", inspect_while_a_competitor_commits)
+    monkeypatch.setattr(clips, "audio_inspect", inspect_while_a_competitor_commits)
     result = upload(device, data, client_id=client_id)
     assert result.created is False
     assert result.clip.pk == winner["clip"].pk

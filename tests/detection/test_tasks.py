@@ -15,8 +15,9 @@ from celery import shared_task
 from django.core.files.storage import default_storage
 from django.utils import timezone
 
-from detection import services, tasks
+from detection import tasks
 from detection.models import Classification, Clip, ModelVersion
+from detection.services import clips as services
 from devices.models import Device
 from gunwatch import tasks as gunwatch_tasks
 from tests.detection.pipeline import *  # noqa: F403

@@ -46,8 +46,9 @@ def test_dashboard_shows_my_devices_with_their_state_and_a_map(web, owner, other
 
 
 def test_add_device_shows_a_pairing_code_that_pairs(web, owner) -> None:
+    # POST-redirect-GET: the code is shown on a page a reload cannot turn into a second device.
     response = web.post("/devices/add/", {"name": "Shed", "kind": "home", "latitude": "52.5",
-                                          "longitude": "13.4", "heartbeat_interval_s": "60"})
+                                          "longitude": "13.4", "heartbeat_interval_s": "60"}, follow=True)
     assert response.status_code == 200
     code = re.search(r'id="pairing-code">(\w+)<', response.content.decode()).group(1)
     device = Device.objects.get(owner=owner, name="Shed")
@@ -124,3 +125,54 @@ def test_contact_form_offers_only_my_devices(web, other_owner) -> None:
                                            "devices": [foreign.pk]})
     assert response.status_code == 200
     assert not TrustedContact.objects.exists()
+
+
+def test_reloading_the_pairing_page_never_creates_a_second_device(web, owner) -> None:
+    response = web.post("/devices/add/", {"name": "Shed", "kind": "home", "latitude": "52.5",
+                                          "longitude": "13.4", "heartbeat_interval_s": "60"})
+    assert response.status_code == 302
+    pairing_url = response["Location"]
+    first = web.get(pairing_url).content.decode()
+    again = web.get(pairing_url).content.decode()
+    assert Device.objects.filter(owner=owner, name="Shed").count() == 1
+    code = re.search(r'id="pairing-code">(\w+)<', first).group(1)
+    assert code in again
+    # The whole command, with the server, and a button to copy it.
+    assert f"python -m devices.agent pair {code} --server http://testserver" in first
+    assert 'id="copy-command"' in first
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", first)  # the one time format, with its zone
+
+
+def test_someone_elses_pairing_page_is_404(web, other_web, owner) -> None:
+    location = web.post("/devices/add/", {"name": "Shed", "kind": "home", "latitude": "52.5",
+                                          "longitude": "13.4", "heartbeat_interval_s": "60"})["Location"]
+    assert other_web.get(location).status_code == 404
+
+
+def test_dashboard_is_a_health_view_in_natural_order(web, owner) -> None:
+    from django.utils import timezone
+
+    from devices.services import heartbeat_record
+
+    for name in ["Sim home 10", "Sim home 2", "Never paired"]:
+        DeviceFactory(owner=owner, name=name)
+    online = DeviceFactory(owner=owner, name="Sim home 1")
+    Device.objects.filter(name__in=["Sim home 10", "Sim home 2", "Sim home 1"]).update(status=Device.Status.ACTIVE)
+    Device.objects.filter(name="Never paired").update(status=Device.Status.PENDING)
+    online.refresh_from_db()
+    heartbeat_record(device=online, data={"battery_pct": 71, "queue_length": 2, "free_storage_mb": 2048,
+                                          "mic_level_dbfs": -41.26, "clock_source": "gps", "uptime_s": 5400})
+    Device.objects.filter(name="Sim home 10").update(last_heartbeat_at=timezone.now() - timezone.timedelta(hours=1))
+    page = web.get("/dashboard/").content.decode()
+    names = re.findall(r'<tr data-health="(\w+)">\s*<td><a href="[^"]+">([^<]+)</a>', page)
+    assert [name for _, name in names] == ["Never paired", "Sim home 1", "Sim home 2", "Sim home 10"]
+    health = dict((name, state) for state, name in names)
+    assert health == {"Never paired": "awaiting_pairing", "Sim home 1": "online", "Sim home 2": "no_heartbeat",
+                      "Sim home 10": "offline"}
+    assert re.search(r'data-count="online">1<', page) and re.search(r'data-count="offline">1<', page)
+    assert re.search(r'data-count="awaiting_pairing">1<', page)
+    assert "71 %" in page
+    detail = web.get(f"/devices/{online.code}/").content.decode()
+    for shown in ["Clips waiting to upload", "Free storage</dt><dd>2.0 GB", "-41.3 dBFS", "GPS (precise)",
+                  "1 h 30 min"]:
+        assert shown in detail

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from alerts.geo import destination_point, haversine_m
+from core.geo import destination_point, haversine_m
 from devices.simulation import (
     LEAD_S,
     SAMPLE_RATE,
@@ -161,16 +161,17 @@ def test_simulated_fleet_against_a_live_server_reports_ground_truth(live_server,
     from django.core.management import call_command
 
     from alerts.models import Incident
-    from detection import classifier, network
-    from detection.audio import FeatureParams
+    from core.features import FeatureParams
+    from core.networks import build
+    from core.weights import save_weights
     from detection.services import model_version_register
     from devices.models import Device
 
     torch.manual_seed(0)
     params = FeatureParams()
     weights = tmp_path / "random.pt"
-    classifier.save_weights(weights, architecture="gwcnn-tiny", params=params, threshold=0.0,
-                            state_dict=network.build("gwcnn-tiny", params).state_dict(), meta={})
+    save_weights(weights, architecture="gwcnn-tiny", params=params, threshold=0.0,
+                 state_dict=build("gwcnn-tiny", params).state_dict(), meta={})
     model_version_register(name="random", version="0", weights_path=weights, activate=True)
 
     out = StringIO()

@@ -20,7 +20,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from alerts.models import PoliceStation
-from alerts.selectors import validate_jurisdiction_geojson
+from core.geo import validate_jurisdiction_geojson
 
 OPTIONAL_TEXT = ("address", "contact_email", "contact_phone", "webhook_url", "webhook_secret")
 TRUE = {"1", "true", "yes", "y", "on"}

@@ -11,8 +11,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
-from detection import evaluation
-from detection.classifier import Classifier, ModelLoadError
+from core import evaluation
+from core.classifier import Classifier
+from core.weights import ModelLoadError
 from detection.classify import BUNDLED_WEIGHTS
 from detection.models import ModelVersion
 from detection.selectors import model_version_active

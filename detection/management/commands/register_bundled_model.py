@@ -6,8 +6,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from core.classifier import Classifier
+from core.weights import ModelLoadError, sha256_file
 from detection import services
-from detection.classifier import Classifier, ModelLoadError, sha256_file
 from detection.classify import BUNDLED_WEIGHTS
 from detection.models import ModelVersion
 from detection.selectors import model_version_active

@@ -31,7 +31,7 @@ class Command(BaseCommand):
         return super().create_parser(prog_name, subcommand, conflict_handler="resolve", **kwargs)
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("path", type=Path, help="weights file written by detection.classifier.save_weights")
+        parser.add_argument("path", type=Path, help="weights file written by core.weights.save_weights")
         parser.add_argument("--name", required=True)
         parser.add_argument("--version", dest="model_version", required=True)
         parser.add_argument("--activate", action="store_true", help="make it the active model at once")

@@ -9,7 +9,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from detection import services, training
+from core.training import TrainSettings, train
+from detection import services
 from gunwatch.exceptions import ApplicationError
 
 DEFAULT_MANIFEST = Path(settings.BASE_DIR).parent / "shared" / "data" / "manifest.csv"
@@ -42,11 +43,11 @@ class Command(BaseCommand):
             raise CommandError(f"manifest not found: {opts['manifest']}")
         if opts["epochs"] < 1:
             raise CommandError("--epochs must be at least 1")
-        result = training.train(
+        result = train(TrainSettings(
             manifest=opts["manifest"], out_dir=opts["out"], epochs=opts["epochs"], seed=opts["seed"],
             threads=opts["threads"], cache_dir=opts["cache_dir"], logo=opts["logo"], baseline=opts["baseline"],
             limit=opts["limit"], steps_per_epoch=opts["steps_per_epoch"], batch_size=opts["batch_size"],
-        )
+        ))
         metrics = {k: v for k, v in result.metrics.items() if k not in {"scores", "false_alarm_stream"}}
         self.stdout.write(self.style.SUCCESS(f"Weights: {result.weights_path} (sha256 {result.sha256[:12]})"))
         self.stdout.write(

@@ -1,4 +1,8 @@
-"""Run the periodic jobs in a loop: Celery beat's stand-in for the embedded (no Redis) mode."""
+"""Run the periodic jobs in a loop: Celery beat's stand-in for the embedded (no Redis) mode.
+
+The schedule is beat's own (``CELERY_BEAT_SCHEDULE``, read through ``gunwatch.tasks.periodic_jobs``),
+so the two can never disagree about what runs or how often.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,9 @@ import signal
 import time
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import BaseCommand
-from django.utils.module_loading import import_string
+
+from gunwatch.tasks import periodic_jobs
 
 
 class Command(BaseCommand):
@@ -18,10 +22,7 @@ class Command(BaseCommand):
         parser.add_argument("--once", action="store_true", help="Run each job once and exit")
 
     def handle(self, *args: Any, once: bool, **options: Any) -> None:
-        jobs = [
-            (name, import_string(entry["task"]), entry["schedule"].total_seconds())
-            for name, entry in settings.CELERY_BEAT_SCHEDULE.items()
-        ]
+        jobs = periodic_jobs()
         next_run = dict.fromkeys((name for name, _, _ in jobs), 0.0)
         stopping = False
 

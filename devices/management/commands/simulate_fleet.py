@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import tempfile
 import threading
@@ -80,11 +81,22 @@ class Command(BaseCommand):
         parser.add_argument("--settle", type=float, default=15.0, help="seconds to wait for the last results")
         parser.add_argument("--seed", type=int, default=7)
         parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+        parser.add_argument("--quiet", action="store_true", help="print only the final report, not each shot")
+        parser.add_argument("--ready-file", type=Path, help="touch this file once every device is paired")
+        parser.add_argument("--park-only", action="store_true",
+                            help="mark the owner's simulated devices offline without emails (a stopped demo) and exit")
+        parser.add_argument("--stop-grace", type=float, default=3.0,
+                            help="seconds the agents get to finish after a stop before the report is printed")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         logging.getLogger("devices.agent").setLevel(logging.WARNING)
         rng = np.random.default_rng(opts["seed"])
         owner = self._owner(opts["owner"])
+        if opts["park_only"]:
+            # A demo killed hard last time left its devices "online"; the first offline sweep of this
+            # run would mail the owner about every one of them.
+            self._park(list(Device.objects.filter(owner=owner, name__startswith="Sim ")))
+            return
         fleet = make_fleet(rng, count=opts["devices"], center=opts["center"], radius_m=opts["radius_km"] * 1000,
                            vehicle_share=opts["vehicle_share"], clock_sigma_s=opts["clock_sigma_ms"] / 1000)
         bank = SoundBank.load(opts["manifest"], rng)
@@ -100,6 +112,8 @@ class Command(BaseCommand):
             for (device, code), sim, source in zip(registered, fleet, sources, strict=True)
         ]
         self._say(opts, f"{len(threads)} simulated devices paired and running against {opts['server']}")
+        if opts["ready_file"] is not None:
+            opts["ready_file"].touch()
 
         started = time.time()
         truth = self._play(opts, rng, fleet, sources, bank, stop)
@@ -107,8 +121,12 @@ class Command(BaseCommand):
             self._say(opts, f"last event fired; waiting {opts['settle']:.0f} s for the platform to finish")
             stop.wait(opts["settle"])
         stop.set()
+        # One deadline for all agents, not one per agent: 25 agents stuck on a dead server must not
+        # hold Ctrl-C for minutes. They are daemon threads, so whatever is left dies with the process.
+        deadline = time.monotonic() + opts["stop_grace"]
         for thread in threads:
-            thread.join(timeout=10)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._park(devices)
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)
 
@@ -159,13 +177,31 @@ class Command(BaseCommand):
         return thread
 
     def _stop_on_signals(self, stop: threading.Event) -> dict[int, Any]:
-        """Ctrl-C ends the show early but still prints the report; the old handlers come back after."""
+        """Ctrl-C ends the show early but still prints the report; a second one exits at once.
+
+        The old handlers come back after.
+        """
         if threading.current_thread() is not threading.main_thread():
             return {}
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            if stop.is_set():
+                os._exit(128 + signum)
+            stop.set()
+
         previous = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, lambda *_: stop.set())
+            previous[sig] = signal.signal(sig, on_signal)
         return previous
+
+    def _park(self, devices: list[Device]) -> None:
+        """The demo stopped these devices on purpose: mark them offline without telling the owner.
+
+        Otherwise the next offline sweep (or the next ``./gw run``) mails one "is offline" per device.
+        """
+        Device.objects.filter(pk__in=[device.pk for device in devices]).update(
+            connectivity=Device.Connectivity.OFFLINE, offline_after=None
+        )
 
     # -- the show ---------------------------------------------------------------------------------
 
@@ -222,7 +258,7 @@ class Command(BaseCommand):
         ]
 
     def _say(self, opts: dict[str, Any], message: str) -> None:
-        if not opts["json"]:
+        if not opts["json"] and not opts["quiet"]:
             self.stdout.write(message)
 
     def _print_report(self, report: dict[str, Any]) -> None:

@@ -1,0 +1,260 @@
+"""Recording a positive detection: open an incident or join the open one it belongs to.
+
+The detection pipeline calls ``incident_record_detection`` for every positive. Opening or joining
+happens in one short transaction that first takes the join lock (``JoinLock``), so two workers
+classifying two clips of the same shot at the same moment cannot both open an incident.
+Notifications are written in that transaction and sent after commit by
+``alerts.tasks.send_notification``; the live map hears about it through ``alerts.broadcast``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, OperationalError, transaction
+from django.db.models import F, Prefetch, Q
+from django.utils import timezone
+
+from alerts import broadcast
+from alerts.models import Detection, Incident, IncidentEvent, JoinLock
+from alerts.services.locating import SPEED_OF_SOUND_M_S, incident_refresh, incident_route, observation
+from alerts.services.recipients import notifications_enqueue, notifications_for_device, notifications_for_stations
+from alerts.services.timeline import incident_event_add
+from core.geo import bounding_box, could_be_same_event, haversine_m
+from detection.models import Classification, Clip
+from devices.models import Device
+from devices.selectors import device_fix
+
+JOIN_LOCK_NAME = "incident-join"
+JOIN_ATTEMPTS = 5
+# The SQL prefilter's allowance for the other detection's GPS error; fixes worse than this are
+# rare, and they only make the box slightly too small for an already doubtful join.
+MAX_ACCURACY_M = 500.0
+
+
+# --- What one detection says ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sighting:
+    device_id: int
+    event_at: datetime
+    latitude: float | None
+    longitude: float | None
+    accuracy_m: float
+    clock_source: str
+    score: float
+    shots: int
+
+    @property
+    def has_position(self) -> bool:
+        return self.latitude is not None and self.longitude is not None
+
+
+def detection_event_time(classification: Classification) -> datetime:
+    """When the device heard the shot: recording start plus the offset of the shot in the clip.
+
+    The device's own trigger offset comes first: it marks the onset on 1 ms frames, while the
+    classifier's offset is its strongest onset on a 20 ms hop and, in a burst, may be a later
+    round, which would put hundreds of metres of error into multilateration.
+    """
+    clip = classification.clip
+    offset = clip.trigger_offset_s if clip.trigger_offset_s is not None else classification.offset_s
+    return clip.recorded_at + timedelta(seconds=offset or 0.0)
+
+
+def sighting_from(classification: Classification) -> Sighting:
+    clip: Clip = classification.clip
+    device: Device = clip.device
+    lat: float | None
+    lon: float | None
+    if clip.latitude is not None and clip.longitude is not None:
+        lat, lon, accuracy = clip.latitude, clip.longitude, clip.accuracy_m
+    else:
+        # The clip came without a fix and the device had none either when it arrived; it may have one now.
+        event_at = detection_event_time(classification)
+        fix = device_fix(device, at=event_at)
+        lat, lon, accuracy = (fix.latitude, fix.longitude, fix.accuracy_m) if fix else (None, None, None)
+    return Sighting(
+        device_id=device.pk,
+        event_at=detection_event_time(classification),
+        latitude=lat,
+        longitude=lon,
+        accuracy_m=accuracy if accuracy is not None else settings.ALERT_DEFAULT_ACCURACY_M,
+        clock_source=clip.clock_source,
+        score=classification.score,
+        shots=max(classification.shots, 1),
+    )
+
+
+# --- Joining ------------------------------------------------------------------------------------
+
+
+def _max_skew_s() -> float:
+    # The most two devices hearing one shot can disagree: sound crossing twice the hearing range,
+    # plus clock slack.
+    return 2 * settings.ALERT_HEARING_RANGE_M / SPEED_OF_SOUND_M_S + settings.ALERT_JOIN_SLACK_S
+
+
+def _same_shot(sighting: Sighting, detection: Detection) -> bool:
+    """Could both devices have heard one shot? The rule is ``geo.could_be_same_event``."""
+    if not (sighting.has_position and detection.has_position):
+        return False
+    return could_be_same_event(
+        observation(sighting.latitude, sighting.longitude, sighting.event_at, sighting.accuracy_m),  # type: ignore[arg-type]
+        observation(detection.latitude, detection.longitude, detection.event_at, detection.accuracy_m),  # type: ignore[arg-type]
+        speed_of_sound=SPEED_OF_SOUND_M_S,
+        hearing_range_m=settings.ALERT_HEARING_RANGE_M,
+        slack_s=settings.ALERT_JOIN_SLACK_S,
+    )
+
+
+def _follow_up(incident: Incident, sighting: Sighting) -> bool:
+    """A later shot of the same event: heard again by one of its devices, or by a device in earshot of
+    where the incident is. Not merely near one of its devices: shootings a few kilometres apart in
+    the same minutes are different incidents and each needs its own place on the map."""
+    if any(detection.device_id == sighting.device_id for detection in incident.detections.all()):
+        return True
+    if incident.latitude is None or incident.longitude is None or not sighting.has_position:
+        return False
+    distance = haversine_m(sighting.latitude, sighting.longitude, incident.latitude, incident.longitude)  # type: ignore[arg-type]
+    return distance - sighting.accuracy_m <= settings.ALERT_HEARING_RANGE_M
+
+
+def _belongs(incident: Incident, sighting: Sighting) -> bool:
+    """The same shot heard elsewhere, or a follow-up shot of it (the quiet window is in the query)."""
+    return any(_same_shot(sighting, d) for d in incident.detections.all()) or _follow_up(incident, sighting)
+
+
+def _take_join_lock() -> None:
+    updated = JoinLock.objects.filter(name=JOIN_LOCK_NAME).update(taken=F("taken") + 1)
+    if updated == 0:
+        # The row comes from a data migration, but a flushed test database lacks it. A concurrent
+        # creator makes this raise IntegrityError, and the caller retries.
+        JoinLock.objects.create(name=JOIN_LOCK_NAME, taken=1)
+
+
+def _candidates(sighting: Sighting) -> list[Incident]:
+    """Open incidents this sighting could join, locked against concurrent police transitions.
+
+    SQL narrows by time (the partial index on open incidents) and by place: an incident qualifies
+    only if one of its detections lies in a box around the sighting as wide as hearing distance
+    allows, or comes from the same device. `_belongs` then decides exactly.
+    """
+    quiet = timedelta(seconds=settings.ALERT_QUIET_WINDOW_S)
+    skew = timedelta(seconds=_max_skew_s())
+    in_window = Incident.objects.exclude(status=Incident.Status.CLOSED).filter(
+        last_detected_at__gte=sighting.event_at - quiet, first_detected_at__lte=sighting.event_at + skew
+    )
+    nearby = Q(device_id=sighting.device_id)
+    if sighting.has_position:
+        reach = 2 * settings.ALERT_HEARING_RANGE_M + sighting.accuracy_m + MAX_ACCURACY_M
+        min_lat, min_lon, max_lat, max_lon = bounding_box(sighting.latitude, sighting.longitude, reach)  # type: ignore[arg-type]
+        nearby |= Q(latitude__range=(min_lat, max_lat), longitude__range=(min_lon, max_lon))
+    related = Detection.objects.filter(nearby, incident__in=in_window.values("pk")).values("incident_id")
+    return list(
+        Incident.objects.select_for_update()
+        .filter(pk__in=related)
+        .prefetch_related(
+            Prefetch(
+                "detections",
+                queryset=Detection.objects.only(
+                    "incident_id", "device_id", "latitude", "longitude", "accuracy_m", "event_at"
+                ),
+            )
+        )
+        .order_by("opened_at", "id")
+    )
+
+
+@dataclass
+class _Outcome:
+    incident: Incident
+    opened: bool
+    notification_ids: list[int]
+
+
+def incident_record_detection(*, classification: Classification) -> Incident | None:
+    """Open an incident for a positive classification, or join the open one it belongs to.
+
+    Safe to call twice for the same classification (a redelivered task): the second call finds
+    the detection and returns its incident. Returns None for negatives.
+    """
+    if not classification.is_gunshot:
+        return None
+    existing = Detection.objects.filter(classification=classification).select_related("incident").first()
+    if existing is not None:
+        return existing.incident
+    # Everything that needs no lock is read before taking it: joins are serialised, keep them short.
+    classification = Classification.objects.select_related("clip__device__owner").get(pk=classification.pk)
+    sighting = sighting_from(classification)
+    for attempt in range(JOIN_ATTEMPTS):
+        try:
+            with transaction.atomic():
+                outcome = _record(classification, sighting)
+        except IntegrityError:
+            # Another worker recorded this very classification (or created the lock row) first.
+            existing = Detection.objects.filter(classification=classification).select_related("incident").first()
+            if existing is not None:
+                return existing.incident
+            if attempt == JOIN_ATTEMPTS - 1:
+                raise
+        except OperationalError:
+            # SQLite "database is locked", PostgreSQL deadlock/serialisation: back off and retry.
+            if attempt == JOIN_ATTEMPTS - 1:
+                raise
+            time.sleep(0.05 * (2**attempt) * (1 + random.random()))
+        else:
+            return outcome.incident
+    return None  # pragma: no cover - the loop always returns or raises
+
+
+def _record(classification: Classification, sighting: Sighting) -> _Outcome:
+    # A concurrent call for this same classification fails on Detection's unique classification
+    # and the caller returns the incident the other call recorded.
+    _take_join_lock()
+    incident = next((c for c in _candidates(sighting) if _belongs(c, sighting)), None)
+    opened = incident is None
+    device = classification.clip.device
+    if incident is None:
+        incident = Incident.objects.create(first_detected_at=sighting.event_at, last_detected_at=sighting.event_at)
+        new_device = True
+    else:
+        new_device = all(d.device_id != device.pk for d in incident.detections.all())
+    Detection.objects.create(
+        incident=incident,
+        classification=classification,
+        clip=classification.clip,
+        device=device,
+        event_at=sighting.event_at,
+        latitude=sighting.latitude,
+        longitude=sighting.longitude,
+        accuracy_m=sighting.accuracy_m,
+        clock_source=sighting.clock_source,
+        score=sighting.score,
+        shots=sighting.shots,
+    )
+    incident_event_add(
+        incident,
+        IncidentEvent.Kind.OPENED if opened else IncidentEvent.Kind.DETECTION,
+        f"{device.name} heard {sighting.shots} shot(s), confidence {sighting.score:.2f}",
+        data={"device": str(device.code), "clip": str(classification.clip.code), "score": sighting.score},
+    )
+    moved = incident_refresh(incident)
+    new_stations = incident_route(incident) if (opened or moved) else []
+    notification_ids: list[int] = []
+    if opened or new_device:
+        notification_ids += notifications_for_device(incident, device)
+    if new_stations:
+        notification_ids += notifications_for_stations(incident, new_stations)
+    if notification_ids:
+        Incident.objects.filter(pk=incident.pk).update(notified_at=timezone.now())
+    # Built now, from the rows as they will commit, and sent once they have.
+    message = broadcast.incident_message(incident, kind="incident.opened" if opened else "incident.updated")
+    transaction.on_commit(lambda: broadcast.publish(message))
+    transaction.on_commit(lambda: notifications_enqueue(notification_ids))
+    return _Outcome(incident, opened, notification_ids)
