@@ -152,14 +152,19 @@ ROWS: dict[str, Row] = {
     "api/v1/^incidents/(?P<id>[0-9a-fA-F-]{36})/transition$": Row(
         "POST", lambda c: f"/api/v1/incidents/{c.incident.code}/transition", api(403, 403, 403, 200, 404, 200),
         data={"action": "acknowledge"}),
+    # Any other /api/ path: a JSON 404 for everyone.
+    "^api/": Row("GET", lambda c: "/api/v1/no-such-endpoint", everyone(404)),
     "api/schema/": Row("GET", lambda c: "/api/schema/", everyone(200)),
     "api/docs/": Row("GET", lambda c: "/api/docs/", everyone(200)),
     # --- Owner pages ---
     "dashboard/": Row("GET", lambda c: "/dashboard/", page(200, 200, 200, 200, 200, 200)),
     "devices/add/": Row("GET", lambda c: "/devices/add/", page(200, 200, 200, 200, 200, 200)),
     "devices/<uuid:code>/": Row("GET", lambda c: f"/devices/{c.device.code}/", only_owner_page(200)),
+    # Post/redirect/get: the new code is shown by the pairing page below.
     "devices/<uuid:code>/pairing-code/": Row("POST", lambda c: f"/devices/{c.device.code}/pairing-code/",
-                                             only_owner_page(200)),
+                                             only_owner_page(302)),
+    # Shows the code kept in the owner's session; without one (as here) the owner is sent to the device page.
+    "devices/<uuid:code>/pairing/": Row("GET", lambda c: f"/devices/{c.device.code}/pairing/", only_owner_page(302)),
     "devices/<uuid:code>/rotate-token/": Row("POST", lambda c: f"/devices/{c.device.code}/rotate-token/",
                                              only_owner_page(200)),
     "devices/<uuid:code>/revoke-token/": Row("POST", lambda c: f"/devices/{c.device.code}/revoke-token/",
@@ -173,8 +178,12 @@ ROWS: dict[str, Row] = {
     "clips/<uuid:code>/audio": Row("GET", lambda c: f"/clips/{c.clip.code}/audio", page(200, 404, 404, 200, 404, 200)),
     "clips/<uuid:code>/spectrogram.png": Row("GET", lambda c: f"/clips/{c.clip.code}/spectrogram.png",
                                              page(200, 404, 404, 200, 404, 200)),
-    # --- Incident pages ---
+    # The model card's plots, for staff reading it in the admin; a 404 for anyone else reveals nothing.
+    "models/plots/<str:name>": Row("GET", lambda c: "/models/plots/roc.png", S(404, 404, 404, 404, 404, 404, 404, 200)),
+    # --- Incident pages: the police map and its helpers ---
     "map/": Row("GET", lambda c: "/map/", page(403, 403, 403, 200, 200, 200)),
+    "map/devices": Row("GET", lambda c: "/map/devices", page(403, 403, 403, 200, 200, 200)),
+    "map/address": Row("GET", lambda c: "/map/address?lat=52.52&lon=13.405", page(403, 403, 403, 200, 200, 200)),
     "incidents/mine/": Row("GET", lambda c: "/incidents/mine/", page(200, 200, 200, 200, 200, 200)),
     "incidents/<uuid:code>/": Row("GET", lambda c: f"/incidents/{c.incident.code}/",
                                   page(200, 404, 404, 200, 404, 200)),
