@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="what disciplines the system clock; 'gps' only if chrony/ntpd is fed by GPS/PPS",
     )
     other.add_argument("--heartbeat-s", type=float, default=60.0, help="until the server sets its own interval")
+    other.add_argument(
+        "--max-attempts",
+        type=int,
+        default=5,
+        help="failed uploads of one clip before it is set aside (if later clips get through)",
+    )
 
     status = sub.add_parser("status", parents=[common], help="pairing, queue, last heartbeat and upload")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -163,6 +169,7 @@ def cmd_run(args: argparse.Namespace, store: ConfigStore) -> int:
         heartbeat_interval_s=args.heartbeat_s,
         spool_max_items=args.spool_max_clips,
         spool_max_bytes=int(args.spool_max_mb * 1024 * 1024),
+        max_attempts=max(1, args.max_attempts),
     )
     agent = Agent(store, source, options, positions=positions, stop=stop)
     previous_handlers = _stop_on_signals(stop)
@@ -267,7 +274,8 @@ def format_status(r: dict[str, Any]) -> str:
     else:
         lines.append(
             f"queue:           {q['count']} clips, {q['bytes'] / 1e6:.2f} MB, oldest {q['oldest_recorded_at'] or '—'}; "
-            f"dropped {q['dropped']}, rejected {q['rejected']} ({r['spool_dir']})"
+            f"dropped {q['dropped']}, rejected {q['rejected']}, set aside {q.get('set_aside', 0)} "
+            f"({r['spool_dir']})"
         )
     lines.append("last heartbeat:  " + _describe(r["last_heartbeat"], r["last_heartbeat_error"]))
     lines.append("last upload:     " + _describe(r["last_upload"], r["last_upload_error"]))
@@ -283,7 +291,7 @@ def format_status(r: dict[str, Any]) -> str:
         c = r["counters"]
         lines.append(
             f"last run:        {c.get('triggers')} triggers, {c.get('queued')} queued, "
-            f"{c.get('uploaded')} uploaded, {c.get('rejected')} rejected, "
+            f"{c.get('uploaded')} uploaded, {c.get('rejected')} rejected, {c.get('set_aside', 0)} set aside, "
             f"{c.get('filtered_onboard')} filtered on the device"
         )
     return "\n".join(lines)

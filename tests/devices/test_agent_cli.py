@@ -318,6 +318,65 @@ def test_a_permanent_client_error_parks_the_clip_in_rejected_and_never_retries_i
     assert rejected["error"]["code"] == "invalid"
 
 
+def test_a_poison_clip_is_set_aside_after_max_attempts_and_the_rest_go_out(
+    fake: FakeGunWatch, config_path: Path, shots_wav: Path
+) -> None:
+    pair(config_path, fake)
+    fake.poison_first_clip = True
+    agent = make_agent(config_path, shots_wav, max_attempts=3)
+    assert agent.run() == EXIT_OK  # the queue drained: the poison clip no longer blocks it
+
+    attempts = [u.fields["client_id"] for u in fake.uploads()]
+    assert attempts.count(fake.poisoned) == 4  # max_attempts, then once more right after a later clip got through
+    assert len(fake.clips) == len(SHOTS) - 1  # every later clip was delivered
+    assert fake.poisoned not in fake.clips
+    spool = spool_of(config_path)
+    [held] = spool.held()
+    assert held["client_id"] == fake.poisoned
+    assert held["failures"] == 4
+    assert held["error"]["status"] == 500
+    assert len(list(spool.held_dir.glob("*.flac"))) == 1  # the audio is kept
+    assert agent.counters.set_aside == 1
+    payload = agent.heartbeat_payload()
+    assert (payload["set_aside_clips"], payload["queue_length"], payload["rejected_clips"]) == (1, 0, 0)
+    assert fake.heartbeats()[-1].json["set_aside_clips"] == 1  # the final heartbeat told the server
+
+    # Once the server is fixed, the operator puts it back and it goes out.
+    fake.poisoned = "fixed"
+    assert spool.requeue_held() == 1
+    assert make_agent(config_path, shots_wav).run() == EXIT_OK
+    assert held["client_id"] in fake.clips
+
+
+def test_an_outage_is_not_mistaken_for_a_poison_clip(fake: FakeGunWatch, config_path: Path, shots_wav: Path) -> None:
+    # Every upload fails for a while (each clip would reach max_attempts): nothing is set aside, the order holds.
+    pair(config_path, fake)
+    fake.clip_responses = [(500, {}, {"message": "down", "code": "server_error", "extra": {}})] * 12
+    agent = make_agent(config_path, shots_wav, max_attempts=2)
+    assert agent.run() == EXIT_OK
+
+    assert spool_of(config_path).held() == []
+    assert agent.counters.set_aside == 0
+    assert len(fake.clips) == len(SHOTS)
+    oldest = fake.uploads()[0].fields["client_id"]
+    assert oldest in fake.clips
+    # The oldest clip was retried right after the first later clip got through, and delivered.
+    assert fake.uploads()[13].fields["client_id"] == oldest
+
+
+def test_rate_limits_and_announced_outages_do_not_count_against_a_clip(
+    fake: FakeGunWatch, config_path: Path, shots_wav: Path
+) -> None:
+    pair(config_path, fake)
+    fake.clip_responses = [
+        (429, {"Retry-After": "0"}, {"message": "slow down", "code": "throttled", "extra": {}}),
+        (503, {"Retry-After": "0"}, {"message": "database down", "code": "unavailable", "extra": {}}),
+    ] * 3
+    assert make_agent(config_path, shots_wav, max_attempts=1).run() == EXIT_OK
+    assert spool_of(config_path).held() == []
+    assert len(fake.clips) == len(SHOTS)
+
+
 def test_a_revoked_token_pauses_uploads_keeps_the_queue_and_resumes_after_pairing_again(
     fake: FakeGunWatch, config_path: Path, shots_wav: Path, quiet_wav: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
