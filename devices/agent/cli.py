@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", parents=[common], help="pairing, queue, last heartbeat and upload")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--spool", type=Path)
+
+    requeue = sub.add_parser(
+        "requeue-held", parents=[common], help="put clips set aside after server errors back in the queue"
+    )
+    requeue.add_argument("--spool", type=Path)
     return parser
 
 
@@ -110,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     store = ConfigStore(resolve_config_path(getattr(args, "config", None)))
-    handler = {"pair": cmd_pair, "run": cmd_run, "status": cmd_status}[args.command]
+    handler = {"pair": cmd_pair, "run": cmd_run, "status": cmd_status, "requeue-held": cmd_requeue_held}[args.command]
     return handler(args, store)
 
 
@@ -211,6 +216,18 @@ def _stop_on_signals(stop: threading.Event) -> dict[int, Any]:
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous[signum] = signal.signal(signum, lambda *_: stop.set())
     return previous
+
+
+# -- requeue-held ----------------------------------------------------------------------------------------
+
+
+def cmd_requeue_held(args: argparse.Namespace, store: ConfigStore) -> int:
+    """After the server was fixed: the set-aside clips go out again with the next run, in their old place."""
+    config = store.load()
+    spool_path = args.spool or Path(config.state.get("spool_dir") or store.directory / "spool")
+    moved = Spool(spool_path).requeue_held() if spool_path.exists() else 0
+    print(f"{moved} set-aside clips are back in the queue ({spool_path})")
+    return 0
 
 
 # -- status ----------------------------------------------------------------------------------------------
