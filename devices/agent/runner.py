@@ -30,7 +30,7 @@ from devices.agent.health import LevelMeter, read_battery_pct, system_uptime_s
 from devices.agent.model import ModelStore, OnboardScorer, model_identity
 from devices.agent.sources import AudioBlock, NoPosition, PositionProvider
 from devices.agent.spool import Spool, SpoolItem, disk_free_mb
-from devices.agent.timeutil import detect_clock_source, iso_utc, parse_iso
+from devices.agent.timeutil import boot_id, clock_plausible, detect_clock_source, iso_utc, parse_iso
 from devices.agent.trigger import Capture, ClipCapture, TriggerSettings
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,7 @@ class Agent:
         self._client_token: str | None = None
         self._client: ApiClient | None = None
         self._started = time.monotonic()
+        self._boot_id = boot_id()
         self._capture: ClipCapture | None = None
         # The oldest clip once it failed max_attempts times: the next upload probes with a later clip.
         self._suspect: str | None = None
@@ -212,6 +213,9 @@ class Agent:
             "onboard_score": score,
             "model_version": self._model_version if score is not None else None,
             "captured_at": _now(),
+            # With these a stamp from a clock that was not set yet can be corrected once it is (same boot).
+            "monotonic_start_s": round(clip.start_time - (time.time() - time.monotonic()), 6),
+            "boot_id": self._boot_id,
         }
         self.spool.put(clip.samples, clip.sample_rate, meta)
         self.counters.queued += 1
@@ -277,7 +281,10 @@ class Agent:
             if self._confirming != head.name:
                 self._confirming = None
             probing = self._suspect is not None and len(items) > 1
-            item = items[1] if probing else head
+            item = self._clock_checked(items[1] if probing else head)
+            if item is None:
+                self.stop.wait(min(10.0, self.options.backoff_cap_s))  # the clock is not set: no stamp is right
+                continue
             try:
                 body = client.upload_clip(item.audio_path, _upload_fields(item.meta))
             except FileNotFoundError:
@@ -320,6 +327,31 @@ class Agent:
                 self._suspect, self._confirming = None, head.name
             elif self._confirming == item.name:
                 self._confirming = None  # it went through after all: the failures were an outage's
+
+    def _clock_checked(self, item: SpoolItem) -> SpoolItem | None:
+        """The clip with a true recorded_at, or None while the device clock is still unset.
+
+        A clip stamped before the clock was set (1970) is re-stamped from the monotonic clock once the wall
+        clock is right, if it was captured in this boot. From an earlier boot nothing can correct it: it is
+        sent as it is and the server refuses it for good (recorded_too_old), so it ends in rejected/, kept.
+        """
+        try:
+            stamped = parse_iso(item.meta["recorded_at"]).timestamp()
+        except (KeyError, ValueError):
+            return item
+        if clock_plausible(stamped):
+            return item
+        same_boot = self._boot_id is not None and item.meta.get("boot_id") == self._boot_id
+        monotonic_start = item.meta.get("monotonic_start_s")
+        if not same_boot or not isinstance(monotonic_start, int | float):
+            return item
+        now = time.time()
+        if not clock_plausible(now):
+            log.warning("the device clock is not set (%s); clips wait until it is", iso_utc(now))
+            return None
+        corrected = iso_utc(monotonic_start + (now - time.monotonic()))
+        log.info("clip %s stamped %s by an unset clock: now %s", item.client_id, item.meta["recorded_at"], corrected)
+        return self.spool.update_meta(item, recorded_at=corrected, recorded_at_unset_clock=item.meta["recorded_at"])
 
     def _set_aside(self, item: SpoolItem) -> None:
         log.error(

@@ -204,7 +204,11 @@ class Spool:
 
     def note_failure(self, item: SpoolItem, error: dict[str, Any]) -> SpoolItem:
         """Count one more failed attempt in the clip's sidecar, so the count survives a restart."""
-        meta = dict(item.meta, failures=item.failures + 1, last_error=error, last_failed_at=_utc_now_iso())
+        return self.update_meta(item, failures=item.failures + 1, last_error=error, last_failed_at=_utc_now_iso())
+
+    def update_meta(self, item: SpoolItem, **changes: Any) -> SpoolItem:
+        """Rewrite a queued clip's sidecar (atomically) with ``changes``."""
+        meta = dict(item.meta, **changes)
         with self._lock:
             if not item.meta_path.exists():
                 return item  # dropped for space meanwhile

@@ -11,6 +11,7 @@ import os
 import socket
 import stat
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from devices.agent import FIRMWARE_VERSION
+from devices.agent import FIRMWARE_VERSION, runner
 from devices.agent.cli import main
 from devices.agent.client import (
     ApiClient,
@@ -43,7 +44,7 @@ from devices.agent.sources import (
     parse_position,
 )
 from devices.agent.spool import Spool
-from devices.agent.timeutil import parse_iso
+from devices.agent.timeutil import boot_id, parse_iso
 from tests.devices.agent_support import (
     SR,
     FakeGunWatch,
@@ -375,6 +376,51 @@ def test_rate_limits_and_announced_outages_do_not_count_against_a_clip(
     assert make_agent(config_path, shots_wav, max_attempts=1).run() == EXIT_OK
     assert spool_of(config_path).held() == []
     assert len(fake.clips) == len(SHOTS)
+
+
+def _spool_unset_clock_clip(config: Path, *, boot: str | None, seconds_ago: float = 5.0) -> str:
+    meta = {
+        "client_id": str(uuid.uuid4()),
+        "recorded_at": "1970-01-01T00:01:40.000Z",  # a Pi without a real-time clock, before NTP answered
+        "monotonic_start_s": time.monotonic() - seconds_ago,
+        "boot_id": boot,
+    }
+    spool_of(config).put(shots_in_noise([0.5], 2.0), SR, meta)
+    return meta["client_id"]
+
+
+def test_a_clip_stamped_before_the_clock_was_set_is_restamped_from_the_monotonic_clock(
+    fake: FakeGunWatch, config_path: Path, quiet_wav: Path
+) -> None:
+    pair(config_path, fake)
+    client_id = _spool_unset_clock_clip(config_path, boot=boot_id(), seconds_ago=5.0)
+    assert make_agent(config_path, quiet_wav).run() == EXIT_OK
+
+    [upload] = [u for u in fake.uploads() if u.fields["client_id"] == client_id]
+    sent = parse_iso(upload.fields["recorded_at"]).timestamp()
+    assert time.time() - 30 < sent < time.time() - 4.9
+
+
+def test_while_the_clock_is_unset_clips_wait_instead_of_being_refused(
+    fake: FakeGunWatch, config_path: Path, quiet_wav: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pair(config_path, fake)
+    _spool_unset_clock_clip(config_path, boot=boot_id())
+    monkeypatch.setattr(runner, "clock_plausible", lambda epoch_s: False)
+    assert make_agent(config_path, quiet_wav, drain_timeout_s=0.5).run() == EXIT_NOT_DRAINED
+    assert fake.uploads() == []
+    assert len(spool_of(config_path)) == 1 and spool_of(config_path).rejected() == []
+
+
+def test_a_clip_from_an_earlier_boot_with_an_unset_clock_is_sent_as_it_is(
+    fake: FakeGunWatch, config_path: Path, quiet_wav: Path
+) -> None:
+    # Nothing on the device can say when it was recorded; the server decides (the real one refuses it).
+    pair(config_path, fake)
+    client_id = _spool_unset_clock_clip(config_path, boot="an-earlier-boot")
+    assert make_agent(config_path, quiet_wav).run() == EXIT_OK
+    [upload] = [u for u in fake.uploads() if u.fields["client_id"] == client_id]
+    assert upload.fields["recorded_at"] == "1970-01-01T00:01:40.000Z"
 
 
 def test_a_revoked_token_pauses_uploads_keeps_the_queue_and_resumes_after_pairing_again(
