@@ -130,7 +130,7 @@ def test_clips_queued_while_the_server_is_down_arrive_exactly_once_when_it_is_ba
     assert len(queued) == len(SHOTS)
     assert Clip.objects.count() == 0
     backup = tmp_path / "backup"
-    shutil.copytree(config.parent / "spool", backup, ignore=shutil.ignore_patterns("rejected", "state.json"))
+    shutil.copytree(config.parent / "spool", backup, ignore=shutil.ignore_patterns("rejected", "held", "state.json"))
 
     # Back online: the next run delivers the backlog, oldest first.
     assert run_once(config, quiet_wav) == EXIT_OK
