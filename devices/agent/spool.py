@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -235,7 +236,7 @@ class Spool:
                     meta.pop(key, None)
                 os.replace(audio_path, self.directory / audio_path.name)
                 # The sidecar last: only then is the clip visible to the uploader again.
-                _atomic_write(self.directory / meta_path.name, lambda fh, m=meta: fh.write(_json_bytes(m)))
+                _atomic_write(self.directory / meta_path.name, partial(_write_json, meta))
                 meta_path.unlink(missing_ok=True)
                 moved += 1
             _fsync_dir(self.directory)
@@ -308,6 +309,10 @@ def disk_free_mb(path: Path) -> float:
 
 def _json_bytes(data: dict[str, Any]) -> bytes:
     return json.dumps(data, indent=2, sort_keys=True).encode("utf-8")
+
+
+def _write_json(data: dict[str, Any], handle: BinaryIO) -> None:
+    handle.write(_json_bytes(data))
 
 
 def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
