@@ -308,8 +308,15 @@ SPECTACULAR_SETTINGS = {
 CLIP_MAX_BYTES = env_int("CLIP_MAX_BYTES", 10 * 1024 * 1024)
 CLIP_MAX_SECONDS = env_float("CLIP_MAX_SECONDS", 30.0)
 CLIP_MIN_SECONDS = env_float("CLIP_MIN_SECONDS", 0.1)
+# Checked from the header before decoding: outside these the detector learns nothing, and the decoded size grows.
+CLIP_MIN_SAMPLE_RATE = env_int("CLIP_MIN_SAMPLE_RATE", 8_000)
+CLIP_MAX_SAMPLE_RATE = env_int("CLIP_MAX_SAMPLE_RATE", 192_000)
+CLIP_MAX_CHANNELS = env_int("CLIP_MAX_CHANNELS", 2)
 # A device clock this far ahead of ours is wrong, and its timestamps would mislead localisation.
 CLIP_MAX_CLOCK_SKEW = timedelta(seconds=env_int("CLIP_MAX_CLOCK_SKEW_S", 300))
+# Older than this is a wrong clock, not a queue: a device offline for a week still gets through, a clock
+# that never got set (1970) does not open an incident in the past.
+CLIP_MAX_AGE = timedelta(hours=env_int("CLIP_MAX_AGE_H", 7 * 24))
 # A clip still 'processing' after this long lost its worker; another task may reclaim it.
 CLIP_PROCESSING_STALE_AFTER = timedelta(minutes=env_int("CLIP_PROCESSING_STALE_MIN", 10))
 CLIP_MAX_ATTEMPTS = env_int("CLIP_MAX_ATTEMPTS", 3)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
@@ -42,6 +43,20 @@ class ClipUploadInputSerializer(serializers.Serializer):
     accuracy_m = serializers.FloatField(min_value=0, max_value=100_000, required=False, allow_null=True)
     trigger_offset_s = serializers.FloatField(min_value=0, required=False, allow_null=True)
     clock_source = serializers.ChoiceField(choices=["system", "ntp", "gps"], required=False, default="")
+
+    def validate_recorded_at(self, value: Any) -> Any:
+        # A device that queued clips offline sends them late, but not this late: beyond CLIP_MAX_AGE the clock
+        # is wrong (never set: 1970, year 1), and an incident dated then would mislead the police (and year 1
+        # overflows the worker's date arithmetic). The future bound (clock skew) is the service's.
+        age = timezone.now() - value
+        if age > settings.CLIP_MAX_AGE:
+            limit_h = settings.CLIP_MAX_AGE.total_seconds() / 3600
+            raise serializers.ValidationError(
+                f"recorded_at is {age.days} days in the past; at most {limit_h:g} h is accepted: check the device "
+                "clock.",
+                code="recorded_too_old",
+            )
+        return value
 
 
 class ClipAcceptedSerializer(serializers.Serializer):

@@ -124,6 +124,8 @@ class HeartbeatInputSerializer(serializers.Serializer):
     free_storage_mb = serializers.FloatField(min_value=0, required=False, allow_null=True)
     queue_length = serializers.IntegerField(min_value=0, required=False, allow_null=True)
     dropped_clips = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+    rejected_clips = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+    set_aside_clips = serializers.IntegerField(min_value=0, required=False, allow_null=True)
     clock_source = serializers.ChoiceField(choices=["system", "ntp", "gps"], required=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

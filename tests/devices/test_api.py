@@ -173,6 +173,17 @@ def test_heartbeat_records_position_and_health_and_returns_settings(paired_devic
     assert timedelta(seconds=179) < device.offline_after - device.last_heartbeat_at <= timedelta(seconds=180)
 
 
+def test_heartbeat_stores_the_clips_the_agent_set_aside_or_had_refused(paired_device) -> None:
+    device, token = paired_device
+    status, body = heartbeat(token, queue_length=0, dropped_clips=0, rejected_clips=2, set_aside_clips=1)
+    assert status == 200, body
+    device.refresh_from_db()
+    assert (device.health["rejected_clips"], device.health["set_aside_clips"]) == (2, 1)
+    status, body = heartbeat(token, set_aside_clips=-1)
+    assert (status, body["code"]) == (400, "min_value")
+    assert "set_aside_clips" in body["extra"]["fields"]
+
+
 def test_heartbeat_rejects_impossible_values(paired_device) -> None:
     _, token = paired_device
     status, body = heartbeat(token, latitude=123, longitude=13, battery_pct=150)
