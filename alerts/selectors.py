@@ -72,7 +72,8 @@ def police_see_all(user: User) -> bool:
 
 
 def incidents_for_police(user: User) -> QuerySet[Incident]:
-    qs = Incident.objects.all()
+    """Dispatched incidents only: one waiting for review, held or dismissed is not police business yet."""
+    qs = Incident.objects.filter(dispatch=Incident.Dispatch.DISPATCHED)
     if police_see_all(user):
         return qs
     return qs.filter(stations=user.police_station_id)

@@ -27,6 +27,7 @@ class IncidentSerializer(serializers.ModelSerializer):
             "id", "status", "status_display", "disposition", "first_detected_at", "last_detected_at",
             "opened_at", "updated_at", "closed_at", "latitude", "longitude", "radius_m", "location_method",
             "residual_m", "shots", "max_confidence", "device_count", "revision", "url", "evidence", "stations",
+            "evidence_score", "evidence_summary", "dispatch", "dispatch_reason", "dispatched_at",
         ]
         read_only_fields = fields
 
