@@ -55,7 +55,7 @@ def threshold_for_budget(scores: list[float], *, days: float, budget_per_day: fl
     # Strictly above the (allowed+1)-th loudest nuisance, when there are more than allowed.
     threshold = lower if len(above) <= allowed else math.floor(above[allowed] / STEP + 1e-9) * STEP + STEP
     threshold = round(min(max(threshold, lower), upper), 4)
-    passed = sum(1 for s in scores if s >= threshold)
+    passed = sum(1 for s in scores if s >= threshold - 1e-9)  # 0.6 + 0.06 is 0.6599999999999999
     return threshold, passed / days
 
 
