@@ -378,8 +378,9 @@ ALERT_FALSE_ALARM_BUDGET_PER_DAY = env_float("ALERT_FALSE_ALARM_BUDGET_PER_DAY",
 ALERT_CALIBRATION_DAYS = env_int("ALERT_CALIBRATION_DAYS", 14)
 # A calibrated threshold never goes above this, so a noisy device is never silently muted.
 ALERT_THRESHOLD_MAX = env_float("ALERT_THRESHOLD_MAX", 0.97)
-# Threshold moves at least this big are flagged to the owner and the administrators.
-ALERT_THRESHOLD_FLAG_SHIFT = env_float("ALERT_THRESHOLD_FLAG_SHIFT", 0.1)
+# A threshold move of at least this share of the adjustable range (model threshold to ALERT_THRESHOLD_MAX)
+# is flagged to the owner and the administrators.
+ALERT_THRESHOLD_FLAG_SHIFT = env_float("ALERT_THRESHOLD_FLAG_SHIFT", 0.5)
 POLICE_SEE_ALL_INCIDENTS = env_bool("POLICE_SEE_ALL_INCIDENTS", False)
 SMS_BACKEND = env_str("SMS_BACKEND", "alerts.transports.ConsoleSmsBackend")
 SMS_GATEWAY_URL = env_str("SMS_GATEWAY_URL")

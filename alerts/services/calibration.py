@@ -7,7 +7,7 @@ the lowest threshold at which it would have raised at most ``ALERT_FALSE_ALARM_B
 false alarms a day. The threshold never goes below the model's own (calibration only makes a device
 stricter) and never above ``ALERT_THRESHOLD_MAX``, so a device is never silently muted: a very loud
 score still counts, and a device still over budget at the cap is flagged. A move of at least
-``ALERT_THRESHOLD_FLAG_SHIFT`` is flagged too; flags are mailed to the owner and the administrators
+``ALERT_THRESHOLD_FLAG_SHIFT`` of the adjustable range (model threshold to the cap) is flagged too; flags are mailed to the owner and the administrators
 and shown on the device page. As nuisances age out of the window the threshold comes back down.
 """
 
@@ -93,7 +93,8 @@ def device_calibrate(
     )
     old = device.alert_threshold
     flags: list[str] = []
-    if abs(new - (old if old is not None else lower)) >= settings.ALERT_THRESHOLD_FLAG_SHIFT - 1e-9:
+    big = settings.ALERT_THRESHOLD_FLAG_SHIFT * max(upper - lower, 0.01)
+    if abs(new - (old if old is not None else lower)) >= big - 1e-9:
         flags.append(f"alert threshold moved from {old if old is not None else lower:.2f} to {new:.2f}")
     if rate > settings.ALERT_FALSE_ALARM_BUDGET_PER_DAY:
         flags.append(f"still {rate:.1f} false alarms a day at the cap {upper:.2f}: check where it is installed")
