@@ -7,8 +7,9 @@ the lowest threshold at which it would have raised at most ``ALERT_FALSE_ALARM_B
 false alarms a day. The threshold never goes below the model's own (calibration only makes a device
 stricter) and never above ``ALERT_THRESHOLD_MAX``, so a device is never silently muted: a very loud
 score still counts, and a device still over budget at the cap is flagged. A move of at least
-``ALERT_THRESHOLD_FLAG_SHIFT`` of the adjustable range (model threshold to the cap) is flagged too; flags are mailed to the owner and the administrators
-and shown on the device page. As nuisances age out of the window the threshold comes back down.
+``ALERT_THRESHOLD_FLAG_SHIFT`` of the adjustable range (model threshold to the cap) is flagged too;
+flags are mailed to the owner and the administrators and shown on the device page. As nuisances
+age out of the window the threshold comes back down.
 """
 
 from __future__ import annotations
