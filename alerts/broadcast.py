@@ -42,6 +42,8 @@ def station_group(station_id: int) -> str:
 
 def incident_message(incident: Incident, *, kind: EventKind) -> IncidentMessage:
     """The message for one incident: the list API's precise shape (what police see), plus its stations."""
+    if incident.just_dispatched:
+        kind = "incident.opened"  # new to police, whatever it was to the reviewers
     station_ids = sorted(station.pk for station in incident.stations.all())
     payload = dict(IncidentSerializer(incident, context={"precise": True}).data)
     return {"type": kind, "incident": payload, "station_ids": station_ids, "dispatched": incident.is_dispatched}

@@ -143,6 +143,10 @@ class Incident(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     closed_at = models.DateTimeField(null=True, blank=True)
 
+    # In memory only: set by the dispatch in this transaction, so the broadcast announces the incident to
+    # police as new ("incident.opened", with the map's banner and beep) even when it was a later join.
+    just_dispatched = False
+
     class Meta:
         ordering = ["-first_detected_at", "-id"]
         indexes = [

@@ -143,6 +143,7 @@ def _dispatch(incident: Incident, reason: str, *, message: str, actor: User | No
     """Mark dispatched, write the stations' notifications and send them after commit."""
     now = timezone.now()
     incident.dispatch, incident.dispatch_reason, incident.dispatched_at = Incident.Dispatch.DISPATCHED, reason, now
+    incident.just_dispatched = True
     kind = {
         Incident.DispatchReason.POLICY: IncidentEvent.Kind.DISPATCHED,
         Incident.DispatchReason.REVIEWED: IncidentEvent.Kind.CONFIRMED,

@@ -231,21 +231,29 @@ def test_unreviewed_is_dispatched_at_the_deadline_once(reviewed_station, owner, 
     assert Notification.objects.filter(incident=incident, recipient_kind="owner").count() == 1
 
 
-def test_a_second_device_joining_can_make_the_evidence_strong(reviewed_station, owner) -> None:  # type: ignore[no-untyped-def]
+def test_a_second_device_joining_can_make_the_evidence_strong(reviewed_station, owner, monkeypatch,  # type: ignore[no-untyped-def]
+                                                              django_capture_on_commit_callbacks) -> None:
+    from alerts import broadcast
+
+    sent: list[tuple[str, bool]] = []
+    monkeypatch.setattr(broadcast, "publish", lambda message: sent.append((message["type"], message["dispatched"])))
     shot = timezone.now()
     source = around(CENTRE, 250, [45])[0]
     positions = around(CENTRE, 700, [0, 100, 200])
     states = []
     for pos in positions:
         device = DeviceFactory(owner=UserFactory(), latitude=pos[0], longitude=pos[1])
-        incident = incident_record_detection(
-            classification=classify(device, recorded_at=heard_at(source, pos, shot), offset_s=0.0,
-                                    clock_source="gps", accuracy_m=3, lat=pos[0], lon=pos[1], score=0.97)
-        )
+        with django_capture_on_commit_callbacks(execute=True):
+            incident = incident_record_detection(
+                classification=classify(device, recorded_at=heard_at(source, pos, shot), offset_s=0.0,
+                                        clock_source="gps", accuracy_m=3, lat=pos[0], lon=pos[1], score=0.97)
+            )
         incident.refresh_from_db()
         states.append(incident.dispatch)
     assert states == ["review", "review", "dispatched"]
     assert len(_station_rows(incident)) == 1
+    # Reviewers heard of each step; police hear of it once, as a new incident, when it is dispatched.
+    assert sent == [("incident.opened", False), ("incident.updated", False), ("incident.opened", True)]
 
 
 def test_who_may_review(reviewer, police_user, owner, admin_user) -> None:  # type: ignore[no-untyped-def]
