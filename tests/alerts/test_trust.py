@@ -336,3 +336,50 @@ def test_quiet_device_keeps_the_model_threshold(owner) -> None:  # type: ignore[
     result = device_calibrate(device, model_threshold=0.5)
     assert result.new == 0.5 and result.flag == ""
     assert Detection.objects.count() == 0
+
+
+def _race(action, barrier, errors: list) -> None:  # type: ignore[no-untyped-def,type-arg]
+    from django.db import connection
+
+    try:
+        barrier.wait(timeout=10)
+        action()
+    except ApplicationError:
+        pass  # the loser of the race is told the incident was already decided
+    except Exception as exc:  # surfaced by the assertion in the test
+        errors.append(exc)
+    finally:
+        connection.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reviewer_and_deadline_racing_dispatch_once(settings) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    station = PoliceStationFactory(name="Race", latitude=CENTRE[0], longitude=CENTRE[1], jurisdiction_radius_km=10,
+                                   contact_email="race@police.example")
+    DispatchPolicy.objects.create(station=station, mode="review_all")
+    reviewer = UserFactory(username="racer", is_staff=True)
+    reviewer.user_permissions.add(Permission.objects.get(codename="reviewer", content_type__app_label="alerts"))
+    reviewer = User.objects.get(pk=reviewer.pk)
+    incident = _single_shot(UserFactory(username="home"))
+    assert incident.dispatch == "review"
+    Incident.objects.filter(pk=incident.pk).update(review_deadline_at=timezone.now() - timedelta(seconds=1))
+    barrier = threading.Barrier(3)
+    errors: list[Exception] = []
+    threads = [
+        threading.Thread(target=_race, args=(lambda: incident_review(incident=incident, user=reviewer,
+                                                                     decision="confirm"), barrier, errors)),
+        threading.Thread(target=_race, args=(lambda: incident_escalate(incident_id=incident.pk), barrier, errors)),
+        threading.Thread(target=_race, args=(incidents_escalate_overdue, barrier, errors)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == []
+    incident.refresh_from_db()
+    assert incident.dispatch == "dispatched" and incident.dispatch_reason in ("reviewed", "unreviewed")
+    assert len(_station_rows(incident)) == 1
+    decided = incident.events.filter(kind__in=[IncidentEvent.Kind.CONFIRMED, IncidentEvent.Kind.ESCALATED])
+    assert decided.count() == 1
