@@ -15,7 +15,12 @@ from rest_framework.views import APIView
 from accounts.permissions import IsPerson, IsPolice, has_police_access
 from alerts import services
 from alerts.api.filters import IncidentFilterSet
-from alerts.api.serializers import IncidentDetailSerializer, IncidentSerializer, TransitionInputSerializer
+from alerts.api.serializers import (
+    IncidentDetailSerializer,
+    IncidentSerializer,
+    OutcomesSerializer,
+    TransitionInputSerializer,
+)
 from alerts.models import Incident
 from alerts.selectors import OUTCOME_DIMENSIONS, incidents_visible_to, outcomes
 from alerts.views_outcomes import outcomes_window
@@ -76,11 +81,12 @@ class OutcomesView(APIView):
     permission_classes = [IsAdminUser]
 
     @extend_schema(parameters=[OpenApiParameter("by", str, enum=list(OUTCOME_DIMENSIONS)),
-                               OpenApiParameter("since", str), OpenApiParameter("until", str)])
+                               OpenApiParameter("since", str), OpenApiParameter("until", str)],
+                   responses={200: OutcomesSerializer})
     def get(self, request: Request) -> Response:
         by = request.query_params.get("by", "station")
         if by not in OUTCOME_DIMENSIONS:
             raise ValidationError({"by": [f"Use one of {', '.join(OUTCOME_DIMENSIONS)}."]})
         since, until = outcomes_window(request.query_params)  # type: ignore[arg-type]
         rows = [row.as_dict() for row in outcomes(by, since=since, until=until)]
-        return Response({"by": by, "since": since, "until": until, "results": rows})
+        return Response(OutcomesSerializer({"by": by, "since": since, "until": until, "results": rows}).data)
