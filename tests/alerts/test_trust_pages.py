@@ -165,3 +165,25 @@ def test_review_decisions_flow_into_export_feedback(policy, owner, reviewer, pol
         f"incident:{closed.code}": ("other", "false_alarm"),
     }
     assert f"incident:{waiting.code}" not in rows
+
+
+def test_seed_demo_sets_up_the_review_demo(db, settings) -> None:  # type: ignore[no-untyped-def]
+    from alerts.services.review import user_can_review
+    from devices.models import Device
+    from tests.alerts.helpers import model_version
+
+    settings.DEBUG = True
+    version = model_version()
+    version.status, version.threshold = "active", 0.88
+    version.save()
+    call_command("seed_demo", "--quiet")
+    call_command("seed_demo", "--quiet")  # idempotent
+    assert user_can_review(User.objects.get(username="reviewer"))
+    assert DispatchPolicy.objects.filter(mode="evidence").count() == 4
+    site = Device.objects.get(name="Demo building site")
+    assert 0.88 < site.alert_threshold <= settings.ALERT_THRESHOLD_MAX
+    assert site.nuisance_per_day <= settings.ALERT_FALSE_ALARM_BUDGET_PER_DAY
+    assert "alert threshold moved from 0.88" in site.calibration_flag
+    (row,) = outcomes("device")
+    assert (row.key, row.incidents, row.dismissed_in_review) == ("Demo building site", 30, 30)
+    assert row.median_review_s == 23.0
