@@ -217,6 +217,9 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(minutes=1),
     },
     "requeue-stuck-clips": {"task": "detection.tasks.requeue_stuck_clips", "schedule": timedelta(minutes=5)},
+    # Backs up the per-incident countdown: an incident past its review deadline is dispatched unreviewed.
+    "escalate-overdue-reviews": {"task": "alerts.tasks.escalate_overdue_reviews", "schedule": timedelta(seconds=10)},
+    "calibrate-devices": {"task": "alerts.tasks.calibrate_devices", "schedule": timedelta(hours=1)},
 }
 
 # --- Auth -----------------------------------------------------------------------------------
@@ -368,6 +371,23 @@ ALERT_COARSE_DECIMALS = env_int("ALERT_COARSE_DECIMALS", 2)
 ALERT_WEBHOOK_TIMEOUT_S = env_float("ALERT_WEBHOOK_TIMEOUT_S", 5.0)
 # How far back the police map loads incidents when it opens.
 ALERT_MAP_HOURS = env_int("ALERT_MAP_HOURS", 24)
+# --- Trust: evidence, dispatch policy, review, calibration (README "Alerts police can trust") ---
+# Stations without a DispatchPolicy: "immediate" (every incident at once), "evidence" or "review_all".
+ALERT_DISPATCH_DEFAULT_MODE = env_str("ALERT_DISPATCH_DEFAULT_MODE", "immediate")
+ALERT_STRONG_EVIDENCE = env_float("ALERT_STRONG_EVIDENCE", 0.9)
+# Seconds a reviewer has before an incident is dispatched marked "unreviewed".
+ALERT_REVIEW_DEADLINE_S = env_int("ALERT_REVIEW_DEADLINE_S", 45)
+# Devices closer than this to each other count as one witness (two units in one flat hear the same thing).
+ALERT_INDEPENDENT_M = env_float("ALERT_INDEPENDENT_M", 30.0)
+# TDOA residual at which "positions agree" halves the evidence.
+ALERT_RESIDUAL_SCALE_M = env_float("ALERT_RESIDUAL_SCALE_M", 50.0)
+ALERT_FALSE_ALARM_BUDGET_PER_DAY = env_float("ALERT_FALSE_ALARM_BUDGET_PER_DAY", 1.0)
+ALERT_CALIBRATION_DAYS = env_int("ALERT_CALIBRATION_DAYS", 14)
+# A calibrated threshold never goes above this, so a noisy device is never silently muted.
+ALERT_THRESHOLD_MAX = env_float("ALERT_THRESHOLD_MAX", 0.97)
+# A threshold move of at least this share of the adjustable range (model threshold to ALERT_THRESHOLD_MAX)
+# is flagged to the owner and the administrators.
+ALERT_THRESHOLD_FLAG_SHIFT = env_float("ALERT_THRESHOLD_FLAG_SHIFT", 0.5)
 POLICE_SEE_ALL_INCIDENTS = env_bool("POLICE_SEE_ALL_INCIDENTS", False)
 SMS_BACKEND = env_str("SMS_BACKEND", "alerts.transports.ConsoleSmsBackend")
 SMS_GATEWAY_URL = env_str("SMS_GATEWAY_URL")
