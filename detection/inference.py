@@ -62,6 +62,8 @@ class _State:
     # (version id, sha256) -> (monotonic time of the refusal, reason)
     refused: dict[tuple[int, str], tuple[float, str]] | None = None
     threads_set: bool = False
+    # (monotonic time, the active ModelVersion row) for callers that only report it (device heartbeats)
+    active_version: tuple[float, ModelVersion | None] = (float("-inf"), None)
 
 
 _state = _State(refused={})
@@ -80,6 +82,20 @@ def invalidate() -> None:
     """Make the next call ask the database again (this process just changed the active version)."""
     with _lock:
         _state.checked_at = float("-inf")
+        _state.active_version = (float("-inf"), None)
+
+
+def active_version() -> ModelVersion | None:
+    """The active version's row, read at most once per ``MODEL_ACTIVE_CHECK_TTL_S`` in this process.
+
+    Every device heartbeat reports it: the fleet learns of an activation a couple of seconds later
+    instead of the database answering the same question hundreds of times a second.
+    """
+    checked_at, version = _state.active_version
+    if time.monotonic() - checked_at >= settings.MODEL_ACTIVE_CHECK_TTL_S:
+        version = model_versions_active().first()
+        _state.active_version = (time.monotonic(), version)
+    return version
 
 
 def _active_key() -> tuple[int, str] | None:
