@@ -4,9 +4,9 @@ Starts the real stack against PostgreSQL and Redis (a Celery worker on the audio
 queues and the ASGI server: gunicorn with uvicorn workers as ./gw serve runs it, or --server daphne),
 logs a police officer in over a websocket, and has N simulated devices upload clips at a fixed
 total rate (open loop: uploads are sent on schedule whether or not earlier ones are done). Every
-upload is a gunshot, because the active model is the production architecture with its output layer pinned to "gunshot": the network still runs in
-full, so inference costs what it costs. Devices stand 5 km apart so each upload opens or updates
-its own device's incident.
+upload is a gunshot, because the active model is the production architecture with its output layer
+pinned to "gunshot": the network still runs in full, so inference costs what it costs. Devices stand
+5 km apart so each upload opens or updates its own device's incident.
 
     .venv/bin/python bench/e2e_latency.py --devices 20 --rate 20 --duration 30
 
