@@ -221,6 +221,23 @@ def warm_up() -> None:
     logger.info("Model %s warmed up in %.0f ms", model.label, (time.perf_counter() - started) * 1000)
 
 
+def warm_features() -> None:
+    """JIT-compile the feature pipeline (librosa's numba code) with no model and no torch.
+
+    Celery calls it in the worker's parent process, before the pool forks: the children inherit the
+    compiled code, which took a pool process 18 s to compile on a busy host when each did it itself.
+    """
+    import librosa
+
+    from core.features import FeatureParams, extract
+
+    params = FeatureParams()
+    noise = np.random.default_rng(0).standard_normal(params.sample_rate).astype(np.float32) * 0.1
+    feats = extract(noise, params.sample_rate, params)
+    envelope = librosa.onset.onset_strength(S=feats.mel, sr=params.sample_rate, hop_length=params.hop_length)
+    librosa.onset.onset_detect(onset_envelope=envelope, sr=params.sample_rate, hop_length=params.hop_length)
+
+
 def classifier_for(model_version: ModelVersion) -> Classifier:
     """The cached classifier if it is this version, else a fresh (uncached) load."""
     loaded = _state.loaded

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from celery import shared_task
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 
 logger = logging.getLogger(__name__)
 
@@ -75,3 +75,10 @@ def _load_model_at_start(**_: Any) -> None:
     from detection import inference
 
     inference.warm_up()
+
+
+@worker_init.connect
+def _compile_features_before_fork(**_: Any) -> None:
+    from detection import inference
+
+    inference.warm_features()

@@ -177,7 +177,13 @@ AUTH_USER_MODEL = "accounts.User"
 # --- Redis: cache, Celery, Channels ---------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"pool_class": "gunwatch.redis_pool.SharedConnectionPool"},
+        }
+    }
     # redis-py 8 reads with a 5 s socket timeout by default, the same length as channels-redis's
     # blocking receive, so idle websockets died with 1011 every 5 s; give the read more room.
     CHANNEL_LAYERS = {
