@@ -232,7 +232,7 @@ def _claim(clip_id: int | None, now: datetime, *, limit: int) -> list[Clip]:
         clip_id = int(clip_id)  # a malformed message fails here, before the claim's transaction
     candidates = Clip.objects.filter(_claimable(now))
     ordering: list[Any] = ["received_at"]
-    if limit <= 1:
+    if clip_id is not None and limit <= 1:
         candidates = candidates.filter(pk=clip_id)
     elif clip_id is not None:
         ordering.insert(0, Case(When(pk=clip_id, then=Value(0)), default=Value(1)))

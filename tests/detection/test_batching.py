@@ -81,6 +81,8 @@ def test_the_batch_size_caps_a_claim(
     assert len(services.clips_classify_batch(clip_id=clips[4].pk)) == 3
     assert Clip.objects.get(pk=clips[4].pk).status == Clip.Status.DONE  # the task's own clip comes first
     assert Clip.objects.filter(status=Clip.Status.QUEUED).count() == 2
+    assert len(services.clips_classify_batch(limit=1)) == 1  # no clip named: the oldest queued one
+    assert Clip.objects.get(pk=clips[0].pk).status == Clip.Status.DONE
 
 
 def test_batched_verdicts_equal_one_by_one_verdicts(negative_model: ModelVersion) -> None:
