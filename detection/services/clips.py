@@ -291,10 +291,13 @@ class _Lease:
             if self._stop.is_set():
                 return
             now = timezone.now()
-            Clip.objects.filter(
+            renewed = Clip.objects.filter(
                 pk__in=self.ids, status=Clip.Status.PROCESSING, processing_started_at=self.token
             ).update(processing_started_at=now)
-            self.token = now
+            # None renewed: every clip was taken over (or this connection cannot see the claim); the
+            # old token still names whatever may remain ours.
+            if renewed:
+                self.token = now
 
 
 def _ours(clip: Clip, claimed_at: datetime) -> Any:
