@@ -176,6 +176,21 @@ def test_the_lease_is_renewed_while_a_slow_batch_runs(
     assert clip.status == Clip.Status.DONE and clip.attempts == 1
 
 
+def test_a_renewal_moves_the_token_only_for_clips_still_ours(queued: Callable[..., list[Clip]]) -> None:
+    (clip,) = queued(1)
+    token = timezone.now()
+    Clip.objects.filter(pk=clip.pk).update(status=Clip.Status.PROCESSING, processing_started_at=token)
+    lease = services._Lease([clip], token)
+    taken_over = token + timedelta(seconds=1)
+    Clip.objects.filter(pk=clip.pk).update(processing_started_at=taken_over)
+    lease.renew()
+    assert lease.token == token  # nothing renewed: the other worker's claim stands, ours is not moved
+    assert Clip.objects.get(pk=clip.pk).processing_started_at == taken_over
+    Clip.objects.filter(pk=clip.pk).update(processing_started_at=token)
+    lease.renew()
+    assert lease.token > token and Clip.objects.get(pk=clip.pk).processing_started_at == lease.token
+
+
 def test_the_sweep_requeues_an_expired_lease(queued: Callable[..., list[Clip]], settings: Any,
                                              monkeypatch: Any) -> None:
     (clip,) = queued(1)
