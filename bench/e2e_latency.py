@@ -1,12 +1,12 @@
 """End-to-end alert latency: device upload accepted → incident on the police map's websocket.
 
 Starts the real stack against PostgreSQL and Redis (a Celery worker on the audio and default
-queues and a Daphne ASGI server), logs a police officer in over a websocket, and has N simulated
-devices upload clips at a fixed total rate (open loop: uploads are sent on schedule whether or
-not earlier ones are done). Every upload is a gunshot, because the active model is the
-production architecture with its output layer pinned to "gunshot": the network still runs in
-full, so inference costs what it costs. Devices stand 5 km apart so each upload opens or updates
-its own device's incident.
+queues and the ASGI server: gunicorn with uvicorn workers as ./gw serve runs it, or --server daphne),
+logs a police officer in over a websocket, and has N simulated devices upload clips at a fixed
+total rate (open loop: uploads are sent on schedule whether or not earlier ones are done). Every
+upload is a gunshot, because the active model is the production architecture with its output layer
+pinned to "gunshot": the network still runs in full, so inference costs what it costs. Devices stand
+5 km apart so each upload opens or updates its own device's incident.
 
     .venv/bin/python bench/e2e_latency.py --devices 20 --rate 20 --duration 30
 
@@ -265,6 +265,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds at the start left out of the figures")
     parser.add_argument("--concurrency", type=int, default=2, help="Celery worker processes")
     parser.add_argument("--clients", type=int, default=32, help="upload threads")
+    parser.add_argument("--server", choices=("gunicorn", "daphne"), default="gunicorn",
+                        help="gunicorn: --web-processes uvicorn workers (what ./gw serve runs); daphne: one process")
+    parser.add_argument("--web-processes", type=int, default=2)
     parser.add_argument("--any-database", action="store_true",
                         help="allow a database whose name lacks 'bench' (its devices and incidents are deleted)")
     args = parser.parse_args()
@@ -310,9 +313,13 @@ def main() -> int:
          "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
         env=env, cwd=REPO, stdout=logs["worker"], stderr=subprocess.STDOUT, start_new_session=True,
     )
+    if args.server == "daphne":
+        command = [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "gunwatch.asgi:application"]
+    else:
+        command = [python, "-m", "gunicorn", "gunwatch.asgi:application", "-k", "uvicorn_worker.UvicornWorker",
+                   "-w", str(args.web_processes), "-b", f"127.0.0.1:{port}", "--log-level", "warning"]
     daphne = subprocess.Popen(
-        [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "gunwatch.asgi:application"],
-        env=env, cwd=REPO, stdout=logs["daphne"], stderr=subprocess.STDOUT, start_new_session=True,
+        command, env=env, cwd=REPO, stdout=logs["daphne"], stderr=subprocess.STDOUT, start_new_session=True,
     )
     run = Run()
     stop = threading.Event()
@@ -386,7 +393,8 @@ def main() -> int:
     last_accept = max((u.accepted for u in accepted if u.accepted), default=sent_done)
     received = [u.message_at for u in accepted if u.message_at]
     print(f"devices={args.devices} target_rate={args.rate}/s duration={args.duration}s "
-          f"worker_processes={args.concurrency}")
+          f"worker_processes={args.concurrency} server={args.server}"
+          + (f" x{args.web_processes}" if args.server == "gunicorn" else "") + f" load={os.getloadavg()[0]:.1f}")
     print(f"uploads sent={len(run.uploads)} statuses={statuses} "
           f"accepted_rate={len(accepted) / (last_accept - start):.1f}/s")
     if received:

@@ -137,17 +137,31 @@ class Classifier:
         return self._classify(y, sr, threshold=threshold, decode_ms=(time.perf_counter() - t0) * 1000)
 
     def _classify(self, y: np.ndarray, sr: int, *, threshold: float | None, decode_ms: float) -> ClipResult:
-        thr = self.threshold if threshold is None else float(threshold)
         t0 = time.perf_counter()
+        feats = self._features(y, sr)
+        t1 = time.perf_counter()
+        scores = self.window_scores(feats.batch)
+        t2 = time.perf_counter()
+        return self._verdict(feats, scores, threshold, decode_ms, (t1 - t0) * 1000, (t2 - t1) * 1000)
+
+    def _features(self, y: np.ndarray, sr: int) -> features.Features:
         y_mono = features.to_mono(y)
         if y_mono.size == 0:
             raise audio.AudioError("empty", "the audio contains no samples")
         if not np.isfinite(y_mono).all():
             raise audio.AudioError("non_finite", "the audio contains NaN or infinite samples")
-        feats = features.extract(y_mono, sr, self.params)
-        t1 = time.perf_counter()
-        scores = self.window_scores(feats.batch)
-        t2 = time.perf_counter()
+        return features.extract(y_mono, sr, self.params)
+
+    def _verdict(
+        self,
+        feats: features.Features,
+        scores: np.ndarray,
+        threshold: float | None,
+        decode_ms: float,
+        features_ms: float,
+        network_ms: float,
+    ) -> ClipResult:
+        thr = self.threshold if threshold is None else float(threshold)
         best = int(np.argmax(scores))
         score = float(scores[best])
         positive = score >= thr
@@ -168,8 +182,8 @@ class Classifier:
             ),
             timings_ms=Timings(
                 decode=round(decode_ms, 3),
-                features=round((t1 - t0) * 1000, 3),
-                network=round((t2 - t1) * 1000, 3),
+                features=round(features_ms, 3),
+                network=round(network_ms, 3),
             ),
         )
 
@@ -199,3 +213,47 @@ class Classifier:
         with torch.inference_mode():
             traced = torch.jit.trace(self.network, example)
         traced.save(str(path))
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One clip of a ``classify_batch`` call: its decoded samples and its threshold (None: the model's)."""
+
+    samples: np.ndarray
+    sample_rate: int
+    threshold: float | None = None
+    decode_ms: float = 0.0
+
+
+def classify_batch(classifier: Classifier, items: list[BatchItem]) -> list[ClipResult | audio.AudioError]:
+    """Classify several clips with ONE forward pass over all their windows.
+
+    A worker that finds several clips queued calls this instead of ``classify_waveform`` per clip: the
+    network's fixed cost per call is paid once. Features are computed per clip (clips differ in length
+    and rate). An unusable clip gets its ``AudioError`` in its slot and the others are still classified.
+    Each result's timings are the clip's own features plus its share of the batched forward pass.
+    """
+    prepared: list[tuple[int, features.Features, float]] = []
+    results: list[ClipResult | audio.AudioError] = [audio.AudioError("empty", "not classified")] * len(items)
+    for i, item in enumerate(items):
+        t0 = time.perf_counter()
+        try:
+            feats = classifier._features(item.samples, item.sample_rate)
+        except audio.AudioError as exc:
+            results[i] = exc
+            continue
+        prepared.append((i, feats, (time.perf_counter() - t0) * 1000))
+    if not prepared:
+        return results
+    t0 = time.perf_counter()
+    scores = classifier.window_scores(np.concatenate([feats.batch for _, feats, _ in prepared]))
+    network_ms = (time.perf_counter() - t0) * 1000 / len(prepared)
+    start = 0
+    for i, feats, features_ms in prepared:
+        n = feats.batch.shape[0]
+        item = items[i]
+        results[i] = classifier._verdict(
+            feats, scores[start : start + n], item.threshold, item.decode_ms, features_ms, network_ms
+        )
+        start += n
+    return results

@@ -18,13 +18,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from django.conf import settings
 from django.db.models import Value
 from django.db.models.fields.files import FieldFile
 from django.db.models.functions import Concat
 from django.utils import timezone
 
-from core.classifier import Classifier
+from core.classifier import BatchItem, Classifier, classify_batch
 from core.weights import ModelLoadError
 from detection.models import ModelVersion
 from detection.selectors import model_versions_active
@@ -61,6 +62,8 @@ class _State:
     # (version id, sha256) -> (monotonic time of the refusal, reason)
     refused: dict[tuple[int, str], tuple[float, str]] | None = None
     threads_set: bool = False
+    # (monotonic time, the active ModelVersion row) for callers that only report it (device heartbeats)
+    active_version: tuple[float, ModelVersion | None] = (float("-inf"), None)
 
 
 _state = _State(refused={})
@@ -79,6 +82,20 @@ def invalidate() -> None:
     """Make the next call ask the database again (this process just changed the active version)."""
     with _lock:
         _state.checked_at = float("-inf")
+        _state.active_version = (float("-inf"), None)
+
+
+def active_version() -> ModelVersion | None:
+    """The active version's row, read at most once per ``MODEL_ACTIVE_CHECK_TTL_S`` in this process.
+
+    Every device heartbeat reports it: the fleet learns of an activation a couple of seconds later
+    instead of the database answering the same question hundreds of times a second.
+    """
+    checked_at, version = _state.active_version
+    if time.monotonic() - checked_at >= settings.MODEL_ACTIVE_CHECK_TTL_S:
+        version = model_versions_active().first()
+        _state.active_version = (time.monotonic(), version)
+    return version
 
 
 def _active_key() -> tuple[int, str] | None:
@@ -117,8 +134,12 @@ def _set_torch_threads() -> None:
     if _state.threads_set or settings.INFERENCE_TORCH_THREADS <= 0:
         return
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(settings.INFERENCE_TORCH_THREADS)
+    # numpy's BLAS too: the features are small matrix products, and OpenBLAS's own threads spinning on a
+    # busy 2-core host made them 50x slower (measured: 68 ms against 1.2 ms per clip).
+    threadpool_limits(settings.INFERENCE_TORCH_THREADS)
     _state.threads_set = True
 
 
@@ -180,6 +201,41 @@ def active_model() -> LoadedModel:
         )
         logger.info("Loaded model %s (sha256 %s)", _state.loaded.label, model_version.sha256[:12])
         return _state.loaded
+
+
+def warm_up() -> None:
+    """Load the active model and run it once, so the first real clip pays no start-up cost.
+
+    What the first clip paid otherwise: loading the weights, and JIT compilation inside librosa's onset
+    detection (numba), which only a positive verdict reaches, hence threshold 0 here.
+    """
+    try:
+        model = active_model()
+    except NoModelAvailable as exc:
+        logger.info("No model to warm up yet: %s", exc)
+        return
+    sr = model.classifier.params.sample_rate
+    noise = np.random.default_rng(0).standard_normal(sr).astype(np.float32) * 0.1
+    started = time.perf_counter()
+    classify_batch(model.classifier, [BatchItem(noise, sr, threshold=0.0), BatchItem(noise, sr, threshold=0.0)])
+    logger.info("Model %s warmed up in %.0f ms", model.label, (time.perf_counter() - started) * 1000)
+
+
+def warm_features() -> None:
+    """JIT-compile the feature pipeline (librosa's numba code) with no model and no torch.
+
+    Celery calls it in the worker's parent process, before the pool forks: the children inherit the
+    compiled code, which took a pool process 18 s to compile on a busy host when each did it itself.
+    """
+    import librosa
+
+    from core.features import FeatureParams, extract
+
+    params = FeatureParams()
+    noise = np.random.default_rng(0).standard_normal(params.sample_rate).astype(np.float32) * 0.1
+    feats = extract(noise, params.sample_rate, params)
+    envelope = librosa.onset.onset_strength(S=feats.mel, sr=params.sample_rate, hop_length=params.hop_length)
+    librosa.onset.onset_detect(onset_envelope=envelope, sr=params.sample_rate, hop_length=params.hop_length)
 
 
 def classifier_for(model_version: ModelVersion) -> Classifier:

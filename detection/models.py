@@ -135,10 +135,19 @@ class Classification(models.Model):
     windows = models.JSONField(default=list, blank=True)
     timings_ms = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The outbox of the incident step: set in the transaction that stores a positive verdict, cleared
+    # once its detection is recorded. A worker killed in between leaves it set, and the sweep
+    # (``detection.tasks.record_pending_incidents``) finishes the job.
+    incident_pending = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["label", "created_at"], name="detection_cls_label")]
+        indexes = [
+            models.Index(fields=["label", "created_at"], name="detection_cls_label"),
+            models.Index(
+                fields=["created_at"], name="detection_cls_incident_pending", condition=models.Q(incident_pending=True)
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.label} {self.score:.2f}"

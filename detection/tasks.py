@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from celery import shared_task
+from celery.signals import worker_init, worker_process_init
 
 logger = logging.getLogger(__name__)
 
@@ -14,18 +15,22 @@ NO_MODEL_RETRY_S = 60
 NO_MODEL_MAX_RETRIES = 60
 
 
-# A 30 s clip classifies in well under a second; minutes mean a hung decoder, which must not hold the
-# audio queue. The soft limit raises inside the task, so the clip is released or failed as usual.
+# A batch of 30 s clips classifies in a few seconds; minutes mean a hung decoder, which must not hold
+# the audio queue. The soft limit raises inside the task, so the clips are released or failed as usual.
 # ignore_result: the outcome lives on the clip row; with the Redis result backend, a task whose result
 # is kept makes every enqueue subscribe to its result channel, which cost the upload request ~10 ms.
 @shared_task(name="detection.tasks.classify_clip", bind=True, acks_late=True, max_retries=5, soft_time_limit=120,
              time_limit=180, ignore_result=True)
 def classify_clip(self: Any, clip_id: int) -> str | None:
-    """Classify one clip (routed to the ``audio`` queue). Safe to run twice: the claim decides."""
-    from detection.services import ClipRetryLater, clip_classify
+    """Classify a clip (routed to the ``audio`` queue) and whatever else is queued with it, in one batch.
+
+    Safe to run twice: the claim decides. A message whose clip another batch already took costs one
+    query. Returns the label of ``clip_id`` when this call classified it.
+    """
+    from detection.services import ClipRetryLater, clips_classify_batch
 
     try:
-        classification = clip_classify(clip_id=clip_id)
+        classifications = clips_classify_batch(clip_id=clip_id)
     except ClipRetryLater as exc:
         if self.request.is_eager:
             # An eager retry would spin in place; the clip stays queued for the requeue sweep.
@@ -33,11 +38,11 @@ def classify_clip(self: Any, clip_id: int) -> str | None:
             return None
         raise self.retry(exc=exc, countdown=NO_MODEL_RETRY_S, max_retries=NO_MODEL_MAX_RETRIES) from exc
     except Exception as exc:
-        # clip_classify put the clip back in the queue (or failed it for good after too many attempts).
+        # The service put the clips back in the queue (or failed them for good after too many attempts).
         if self.request.is_eager:
             raise
         raise self.retry(exc=exc, countdown=10 * 2**self.request.retries) from exc
-    return None if classification is None else classification.label
+    return next((c.label for c in classifications if c.clip_id == clip_id), None)
 
 
 @shared_task(name="detection.tasks.purge_expired_audio", ignore_result=True)
@@ -50,7 +55,30 @@ def purge_expired_audio() -> int:
 
 @shared_task(name="detection.tasks.requeue_stuck_clips", ignore_result=True)
 def requeue_stuck_clips() -> int:
-    """Periodic (beat): re-enqueue clips whose classification task was lost."""
+    """Periodic (beat): re-enqueue clips whose classification task was lost or whose worker died."""
     from detection.services import clips_requeue_stuck
 
     return clips_requeue_stuck()
+
+
+@shared_task(name="detection.tasks.record_pending_incidents", ignore_result=True)
+def record_pending_incidents() -> int:
+    """Periodic (beat): the incident outbox; finish positive verdicts whose worker died before their incident."""
+    from detection.services import classifications_record_pending
+
+    return classifications_record_pending()
+
+
+@worker_process_init.connect
+def _load_model_at_start(**_: Any) -> None:
+    """Load and warm the active model when a worker process starts, so its first clip is not the slow one."""
+    from detection import inference
+
+    inference.warm_up()
+
+
+@worker_init.connect
+def _compile_features_before_fork(**_: Any) -> None:
+    from detection import inference
+
+    inference.warm_features()

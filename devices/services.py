@@ -135,11 +135,9 @@ def device_token_authenticate(raw_token: str) -> DeviceToken | None:
     key, _, secret = raw_token[len(TOKEN_PREFIX) :].partition(".")
     if not key or not secret:
         return None
-    token = (
-        DeviceToken.objects.select_related("device", "device__owner")
-        .filter(key=key, revoked_at__isnull=True)
-        .first()
-    )
+    # No owner join and no ORDER BY (``key`` is unique): every device request pays this lookup, and
+    # compiling the wider query cost more CPU than running it.
+    token = next(iter(DeviceToken.objects.select_related("device").filter(key=key, revoked_at__isnull=True)[:1]), None)
     if token is None or not hmac.compare_digest(token.digest, _digest(secret)):
         return None
     now = timezone.now()
@@ -164,21 +162,28 @@ HEALTH_FIELDS = (
 
 
 def heartbeat_record(*, device: Device, data: dict[str, Any]) -> Device:
-    """Store what the device reported and push its offline deadline forward."""
+    """Store what the device reported and push its offline deadline forward.
+
+    One conditional UPDATE of only the fields a heartbeat reports (a whole-row save would put back
+    whatever an owner changed since the token lookup read the row), and only while the device is
+    active: a heartbeat racing its device's disabling does not bring it back to life.
+    """
     now = timezone.now()
-    device.last_heartbeat_at = now
-    device.offline_after = now + device.heartbeat_grace
-    device.connectivity = Device.Connectivity.ONLINE
+    changes: dict[str, Any] = {
+        "last_heartbeat_at": now,
+        "offline_after": now + device.heartbeat_grace,
+        "connectivity": Device.Connectivity.ONLINE,
+        "health": {key: data[key] for key in HEALTH_FIELDS if data.get(key) is not None},
+    }
     if data.get("latitude") is not None and data.get("longitude") is not None:
-        device.last_latitude = data["latitude"]
-        device.last_longitude = data["longitude"]
-        device.last_accuracy_m = data.get("accuracy_m")
-        device.last_position_at = now
+        changes.update(last_latitude=data["latitude"], last_longitude=data["longitude"],
+                       last_accuracy_m=data.get("accuracy_m"), last_position_at=now)
     for field in ("battery_pct", "firmware_version", "model_version"):
         if data.get(field) is not None:
-            setattr(device, field, data[field])
-    device.health = {key: data[key] for key in HEALTH_FIELDS if data.get(key) is not None}
-    device.save()
+            changes[field] = data[field]
+    Device.objects.filter(pk=device.pk, status=Device.Status.ACTIVE).update(**changes)
+    for field, value in changes.items():
+        setattr(device, field, value)
     return device
 
 

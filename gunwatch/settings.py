@@ -177,7 +177,13 @@ AUTH_USER_MODEL = "accounts.User"
 # --- Redis: cache, Celery, Channels ---------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"pool_class": "gunwatch.redis_pool.SharedConnectionPool"},
+        }
+    }
     # redis-py 8 reads with a 5 s socket timeout by default, the same length as channels-redis's
     # blocking receive, so idle websockets died with 1011 every 5 s; give the read more room.
     CHANNEL_LAYERS = {
@@ -216,7 +222,13 @@ CELERY_BEAT_SCHEDULE = {
         "task": "alerts.tasks.requeue_stale_notifications",
         "schedule": timedelta(minutes=1),
     },
-    "requeue-stuck-clips": {"task": "detection.tasks.requeue_stuck_clips", "schedule": timedelta(minutes=5)},
+    # With CLIP_CLAIM_LEASE_S a killed worker's clips are back in work within lease + interval (~1 min).
+    "requeue-stuck-clips": {
+        "task": "detection.tasks.requeue_stuck_clips",
+        "schedule": timedelta(seconds=env_int("CLIP_REQUEUE_EVERY_S", 15)),
+    },
+    # The incident outbox: positive verdicts whose incident step a dead worker never finished.
+    "record-pending-incidents": {"task": "detection.tasks.record_pending_incidents", "schedule": timedelta(seconds=15)},
     # Backs up the per-incident countdown: an incident past its review deadline is dispatched unreviewed.
     "escalate-overdue-reviews": {"task": "alerts.tasks.escalate_overdue_reviews", "schedule": timedelta(seconds=10)},
     "calibrate-devices": {"task": "alerts.tasks.calibrate_devices", "schedule": timedelta(hours=1)},
@@ -320,8 +332,15 @@ CLIP_MAX_CLOCK_SKEW = timedelta(seconds=env_int("CLIP_MAX_CLOCK_SKEW_S", 300))
 # Older than this is a wrong clock, not a queue: a device offline for a week still gets through, a clock
 # that never got set (1970) does not open an incident in the past.
 CLIP_MAX_AGE = timedelta(hours=env_int("CLIP_MAX_AGE_H", 7 * 24))
-# A clip still 'processing' after this long lost its worker; another task may reclaim it.
-CLIP_PROCESSING_STALE_AFTER = timedelta(minutes=env_int("CLIP_PROCESSING_STALE_MIN", 10))
+# A claim is a lease: a worker renews it every third of this while it classifies, so a clip still
+# 'processing' with an older claim lost its worker and another task may take it over.
+CLIP_PROCESSING_STALE_AFTER = timedelta(seconds=env_int("CLIP_CLAIM_LEASE_S", 45))
+# A worker claims up to this many queued clips at once and classifies them in one forward pass;
+# it waits at most CLIP_BATCH_WAIT_MS for more to arrive when it has fewer (0: take what is there).
+CLIP_BATCH_SIZE = env_int("CLIP_BATCH_SIZE", 16)
+CLIP_BATCH_WAIT_MS = env_int("CLIP_BATCH_WAIT_MS", 0)
+# A positive verdict whose incident step is still pending after this long is finished by the sweep.
+INCIDENT_OUTBOX_GRACE_S = env_int("INCIDENT_OUTBOX_GRACE_S", 10)
 CLIP_MAX_ATTEMPTS = env_int("CLIP_MAX_ATTEMPTS", 3)
 # Gunshot audio is kept as evidence this long; all other audio is deleted once classified.
 EVIDENCE_RETENTION_DAYS = env_int("EVIDENCE_RETENTION_DAYS", 90)

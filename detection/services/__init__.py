@@ -1,7 +1,7 @@
 """Detection flows, one module per entity; this package re-exports the names other code calls.
 
 - ``clips``: the clip lifecycle: upload (validated whole before anything is written), classification
-  (claimed once per clip), the requeue sweep.
+  (claimed once per clip, several clips per forward pass), the requeue and incident-outbox sweeps.
 - ``files``: stored files: audio retention and purging, spectrograms, derived files written atomically.
 - ``registry``: model versions: register, activate, roll back, the TorchScript export for devices.
 - ``prediction``: classify an uploaded file at once, storing nothing.
@@ -15,9 +15,11 @@ from detection.services.clips import (
     ClipRetryLater,
     ClipUploadResult,
     audio_inspect,
+    classifications_record_pending,
     clip_classify,
     clip_result,
     clip_upload,
+    clips_classify_batch,
     clips_requeue_stuck,
 )
 from detection.services.files import (
@@ -49,10 +51,12 @@ __all__ = [
     "WeightsInfo",
     "audio_inspect",
     "audio_predict",
+    "classifications_record_pending",
     "clip_classify",
     "clip_result",
     "clip_spectrogram",
     "clip_upload",
+    "clips_classify_batch",
     "clips_purge_expired_audio",
     "clips_requeue_stuck",
     "clips_with_expired_audio",

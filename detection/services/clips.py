@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,13 +18,13 @@ from typing import IO, Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from core import audio
 from core.audio import AudioError
-from core.classifier import ClipResult
+from core.classifier import BatchItem, ClipResult, classify_batch
 from detection import inference
 from detection.models import Classification, Clip
 from detection.services.files import _delete_stored, _read_audio
@@ -209,19 +211,100 @@ def _classify_task() -> Any:
 
 
 # --- Classification -------------------------------------------------------------------------------
+#
+# A claim is a lease: ``processing_started_at`` is both its token and its start, a worker renews it
+# (``_Lease``) while it classifies, and a claim older than CLIP_PROCESSING_STALE_AFTER lost its worker
+# and may be taken over. A worker claims the clip its task names plus whatever else is queued (up to
+# CLIP_BATCH_SIZE), classifies them with one forward pass and stores all verdicts in one transaction.
+# A positive verdict is stored with ``incident_pending`` set (the outbox); the incident step runs just
+# after the commit and clears it, and ``classifications_record_pending`` finishes it if the worker died.
 
 
 class ClipRetryLater(Exception):
     """The clip was put back in the queue (no usable model, or a transient failure); try again later."""
 
 
-def _claim(clip_id: int, now: datetime) -> bool:
+def _claimable(now: datetime) -> Q:
     stale = now - settings.CLIP_PROCESSING_STALE_AFTER
-    claimable = Q(status=Clip.Status.QUEUED) | Q(status=Clip.Status.PROCESSING, processing_started_at__lt=stale)
-    claimed = Clip.objects.filter(claimable, pk=clip_id).update(
-        status=Clip.Status.PROCESSING, processing_started_at=now, attempts=F("attempts") + 1
-    )
-    return claimed == 1
+    return Q(status=Clip.Status.QUEUED) | Q(status=Clip.Status.PROCESSING, processing_started_at__lt=stale)
+
+
+def _claim(clip_id: int | None, now: datetime, *, limit: int) -> list[Clip]:
+    """Claim ``clip_id`` (if still claimable) and, with ``limit`` > 1, the oldest other claimable clips.
+
+    Two statements: a locking read that skips rows another worker is claiming right now (PostgreSQL;
+    SQLite's IMMEDIATE transactions serialise claimers instead), and the update that takes them.
+    """
+    if clip_id is not None:
+        clip_id = int(clip_id)  # a malformed message fails here, before the claim's transaction
+    candidates = Clip.objects.filter(_claimable(now))
+    ordering: list[Any] = ["received_at"]
+    if clip_id is not None and limit <= 1:
+        candidates = candidates.filter(pk=clip_id)
+    elif clip_id is not None:
+        ordering.insert(0, Case(When(pk=clip_id, then=Value(0)), default=Value(1)))
+    with transaction.atomic():
+        clips = list(
+            candidates.select_related("device")
+            .select_for_update(skip_locked=True, of=("self",))
+            .order_by(*ordering)[:limit]
+        )
+        if not clips:
+            return []
+        Clip.objects.filter(pk__in=[clip.pk for clip in clips]).update(
+            status=Clip.Status.PROCESSING, processing_started_at=now, attempts=F("attempts") + 1
+        )
+    for clip in clips:
+        clip.status, clip.processing_started_at, clip.attempts = Clip.Status.PROCESSING, now, clip.attempts + 1
+    return clips
+
+
+class _Lease:
+    """Renews a batch's claim every third of the lease while the batch is classified.
+
+    The renewal moves the claim token (``processing_started_at``) forward, so recording reads the
+    current token under the same lock: a renewal never races the commit that ends the claim.
+    """
+
+    def __init__(self, clips: list[Clip], token: datetime) -> None:
+        self.ids = [clip.pk for clip in clips]
+        self.token = token
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> _Lease:
+        every = settings.CLIP_PROCESSING_STALE_AFTER.total_seconds() / 3
+        if every > 0:
+            self._thread = threading.Thread(target=self._renew_every, args=(every,), daemon=True,
+                                            name="gunwatch-clip-lease")
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _renew_every(self, every: float) -> None:
+        try:
+            while not self._stop.wait(every):
+                self.renew()
+        finally:
+            connection.close()  # the renewal thread's own connection
+
+    def renew(self) -> None:
+        with self.lock:
+            if self._stop.is_set():
+                return
+            now = timezone.now()
+            renewed = Clip.objects.filter(
+                pk__in=self.ids, status=Clip.Status.PROCESSING, processing_started_at=self.token
+            ).update(processing_started_at=now)
+            # None renewed: every clip was taken over (or this connection cannot see the claim); the
+            # old token still names whatever may remain ours.
+            if renewed:
+                self.token = now
 
 
 def _ours(clip: Clip, claimed_at: datetime) -> Any:
@@ -258,82 +341,190 @@ def clip_classify(*, clip_id: int) -> Classification | None:
     Permanent problems (undecodable audio) fail the clip. A missing model puts it back in the queue
     and raises ClipRetryLater; other errors do too until CLIP_MAX_ATTEMPTS, then fail it.
     """
+    classifications = clips_classify_batch(clip_id=clip_id, limit=1)
+    return classifications[0] if classifications else None
+
+
+def clips_classify_batch(*, clip_id: int | None = None, limit: int | None = None) -> list[Classification]:
+    """Claim ``clip_id`` plus up to ``limit`` - 1 other queued clips, classify them together, store the verdicts.
+
+    Returns the classifications this call recorded (``clip_id``'s first when it was among them). With
+    fewer clips than ``limit`` it waits up to CLIP_BATCH_WAIT_MS once for more, so a lone clip is never
+    held back longer than that.
+    """
+    limit = settings.CLIP_BATCH_SIZE if limit is None else max(1, limit)
     claimed_at = timezone.now()
-    if not _claim(clip_id, claimed_at):
-        return None
-    clip = Clip.objects.select_related("device").get(pk=clip_id)
+    clips = _claim(clip_id, claimed_at, limit=limit)
+    if not clips:
+        return []
+    wait_s = settings.CLIP_BATCH_WAIT_MS / 1000
+    if limit > 1 and len(clips) < limit and wait_s > 0:
+        time.sleep(wait_s)
+        clips += _claim(None, claimed_at, limit=limit - len(clips))  # the same token: one lease per batch
     try:
         model = inference.active_model()
     except inference.NoModelAvailable as exc:
-        _release(clip, claimed_at, f"waiting for a model: {exc}")
+        for clip in clips:
+            _release(clip, claimed_at, f"waiting for a model: {exc}")
         raise ClipRetryLater(str(exc)) from exc
-    try:
-        result = _classify_audio(clip, model)
-    except AudioError as exc:
-        _fail(clip, claimed_at, f"{exc.code}: {exc.message}")
-        return None
-    except Exception as exc:
+    with _Lease(clips, claimed_at) as lease:
+        try:
+            outcomes = _classify_many(clips, model)
+        except Exception as exc:
+            with lease.lock:
+                released = _give_back(clips, lease.token, exc)
+            if released:
+                raise
+            return []
+        with lease.lock:
+            return _record(clips, lease.token, model, outcomes)
+
+
+def _give_back(clips: list[Clip], claimed_at: datetime, exc: Exception) -> int:
+    """An unexpected error: put the clips back in the queue, or fail those out of attempts; count the former."""
+    released = 0
+    for clip in clips:
         if clip.attempts >= settings.CLIP_MAX_ATTEMPTS:
             _fail(clip, claimed_at, f"gave up after {clip.attempts} attempts: {type(exc).__name__}: {exc}")
-            return None
-        _release(clip, claimed_at, f"attempt {clip.attempts}: {type(exc).__name__}: {exc}")
-        raise
-    return _record(clip, claimed_at, model, result)
+        else:
+            _release(clip, claimed_at, f"attempt {clip.attempts}: {type(exc).__name__}: {exc}")
+            released += 1
+    return released
+
+
+def _threshold(clip: Clip, model: inference.LoadedModel) -> float:
+    threshold = clip.device.sensitivity_threshold
+    return model.threshold if threshold is None else threshold
 
 
 def _classify_audio(clip: Clip, model: inference.LoadedModel) -> ClipResult:
     data = _read_audio(clip)
     samples, sample_rate = audio.decode(data)
-    threshold = clip.device.sensitivity_threshold
-    return model.classifier.classify_waveform(
-        samples, sample_rate, threshold=model.threshold if threshold is None else threshold
-    )
+    return model.classifier.classify_waveform(samples, sample_rate, threshold=_threshold(clip, model))
+
+
+def _classify_many(clips: list[Clip], model: inference.LoadedModel) -> list[ClipResult | AudioError]:
+    """Each clip's verdict or its AudioError; several clips share one forward pass."""
+    if len(clips) == 1:
+        try:
+            return [_classify_audio(clips[0], model)]
+        except AudioError as exc:
+            return [exc]
+    items: list[BatchItem | AudioError] = []
+    for clip in clips:
+        started = time.perf_counter()
+        try:
+            samples, sample_rate = audio.decode(_read_audio(clip))
+        except AudioError as exc:
+            items.append(exc)
+            continue
+        items.append(BatchItem(samples, sample_rate, _threshold(clip, model), (time.perf_counter() - started) * 1000))
+    batch = [item for item in items if isinstance(item, BatchItem)]
+    verdicts = iter(classify_batch(model.classifier, batch))
+    return [item if isinstance(item, AudioError) else next(verdicts) for item in items]
 
 
 def _record(
-    clip: Clip, claimed_at: datetime, model: inference.LoadedModel, result: ClipResult
-) -> Classification | None:
+    clips: list[Clip], claimed_at: datetime, model: inference.LoadedModel, outcomes: list[ClipResult | AudioError]
+) -> list[Classification]:
+    """Store the verdicts of a batch in one transaction: 4 statements however many clips."""
+    judged = [(clip, result) for clip, result in zip(clips, outcomes, strict=True) if isinstance(result, ClipResult)]
+    for clip, result in zip(clips, outcomes, strict=True):
+        if isinstance(result, AudioError):
+            _fail(clip, claimed_at, f"{result.code}: {result.message}")
+    if not judged:
+        return []
     now = timezone.now()
-    positive = result.positive
-    stored = result.as_dict()  # the JSON fields hold plain lists and dicts
-    if positive:
-        privacy: dict[str, Any] = {"retain_until": now + timedelta(days=settings.EVIDENCE_RETENTION_DAYS)}
-    else:
-        # Privacy by default: audio that is not a gunshot is deleted as soon as it is judged.
-        privacy = {"audio": "", "audio_deleted_at": now, "retain_until": None}
+    retain_until = now + timedelta(days=settings.EVIDENCE_RETENTION_DAYS)
     with transaction.atomic():
-        classification = Classification.objects.create(
-            clip=clip,
-            model_version_id=model.version_id,
-            label=result.label,
-            score=result.score,
-            threshold=result.threshold,
-            shots=result.shots,
-            offset_s=result.offset_s,
-            windows=stored["windows"],
-            timings_ms=stored["timings_ms"],
+        # Ours is what still carries our token: a clip whose stale claim another worker took over is
+        # left to that worker, which records its own result.
+        ours = set(
+            Clip.objects.filter(
+                pk__in=[clip.pk for clip, _ in judged], status=Clip.Status.PROCESSING, processing_started_at=claimed_at
+            )
+            .select_for_update()
+            .values_list("pk", flat=True)
         )
-        finished = _ours(clip, claimed_at).update(status=Clip.Status.DONE, finished_at=now, error="", **privacy)
-        if finished != 1:
-            # Our claim went stale and another worker took the clip over; it records the result.
-            transaction.set_rollback(True)
-            logger.warning("Clip %s was reclaimed while being classified; discarding this result", clip.code)
-            return None
-        if positive:
-            transaction.on_commit(lambda: _record_detection(classification), robust=True)
+        for clip, _ in judged:
+            if clip.pk not in ours:
+                logger.warning("Clip %s was reclaimed while being classified; discarding this result", clip.code)
+        judged = [(clip, result) for clip, result in judged if clip.pk in ours]
+        if not judged:
+            return []
+        classifications = Classification.objects.bulk_create(
+            [
+                Classification(
+                    clip=clip,
+                    model_version_id=model.version_id,
+                    label=result.label,
+                    score=result.score,
+                    threshold=result.threshold,
+                    shots=result.shots,
+                    offset_s=result.offset_s,
+                    windows=[{"offset_s": w.offset_s, "score": w.score} for w in result.windows],
+                    timings_ms=result.as_dict()["timings_ms"],
+                    incident_pending=result.positive,
+                )
+                for clip, result in judged
+            ]
+        )
+        positives = [clip for clip, result in judged if result.positive]
+        negatives = [clip for clip, result in judged if not result.positive]
+        done = {"status": Clip.Status.DONE, "finished_at": now, "error": ""}
+        if positives:
+            Clip.objects.filter(pk__in=[clip.pk for clip in positives]).update(**done, retain_until=retain_until)
+        if negatives:
+            # Privacy by default: audio that is not a gunshot is deleted as soon as it is judged.
+            Clip.objects.filter(pk__in=[clip.pk for clip in negatives]).update(
+                **done, audio="", audio_deleted_at=now, retain_until=None
+            )
+            names = [clip.audio.name for clip in negatives]
+            transaction.on_commit(lambda: [_delete_stored(name) for name in names])
+        pending = [c for c in classifications if c.incident_pending]
+        if pending:
+            transaction.on_commit(lambda: _record_detections(pending), robust=True)
+    for clip, _ in judged:
+        clip.status, clip.finished_at, clip.error = Clip.Status.DONE, now, ""
+        if clip in negatives:
+            clip.audio, clip.audio_deleted_at, clip.retain_until = "", now, None
         else:
-            name = clip.audio.name
-            transaction.on_commit(lambda: _delete_stored(name))
-    for field, value in privacy.items():
-        setattr(clip, field, value)
-    clip.status, clip.finished_at = Clip.Status.DONE, now
-    return classification
+            clip.retain_until = retain_until
+    return classifications
+
+
+def _record_detections(classifications: list[Classification]) -> None:
+    # A failure here is logged and left to the sweep: the verdicts are committed with the flag set.
+    for classification in classifications:
+        try:
+            _record_detection(classification)
+        except Exception:
+            logger.exception("Incident step of classification %s failed; the sweep retries it", classification.pk)
 
 
 def _record_detection(classification: Classification) -> None:
     from alerts.services import incident_record_detection
 
     incident_record_detection(classification=classification)
+    Classification.objects.filter(pk=classification.pk).update(incident_pending=False)
+    classification.incident_pending = False
+
+
+def classifications_record_pending(*, now: datetime | None = None, limit: int = 200) -> int:
+    """The outbox sweep: finish the incident step of positive verdicts whose worker died before it.
+
+    ``incident_record_detection`` is idempotent (one detection per classification), so a verdict the
+    worker is just finishing is recorded once even if the sweep reaches it too.
+    """
+    now = now or timezone.now()
+    grace = now - timedelta(seconds=settings.INCIDENT_OUTBOX_GRACE_S)
+    pending = list(
+        Classification.objects.filter(incident_pending=True, created_at__lt=grace).order_by("created_at")[:limit]
+    )
+    for classification in pending:
+        logger.warning("Recording the incident of classification %s, left pending by its worker", classification.pk)
+        _record_detection(classification)
+    return len(pending)
 
 
 def clip_result(clip: Clip) -> dict[str, Any] | None:

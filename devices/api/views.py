@@ -13,7 +13,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from accounts.permissions import IsPerson
-from detection.selectors import model_version_active
+from detection import inference
 from devices import services
 from devices.api.serializers import (
     DeviceCreatedSerializer,
@@ -119,7 +119,7 @@ class HeartbeatApi(APIView):
         serializer = HeartbeatInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         device = services.heartbeat_record(device=request_device(request), data=serializer.validated_data)
-        active = model_version_active()
+        active = inference.active_version()
         data = {
             "device_id": device.code,
             "status": device.status,
