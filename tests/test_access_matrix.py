@@ -189,6 +189,23 @@ ROWS: dict[str, Row] = {
                                   page(200, 404, 404, 200, 404, 200)),
     "incidents/<uuid:code>/transition/": Row("POST", lambda c: f"/incidents/{c.incident.code}/transition/",
                                              page(403, 403, 403, 302, 404, 302), data={"action": "acknowledge"}),
+    # --- Review queue: reviewers only (the reviewer permission; in this cast only the superuser has it) ---
+    "review/": Row("GET", lambda c: "/review/", page(403, 403, 403, 403, 403, 200)),
+    "review/items": Row("GET", lambda c: "/review/items", page(403, 403, 403, 403, 403, 200)),
+    "review/<uuid:code>/decide": Row("POST", lambda c: f"/review/{c.incident.code}/decide",
+                                     page(403, 403, 403, 403, 403, 302), data={"decision": "confirm"}),
+    "review/clips/<uuid:code>/audio": Row("GET", lambda c: f"/review/clips/{c.clip.code}/audio",
+                                          page(403, 403, 403, 403, 403, 200)),
+    "review/clips/<uuid:code>/spectrogram.png": Row("GET", lambda c: f"/review/clips/{c.clip.code}/spectrogram.png",
+                                                    page(403, 403, 403, 403, 403, 200)),
+    "review/clips/<uuid:code>/waveform.png": Row("GET", lambda c: f"/review/clips/{c.clip.code}/waveform.png",
+                                                 page(403, 403, 403, 403, 403, 200)),
+    # --- Outcomes: admins only ---
+    "outcomes/": Row("GET", lambda c: "/outcomes/", page(403, 403, 403, 403, 403, 200)),
+    "outcomes/outcomes.csv": Row("GET", lambda c: "/outcomes/outcomes.csv", page(403, 403, 403, 403, 403, 200)),
+    "outcomes/plot/<str:by>.png": Row("GET", lambda c: "/outcomes/plot/station.png",
+                                      page(403, 403, 403, 403, 403, 200)),
+    "api/v1/outcomes": Row("GET", lambda c: "/api/v1/outcomes", api(403, 403, 403, 403, 403, 200)),
     # --- Django admin: the site-wide pages (per-model pages are generated below) ---
     "admin/": Row("GET", lambda c: "/admin/", S(302, 302, 302, 302, 302, 302, 302, 200)),
     # The admin login form is shown to anyone not staff; staff are sent on to the index.
@@ -343,14 +360,19 @@ def test_pages_refuse_devices_by_sending_them_to_log_in(cast: Cast) -> None:
 WEBSOCKET_ROWS: dict[str, tuple[bool, ...]] = {
     # Approved police and admins get the live feed; everyone else is closed with CLOSE_FORBIDDEN.
     "ws/incidents/": (False, False, False, False, False, True, True, True),
+    # The live review queue: reviewers only (here the superuser).
+    "ws/review/": (False, False, False, False, False, False, False, True),
 }
 
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.asyncio
 @pytest.mark.usefixtures("close_thread_connections")
-@pytest.mark.parametrize(("role", "accepted"), list(zip(ROLES, WEBSOCKET_ROWS["ws/incidents/"], strict=True)))
-async def test_websocket_accepts_each_role_as_expected(role: str, accepted: bool) -> None:
+@pytest.mark.parametrize(
+    ("route", "role", "accepted"),
+    [(route, role, ok) for route, row in WEBSOCKET_ROWS.items() for role, ok in zip(ROLES, row, strict=True)],
+)
+async def test_websocket_accepts_each_role_as_expected(route: str, role: str, accepted: bool) -> None:
     from asgiref.sync import sync_to_async
 
     from gunwatch.asgi import application
@@ -369,7 +391,7 @@ async def test_websocket_accepts_each_role_as_expected(role: str, accepted: bool
         }[role]
 
     user = await sync_to_async(make_user)()
-    communicator = WebsocketCommunicator(application, "/ws/incidents/", headers=[(b"origin", b"http://127.0.0.1")])
+    communicator = WebsocketCommunicator(application, f"/{route}", headers=[(b"origin", b"http://127.0.0.1")])
     communicator.scope["user"] = user
     connected, code = await communicator.connect(timeout=5)
     assert connected is accepted
