@@ -10,7 +10,6 @@ service-less test run have. ``DATABASE_URL`` and ``REDIS_URL`` switch to the rea
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -72,8 +71,6 @@ def env_secret(name: str, default: str = "") -> str:
             raise ImproperlyConfigured(f"{name}_FILE points to {file_name!r}, which cannot be read") from exc
     return os.environ.get(name, default)
 
-
-TESTING = "pytest" in sys.modules or (len(sys.argv) > 1 and sys.argv[1] == "test")
 
 DEBUG = env_bool("DEBUG", True)
 SECRET_KEY = env_secret("SECRET_KEY")
@@ -199,8 +196,9 @@ CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND") or None
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", not REDIS_URL)
 CELERY_TASK_EAGER_PROPAGATES = True
 # In the embedded mode eager tasks are handed to a background thread so that an upload still
-# answers 202 at once; tests switch this off to observe results deterministically.
-GUNWATCH_EAGER_IN_THREAD = env_bool("GUNWATCH_EAGER_IN_THREAD", not TESTING)
+# answers 202 at once; the test settings (gunwatch/settings_test.py) switch this off to observe
+# results deterministically.
+GUNWATCH_EAGER_IN_THREAD = env_bool("GUNWATCH_EAGER_IN_THREAD", True)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -226,9 +224,6 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-if TESTING:
-    # Hashing dominates the run time of auth-heavy tests; MD5 is fine for throwaway users.
-    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"

@@ -13,7 +13,6 @@ from detection import services
 from detection.models import ModelVersion
 from devices.models import Device
 from tests.conftest import ARTIFACTS
-from tests.detection.pipeline import *  # noqa: F403
 from tests.detection.pipeline import encode, impulses
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

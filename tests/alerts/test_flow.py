@@ -12,7 +12,6 @@ from django.core import mail
 from alerts.models import Incident
 from gunwatch.asgi import application
 from tests.detection import pipeline
-from tests.detection.pipeline import *  # noqa: F403 - the detection fixtures (eager Celery, tiny models)
 from tests.factories import TrustedContactFactory
 
 

@@ -1,20 +1,19 @@
-"""Fixtures and helpers for the Django side of detection: tiny models, generated audio, uploads.
+"""Helpers for the Django side of detection: tiny weights, generated audio, upload fields.
 
-Test modules take the fixtures with ``from tests.detection.pipeline import *``. Models are tiny
-random-weight networks saved to tmp_path; the production weights are never loaded here.
+Models are tiny random-weight networks saved to tmp_path; the production weights are never loaded
+here. The fixtures built on these (``model_factory``, ``positive_model``, ``negative_model``, eager
+Celery, an empty model cache) are in tests/conftest.py.
 """
 
 from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 import soundfile as sf
 import torch
 from django.utils import timezone
@@ -22,24 +21,6 @@ from django.utils import timezone
 from core.features import FeatureParams
 from core.networks import build
 from core.weights import save_weights
-from detection import inference, services
-from detection.models import ModelVersion
-from gunwatch.celery import app as celery_app
-
-__all__ = [
-    "SR",
-    "clean_inference",
-    "eager_celery",
-    "encode",
-    "impulses",
-    "make_weights",
-    "media_files",
-    "model_factory",
-    "negative_model",
-    "positive_model",
-    "sine",
-    "upload_fields",
-]
 
 SR = 16000
 ARCH = "gwcnn-tiny"
@@ -100,51 +81,3 @@ def upload_fields(data: bytes, *, name: str = "clip.flac", client_id: uuid.UUID 
 
 def media_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
-
-
-@pytest.fixture(autouse=True)
-def eager_celery(settings: Any) -> Iterator[None]:
-    """Tasks run in the calling thread (the settings' eager mode is read once by Celery, so set it here)."""
-    saved = (celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates)
-    celery_app.conf.task_always_eager = True
-    celery_app.conf.task_eager_propagates = True
-    settings.CELERY_TASK_ALWAYS_EAGER = True
-    settings.GUNWATCH_EAGER_IN_THREAD = False
-    yield
-    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = saved
-
-
-@pytest.fixture(autouse=True)
-def clean_inference(settings: Any) -> Iterator[None]:
-    """Each test starts with an empty model cache that asks the database on every call."""
-    settings.MODEL_ACTIVE_CHECK_TTL_S = 0
-    inference.reset()
-    yield
-    inference.reset()
-
-
-@pytest.fixture
-def model_factory(db: None, tmp_path: Path) -> Callable[..., ModelVersion]:
-    counter = iter(range(1, 1000))
-
-    def make(*, logit: float | None = None, threshold: float = 0.5, activate: bool = True,
-             name: str = "tiny", version: str | None = None, seed: int = 0, **kwargs: Any) -> ModelVersion:
-        number = next(counter)
-        path = make_weights(tmp_path / "weights" / f"w{number}.pt", logit=logit, threshold=threshold, seed=seed)
-        return services.model_version_register(
-            weights_path=path, name=name, version=version or f"1.{number}", activate=activate, **kwargs
-        )
-
-    return make
-
-
-@pytest.fixture
-def negative_model(model_factory: Callable[..., ModelVersion]) -> ModelVersion:
-    """Active, and scores every window sigmoid(-8) ≈ 0.0003: everything is 'other'."""
-    return model_factory(logit=-8.0, name="never")
-
-
-@pytest.fixture
-def positive_model(model_factory: Callable[..., ModelVersion]) -> ModelVersion:
-    """Active, and scores every window sigmoid(8) ≈ 0.9997: everything is a 'gunshot'."""
-    return model_factory(logit=8.0, name="always")

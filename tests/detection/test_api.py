@@ -22,7 +22,6 @@ from rest_framework.test import APIClient
 from detection.models import Classification, Clip, ModelVersion
 from devices.models import Device
 from tests.conftest import client_for
-from tests.detection.pipeline import *  # noqa: F403
 from tests.detection.pipeline import encode, impulses, media_files, sine, upload_fields
 from tests.factories import DeviceFactory, UserFactory
 

@@ -13,7 +13,6 @@ from core.classifier import Classifier
 from core.weights import sha256_file
 from detection import inference, services
 from detection.models import ModelVersion
-from tests.detection.pipeline import *  # noqa: F403
 from tests.detection.pipeline import make_weights
 
 pytestmark = pytest.mark.django_db

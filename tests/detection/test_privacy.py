@@ -20,7 +20,6 @@ from detection import services, tasks
 from detection.models import Classification, Clip, ModelVersion
 from detection.services import clips
 from devices.models import Device
-from tests.detection.pipeline import *  # noqa: F403
 from tests.detection.pipeline import encode, impulses, sine
 
 pytestmark = pytest.mark.django_db

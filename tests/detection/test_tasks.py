@@ -20,7 +20,6 @@ from detection.models import Classification, Clip, ModelVersion
 from detection.services import clips as services
 from devices.models import Device
 from gunwatch import tasks as gunwatch_tasks
-from tests.detection.pipeline import *  # noqa: F403
 from tests.detection.pipeline import encode, impulses, sine
 
 pytestmark = pytest.mark.django_db
