@@ -89,7 +89,7 @@ def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonRespon
     return JsonResponse(error_body(f"No API endpoint at {request.path}.", "not_found"), status=404)
 
 
-def json_error_view(status_code: int, message: str, code: str):  # type: ignore[no-untyped-def]
+def json_error_view(status_code: int, message: str, code: str):
     """Django handler404/handler500 that answers JSON on /api/ paths and HTML elsewhere."""
     from django.views import defaults
 

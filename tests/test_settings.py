@@ -21,13 +21,13 @@ def test_every_environment_variable_is_listed_in_env_example() -> None:
 
 @pytest.mark.parametrize(("helper", "raw"), [(gw_settings.env_bool, "Flase"), (gw_settings.env_int, "ten"),
                                              (gw_settings.env_float, "1,5")])
-def test_typos_in_settings_fail_loudly(monkeypatch, helper, raw: str) -> None:  # type: ignore[no-untyped-def]
+def test_typos_in_settings_fail_loudly(monkeypatch, helper, raw: str) -> None:
     monkeypatch.setenv("GW_PROBE", raw)
     with pytest.raises(ImproperlyConfigured, match="GW_PROBE"):
         helper("GW_PROBE", 1)
 
 
-def test_secret_can_come_from_a_file(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_secret_can_come_from_a_file(monkeypatch, tmp_path) -> None:
     secret = tmp_path / "secret"
     secret.write_text("s3cret\n")
     monkeypatch.setenv("GW_PROBE_FILE", str(secret))

@@ -32,7 +32,7 @@ class IncidentFilterSet(django_filters.FilterSet):
         if len(parts) != 4 or not (-90 <= parts[1] <= parts[3] <= 90):
             raise ValidationError({"bbox": ["Give bbox as min_lon,min_lat,max_lon,max_lat in degrees."]})
         if has_police_access(getattr(self.request, "user", None)):
-            return incidents_in_bbox(queryset, parts)  # type: ignore[arg-type]
+            return incidents_in_bbox(queryset, parts)
         # Owners see coarse locations only; filtering them on the precise ones would let repeated
         # narrowing boxes reveal what the rounding hides. Their incident lists are short.
         min_lon, min_lat, max_lon, max_lat = parts
