@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
@@ -78,8 +79,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     else:
         code = exc.default_code if not isinstance(detail, exceptions.ErrorDetail) else detail.code or "error"
         message = str(detail)
-    if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
-        extra["retry_after_s"] = int(exc.wait)
+    if isinstance(exc, exceptions.Throttled) and exc.wait is not None:  # type: ignore[attr-defined]  # set in __init__, not in the stubs
+        extra["retry_after_s"] = int(exc.wait)  # type: ignore[attr-defined]  # as above
     response.data = error_body(message, str(code), extra)
     return response
 
@@ -89,7 +90,7 @@ def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonRespon
     return JsonResponse(error_body(f"No API endpoint at {request.path}.", "not_found"), status=404)
 
 
-def json_error_view(status_code: int, message: str, code: str):
+def json_error_view(status_code: int, message: str, code: str) -> Callable[..., Any]:
     """Django handler404/handler500 that answers JSON on /api/ paths and HTML elsewhere."""
     from django.views import defaults
 

@@ -13,6 +13,7 @@ import os
 import tempfile
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -151,7 +152,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": DATA_DIR / "gunwatch.sqlite3",
+            "NAME": str(DATA_DIR / "gunwatch.sqlite3"),
             # The in-process worker thread, request threads and the fleet simulator write
             # concurrently in the embedded mode. WAL lets readers run beside a writer; IMMEDIATE
             # transactions take the write lock up front, so a writer waits out the busy timeout
@@ -207,7 +208,7 @@ CELERY_WORKER_MAX_TASKS_PER_CHILD = env_int("CELERY_WORKER_MAX_TASKS_PER_CHILD",
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {"detection.tasks.classify_clip": {"queue": "audio"}}
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULE = {
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "mark-offline-devices": {"task": "devices.tasks.mark_offline_devices", "schedule": timedelta(seconds=30)},
     "purge-expired-audio": {"task": "detection.tasks.purge_expired_audio", "schedule": timedelta(hours=1)},
     "requeue-stale-notifications": {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.apps import apps
 
@@ -10,8 +12,8 @@ from tests import factories
 OUR_APPS = ("accounts", "devices", "detection", "alerts")
 
 
-def _factories_by_model() -> dict[type, type[factories.ModelFactory]]:
-    found = {}
+def _factories_by_model() -> dict[type, type[factories.ModelFactory[Any]]]:
+    found: dict[type, type[factories.ModelFactory[Any]]] = {}
     for value in vars(factories).values():
         if isinstance(value, type) and issubclass(value, factories.ModelFactory) and value._meta.model is not None:
             found.setdefault(value._meta.model, value)
@@ -25,9 +27,9 @@ def test_every_model_has_a_factory() -> None:
 
 
 @pytest.mark.parametrize("factory_class", sorted(_factories_by_model().values(), key=lambda f: f.__name__),
-                         ids=lambda f: f.__name__)
+                         ids=lambda f: getattr(f, "__name__", ""))
 @pytest.mark.django_db
-def test_factory_makes_a_valid_saved_row(factory_class: type[factories.ModelFactory]) -> None:
+def test_factory_makes_a_valid_saved_row(factory_class: type[factories.ModelFactory[Any]]) -> None:
     first, second = factory_class(), factory_class()
     for row in (first, second):
         row.full_clean()

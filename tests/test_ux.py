@@ -206,7 +206,7 @@ def test_password_reset_flow_is_in_gunwatch_style_and_mails_a_link(settings: Any
     done = client.post("/accounts/password_reset/", {"email": "olivia@example.org"}, follow=True).content.decode()
     assert "Check your email" in done and "Back to log in" in done
     assert mail.outbox[0].subject == "GunWatch: reset your password"
-    link = re.search(r"http://testserver(/accounts/reset/\S+)", mail.outbox[0].body).group(1)
+    link = re.search(r"http://testserver(/accounts/reset/\S+)", str(mail.outbox[0].body)).group(1)
     form = client.get(link, follow=True).content.decode()
     assert "Choose a new password" in form and 'class="topbar"' in form
     assert "already used or has expired" in client.get("/accounts/reset/MQ/bad-token/").content.decode()

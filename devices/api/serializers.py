@@ -164,7 +164,7 @@ class TrustedContactSerializer(serializers.ModelSerializer):
     channels = serializers.ListField(
         child=serializers.ChoiceField(choices=TrustedContact.Channel.choices), allow_empty=False
     )
-    phone = serializers.CharField(max_length=20, required=False, allow_blank=True, validators=[validate_e164])
+    phone = serializers.CharField(max_length=20, required=False, allow_blank=True, validators=[validate_e164])  # type: ignore[list-item]  # DRF drops the return
 
     class Meta:
         model = TrustedContact
@@ -178,7 +178,7 @@ class TrustedContactSerializer(serializers.ModelSerializer):
         owner_devices = (
             Device.objects.filter(owner=user) if user is not None and user.is_authenticated else Device.objects.none()
         )
-        fields["devices"].child_relation.queryset = owner_devices
+        fields["devices"].child_relation.queryset = owner_devices  # type: ignore[attr-defined]  # many=True: ManyRelatedField
         return fields
 
     def validate_channels(self, value: list[str]) -> list[str]:
