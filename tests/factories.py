@@ -20,6 +20,9 @@ from alerts.services.recording import JOIN_LOCK_NAME
 from detection.models import Classification, Clip, ModelVersion
 from devices.models import Device, DeviceToken, TrustedContact
 
+# Every factory-made user has this password.
+PASSWORD = "correct-horse-battery"
+
 ModelT = TypeVar("ModelT")
 
 
@@ -43,7 +46,7 @@ class UserFactory(ModelFactory[User]):
     username = factory.Sequence(lambda n: f"user{n}")
     email = factory.LazyAttribute(lambda u: f"{u.username}@example.org")
     role = User.Role.OWNER
-    password = factory.PostGenerationMethodCall("set_password", "correct-horse-battery")
+    password = factory.PostGenerationMethodCall("set_password", PASSWORD)
 
     @factory.post_generation
     def _save(obj: User, create: bool, extracted: Any, **kwargs: Any) -> None:

@@ -23,12 +23,12 @@ from typing import Any
 import pytest
 import requests
 
+from tests.conftest import ARTIFACTS, CHROMIUM
+from tests.factories import PASSWORD
+
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = REPO / "test-artifacts"
-PASSWORD = "correct-horse-battery"
 
 SETUP = """
 import json, sys
