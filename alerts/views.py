@@ -40,7 +40,7 @@ TRANSITION_CONFIRMATIONS = {
 def _police_only(request: HttpRequest) -> User:
     if not has_police_access(request.user):
         raise PermissionDenied("Only approved police accounts may see the incident map.")
-    return request.user  # type: ignore[return-value]
+    return request.user  # type: ignore[return-value]  # police access implies a User
 
 
 def _sees_everything(user: User) -> bool:
@@ -132,7 +132,7 @@ def incident_map_address(request: HttpRequest) -> JsonResponse:
 
 def _incident_for(request: HttpRequest, code: str) -> tuple[Incident, bool]:
     """The incident and whether the viewer is police; others' incidents are a 404."""
-    user: User = request.user  # type: ignore[assignment]
+    user: User = request.user  # type: ignore[assignment]  # login_required: a User, never anonymous
     police = has_police_access(user)
     qs = incidents_visible_to(user, police=police)
     incident = qs.select_related("evidence_clip").filter(code=code).first()
@@ -192,7 +192,7 @@ def incident_transition(request: HttpRequest, code: str) -> HttpResponse:
 @login_required
 def my_incidents(request: HttpRequest) -> HttpResponse:
     incidents = list(
-        incidents_for_owner(request.user)  # type: ignore[arg-type]
+        incidents_for_owner(request.user)  # type: ignore[arg-type]  # login_required: a User, never anonymous
         .filter(first_detected_at__gte=timezone.now() - timedelta(days=90))
         .order_by("-first_detected_at")[:200]
     )

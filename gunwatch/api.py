@@ -94,7 +94,7 @@ def json_error_view(status_code: int, message: str, code: str) -> Callable[..., 
     """Django handler404/handler500 that answers JSON on /api/ paths and HTML elsewhere."""
     from django.views import defaults
 
-    html_views = {404: defaults.page_not_found, 500: defaults.server_error}
+    html_views: dict[int, Callable[..., Any]] = {404: defaults.page_not_found, 500: defaults.server_error}
 
     def view(request: HttpRequest, exception: Exception | None = None) -> Any:
         if request.path.startswith("/api/"):
@@ -123,7 +123,7 @@ class OwnedQuerysetMixin:
     queryset: QuerySet[Any]
 
     def get_queryset(self) -> QuerySet[Any]:
-        return super().get_queryset().filter(**{self.owner_field: self.request.user})  # type: ignore[misc]
+        return super().get_queryset().filter(**{self.owner_field: self.request.user})  # type: ignore[misc]  # authenticated by the view's permissions
 
     def perform_create(self, serializer: Any) -> None:
         serializer.save(**{self.owner_field: self.request.user})

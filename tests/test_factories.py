@@ -26,8 +26,11 @@ def test_every_model_has_a_factory() -> None:
     assert missing == []
 
 
-@pytest.mark.parametrize("factory_class", sorted(_factories_by_model().values(), key=lambda f: f.__name__),
-                         ids=lambda f: getattr(f, "__name__", ""))
+def _name(factory_class: Any) -> str:
+    return factory_class.__name__
+
+
+@pytest.mark.parametrize("factory_class", sorted(_factories_by_model().values(), key=_name), ids=_name)
 @pytest.mark.django_db
 def test_factory_makes_a_valid_saved_row(factory_class: type[factories.ModelFactory[Any]]) -> None:
     first, second = factory_class(), factory_class()

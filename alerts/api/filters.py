@@ -40,7 +40,7 @@ class IncidentFilterSet(django_filters.FilterSet):
             pk
             for pk, lat, lon, radius in queryset.values_list("pk", "latitude", "longitude", "radius_m")
             for c_lat, c_lon, _ in [coarse_location(lat, lon, radius)]
-            if c_lat is not None and min_lat <= c_lat <= max_lat and _lon_in(c_lon, min_lon, max_lon)  # type: ignore[arg-type]
+            if c_lat is not None and min_lat <= c_lat <= max_lat and _lon_in(c_lon, min_lon, max_lon)  # type: ignore[arg-type]  # c_lon is set whenever c_lat is
         ]
         return queryset.filter(pk__in=inside)
 

@@ -109,7 +109,7 @@ def test_the_result_is_typed_and_frozen(weights):
     assert all(isinstance(w, WindowScore) for w in result.windows)
     assert result.score == max(w.score for w in result.windows)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        result.label = "other"  # type: ignore[misc]
+        result.label = "other"  # type: ignore[misc]  # assigning to a frozen field is the test
     as_dict = result.as_dict()
     assert json.loads(json.dumps(as_dict)) == as_dict  # the stored and served shape is plain JSON
     assert as_dict["windows"][0] == {"offset_s": result.windows[0].offset_s, "score": result.windows[0].score}

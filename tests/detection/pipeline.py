@@ -35,8 +35,8 @@ def make_weights(path: Path, *, logit: float | None = None, threshold: float = 0
     if logit is not None:
         # Zero weights and a fixed bias make the score sigmoid(logit) whatever the audio.
         with torch.no_grad():
-            network.head.weight.zero_()
-            network.head.bias.fill_(logit)
+            network.head.weight.zero_()  # type: ignore[union-attr, operator]  # build() says nn.Module; all have a Linear head
+            network.head.bias.fill_(logit)  # type: ignore[union-attr, operator]  # as above
     save_weights(path, architecture=architecture, params=params, threshold=threshold,
                  state_dict=network.state_dict(), meta=meta or {"seed": seed})
     return path

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def load_calls(monkeypatch: Any) -> list[str]:
     calls: list[str] = []
-    original = Classifier.load.__func__  # type: ignore[attr-defined]
+    original = Classifier.load.__func__  # type: ignore[attr-defined]  # the classmethod's plain function
 
     def counting(cls: type[Classifier], path: Any, **kwargs: Any) -> Classifier:
         calls.append(str(path))

@@ -142,7 +142,7 @@ def test_report_matches_shots_to_incidents_and_counts_the_rest() -> None:
 
 
 def test_report_on_nothing_is_empty_not_an_error() -> None:
-    report = ground_truth_report([], [])
+    report: dict[str, Any] = ground_truth_report([], [])
     assert report["detection_rate"] is None
     assert report["localisation_error_m"]["p50"] is None
 
