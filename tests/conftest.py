@@ -4,7 +4,8 @@ cache, eager Celery tasks and an empty model cache.
 
 Fixtures live in conftest.py files only (pytest finds them; no test module imports fixtures).
 Plain helpers live beside them: ``tests/factories.py`` (a factory per model),
-``tests/detection/pipeline.py`` (audio and tiny weights), ``tests/alerts/helpers.py``.
+``tests/core/helpers_audio.py`` (audio, tiny weights, manifests), ``tests/detection/pipeline.py``
+(encoded clips, upload fields), ``tests/alerts/helpers.py`` (classifications made directly).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from detection.services.registry import model_version_register
 from devices import services
 from devices.models import Device
 from gunwatch.celery import app as celery_app
-from tests.detection.pipeline import make_weights
+from tests.core.helpers_audio import make_weights
 from tests.factories import DeviceFactory, PoliceStationFactory, PoliceUserFactory, UserFactory
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -22,7 +22,7 @@ from core.weights import (
     sha256_file,
 )
 from detection import classify
-from tests.core.helpers_audio import SR, impulses, sine, tiny_weights, write
+from tests.core.helpers_audio import SR, impulses, make_weights, sine, write
 
 DATA_DIR = Path(os.environ.get("GUNWATCH_DATA_DIR", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
 RESULT_KEYS = {"label", "score", "threshold", "shots", "offset_s", "windows", "timings_ms"}
@@ -30,7 +30,7 @@ RESULT_KEYS = {"label", "score", "threshold", "shots", "offset_s", "windows", "t
 
 @pytest.fixture
 def weights(tmp_path):
-    return tiny_weights(tmp_path / "tiny.pt")
+    return make_weights(tmp_path / "tiny.pt", meta={"test": True})
 
 
 def _rewrite(path: Path, **changes) -> Path:

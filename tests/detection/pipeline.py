@@ -1,8 +1,8 @@
-"""Helpers for the Django side of detection: tiny weights, generated audio, upload fields.
+"""Helpers for the Django side of detection: generated audio, encoded clips, upload fields.
 
-Models are tiny random-weight networks saved to tmp_path; the production weights are never loaded
-here. The fixtures built on these (``model_factory``, ``positive_model``, ``negative_model``, eager
-Celery, an empty model cache) are in tests/conftest.py.
+Tiny random-weight models come from ``tests.core.helpers_audio.make_weights``; the production
+weights are never loaded in tests. The fixtures built on these (``model_factory``,
+``positive_model``, ``negative_model``, eager Celery, an empty model cache) are in tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -15,31 +15,9 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
-import torch
 from django.utils import timezone
 
-from core.features import FeatureParams
-from core.networks import build
-from core.weights import save_weights
-
 SR = 16000
-ARCH = "gwcnn-tiny"
-
-
-def make_weights(path: Path, *, logit: float | None = None, threshold: float = 0.5, seed: int = 0,
-                 architecture: str = ARCH, meta: dict[str, Any] | None = None) -> Path:
-    """A tiny random network; with ``logit`` its output is pinned to that value for every window."""
-    torch.manual_seed(seed)
-    params = FeatureParams()
-    network = build(architecture, params)
-    if logit is not None:
-        # Zero weights and a fixed bias make the score sigmoid(logit) whatever the audio.
-        with torch.no_grad():
-            network.head.weight.zero_()  # type: ignore[union-attr, operator]  # build() says nn.Module; all have a Linear head
-            network.head.bias.fill_(logit)  # type: ignore[union-attr, operator]  # as above
-    save_weights(path, architecture=architecture, params=params, threshold=threshold,
-                 state_dict=network.state_dict(), meta=meta or {"seed": seed})
-    return path
 
 
 def sine(seconds: float = 2.0, *, sr: int = SR, freq: float = 440.0, amp: float = 0.5) -> np.ndarray:

@@ -13,7 +13,7 @@ from core.classifier import Classifier
 from core.weights import sha256_file
 from detection import inference, services
 from detection.models import ModelVersion
-from tests.detection.pipeline import make_weights
+from tests.core.helpers_audio import make_weights
 
 pytestmark = pytest.mark.django_db
 
