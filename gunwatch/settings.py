@@ -255,7 +255,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 12 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 12 * 1024 * 1024
 
 # --- REST API -------------------------------------------------------------------------------
-REST_FRAMEWORK = {
+REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
@@ -387,7 +387,38 @@ if ACCESS_LOG:
     LOGGING["handlers"]["access"] = {"class": "logging.FileHandler", "filename": ACCESS_LOG, "formatter": "plain"}
     LOGGING["loggers"]["django.channels.server"] = {"handlers": ["access"], "level": "INFO", "propagate": False}
 
+# --- Hostile input, proxies and TLS ---------------------------------------------------------
+# JSON nested deep enough to exhaust the stack answers 400 instead of 500.
+REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = [
+    "gunwatch.parsers.SafeJSONParser",
+    "rest_framework.parsers.FormParser",
+    "rest_framework.parsers.MultiPartParser",
+]
+# Every operation's schema lists the error answers it can give (401, 403, 429, ...).
+REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "gunwatch.schema.AutoSchema"
+# Proxies in front of the app that append to X-Forwarded-For. 0 (the default) ignores the header: a
+# client could otherwise pick a new address per request and never meet the per-address throttles.
+REST_FRAMEWORK["NUM_PROXIES"] = env_int("NUM_PROXIES", 0)
+# Budgets that do not depend on the address: per account for logins, per code for pairing.
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].update(
+    {
+        "login_account": env_str("THROTTLE_LOGIN_ACCOUNT", "10/min"),
+        "pairing_code": env_str("THROTTLE_PAIRING_CODE", "10/min"),
+    }
+)
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
     CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", True)
+    # Production runs behind a TLS-terminating proxy that sets X-Forwarded-Proto (and must overwrite
+    # a client's own); plain-HTTP requests are redirected and browsers told to stay on HTTPS.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    # The load balancer's health probe often speaks plain HTTP on the private side.
+    SECURE_REDIRECT_EXEMPT = [r"^health$"]
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+    if not SECURE_HSTS_PRELOAD:
+        # Preloading is a commitment only the domain's owner can make (it is hard to undo), so it is
+        # opt-in, and check --deploy's reminder about it (W021) is silenced until then.
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]

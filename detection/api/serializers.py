@@ -8,6 +8,7 @@ from rest_framework import serializers
 
 from detection.models import Clip, ModelVersion
 from detection.services import clip_result
+from gunwatch.api import UTC_OFFSET_MESSAGE, utc_offset_is_plausible
 
 
 class AwareDateTimeField(serializers.DateTimeField):
@@ -15,13 +16,20 @@ class AwareDateTimeField(serializers.DateTimeField):
 
     default_error_messages = {
         "naive": "Give the time with a UTC offset, e.g. 2026-01-31T12:00:00.123Z.",
+        "offset": UTC_OFFSET_MESSAGE,
     }
 
     def to_internal_value(self, value: Any) -> Any:
         if isinstance(value, str):
-            parsed = parse_datetime(value.strip())
+            try:
+                parsed = parse_datetime(value.strip())
+            except ValueError:
+                # Well-formed but impossible (minute 99, 30 February): Django's parser raises here.
+                self.fail("invalid", format="ISO 8601")
             if parsed is not None and timezone.is_naive(parsed):
                 self.fail("naive")
+            if parsed is not None and not utc_offset_is_plausible(parsed):
+                self.fail("offset")
         return super().to_internal_value(value)
 
 

@@ -317,19 +317,16 @@ def test_openapi_schema_and_docs_are_served(owner_client: APIClient) -> None:
     assert owner_client.get("/api/docs/").status_code == 200
 
 
-def test_pairing_is_throttled(settings, owner_client: APIClient) -> None:
+def test_pairing_is_throttled(settings, monkeypatch: pytest.MonkeyPatch, owner_client: APIClient) -> None:
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK,
                                "DEFAULT_THROTTLE_RATES": {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"],
                                                           "pairing": "3/min"}}
     from rest_framework.throttling import ScopedRateThrottle
 
-    ScopedRateThrottle.THROTTLE_RATES = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
-    try:
-        statuses = [pair("WRONGCODE")[0] for _ in range(4)]
-    finally:
-        from rest_framework.settings import api_settings
-
-        ScopedRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES  # type: ignore[assignment]  # the stubs type the class's rates narrower than the setting
+    # monkeypatch restores the class attribute after the test; restoring it from api_settings inside the
+    # test leaked the 3/min rate to every later test of the worker (api_settings still held it then).
+    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"])
+    statuses = [pair("WRONGCODE")[0] for _ in range(4)]
     assert statuses == [400, 400, 400, 429]
 
 
