@@ -14,7 +14,8 @@ MD5 = "django.contrib.auth.hashers.MD5PasswordHasher"
 
 
 def test_the_suite_runs_on_the_test_settings() -> None:
-    assert settings.SETTINGS_MODULE == "gunwatch.settings_test"
+    # settings.SETTINGS_MODULE reads None inside a test: the autouse fixtures override settings.
+    assert os.environ["DJANGO_SETTINGS_MODULE"] == "gunwatch.settings_test"
     assert settings.PASSWORD_HASHERS == [MD5]
 
 
