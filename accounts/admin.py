@@ -18,7 +18,7 @@ class UserAdmin(DjangoUserAdmin):
     raw_id_fields = ["police_station"]
     readonly_fields = ["police_approved_at", "police_approved_by"]
     fieldsets = (
-        *DjangoUserAdmin.fieldsets,  # type: ignore[misc]
+        *DjangoUserAdmin.fieldsets,  # type: ignore[misc]  # the stubs type Django's fieldsets as possibly None
         (
             "GunWatch",
             {
@@ -41,7 +41,7 @@ class UserAdmin(DjangoUserAdmin):
         approved = 0
         for user in queryset:
             try:
-                police_account_approve(user=user, station=None, approved_by=request.user)  # type: ignore[arg-type]
+                police_account_approve(user=user, station=None, approved_by=request.user)  # type: ignore[arg-type]  # the admin is staff only: never anonymous
                 approved += 1
             except ApplicationError as exc:
                 self.message_user(request, exc.message, level=messages.ERROR)

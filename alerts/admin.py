@@ -34,8 +34,7 @@ class PoliceStationAdmin(admin.ModelAdmin):
 class DetectionInline(admin.TabularInline):
     model = Detection
     extra = 0
-    fields = ["device", "event_at", "position", "clock_source", "confidence", "shots"]
-    readonly_fields = fields
+    fields = readonly_fields = ("device", "event_at", "position", "clock_source", "confidence", "shots")
     can_delete = False
 
     @admin.display(description="position")
@@ -55,8 +54,7 @@ class DetectionInline(admin.TabularInline):
 class IncidentEventInline(admin.TabularInline):
     model = IncidentEvent
     extra = 0
-    fields = ["at", "kind", "actor", "message"]
-    readonly_fields = fields
+    fields = readonly_fields = ("at", "kind", "actor", "message")
     can_delete = False
 
     def has_add_permission(self, request: HttpRequest, obj: Incident | None = None) -> bool:

@@ -55,7 +55,7 @@ def render_message(notification: Notification) -> Message:
     lat, lon, radius = coarse_location(incident.latitude, incident.longitude, incident.radius_m)
     decimals = settings.ALERT_COARSE_DECIMALS
     where = (
-        f"near {lat:.{decimals}f}, {lon:.{decimals}f} (±{radius / 1000:.1f} km)"  # type: ignore[operator]
+        f"near {lat:.{decimals}f}, {lon:.{decimals}f} (±{radius / 1000:.1f} km)"  # type: ignore[operator]  # radius is set whenever lat is
         if lat is not None
         else "at an unknown place"
     )
@@ -83,7 +83,7 @@ def _police_message(incident: Incident, when: str) -> Message:
             f"{incident.latitude:.6f}, {incident.longitude:.6f} "
             f"(±{incident.radius_m:.0f} m, {incident.location_method})"
         )
-        map_link = osm_url(round(incident.latitude, 6), round(incident.longitude, 6), zoom=17)  # type: ignore[arg-type]
+        map_link = osm_url(round(incident.latitude, 6), round(incident.longitude, 6), zoom=17)  # type: ignore[arg-type]  # has_location checked above
     else:
         where, map_link = "location unknown", ""
     body = (

@@ -32,7 +32,7 @@ def stations_covering(lat: float, lon: float) -> list[PoliceStation]:
         is_active=True, jurisdiction_geojson__isnull=True, jurisdiction_radius_km__gt=0
     )
     for station in radius_stations:
-        if haversine_m(lat, lon, station.latitude, station.longitude) <= station.jurisdiction_radius_km * 1000:
+        if haversine_m(lat, lon, station.latitude, station.longitude) <= station.jurisdiction_radius_km * 1000:  # type: ignore[operator]  # the query keeps radius > 0
             found.append(station)
     return found
 

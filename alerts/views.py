@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
+from typing import Any
 
 import requests
 from django.conf import settings
@@ -39,7 +40,7 @@ TRANSITION_CONFIRMATIONS = {
 def _police_only(request: HttpRequest) -> User:
     if not has_police_access(request.user):
         raise PermissionDenied("Only approved police accounts may see the incident map.")
-    return request.user  # type: ignore[return-value]
+    return request.user  # type: ignore[return-value]  # police access implies a User
 
 
 def _sees_everything(user: User) -> bool:
@@ -82,12 +83,12 @@ def incident_map_devices(request: HttpRequest) -> JsonResponse:
     if station is not None and station.latitude is not None and station.longitude is not None:
         # The station's area plus hearing range: a device just outside still hears shots inside.
         reach_m = (station.jurisdiction_radius_km or 0) * 1000 + settings.ALERT_HEARING_RANGE_M
-    devices = []
+    devices: list[dict[str, Any]] = []
     for device in Device.objects.filter(status=Device.Status.ACTIVE):
         position = device.position
         if position is None:
             continue
-        if reach_m is not None and _distance_m(station.latitude, station.longitude, *position) > reach_m:
+        if reach_m is not None and _distance_m(station.latitude, station.longitude, *position) > reach_m:  # type: ignore[union-attr]  # reach_m implies a station
             continue
         devices.append({
             "lat": round(position[0], DEVICE_LAYER_DECIMALS),
@@ -117,7 +118,7 @@ def incident_map_address(request: HttpRequest) -> JsonResponse:
         try:
             response = requests.get(
                 settings.GEOCODER_URL,
-                params={"lat": lat, "lon": lon, "format": "jsonv2", "zoom": 18, "addressdetails": 0},
+                params={"lat": lat, "lon": lon, "format": "jsonv2", "zoom": 18, "addressdetails": 0},  # type: ignore[arg-type]  # str and int values
                 headers={"User-Agent": "GunWatch (incident map)"},
                 timeout=settings.GEOCODER_TIMEOUT_S,
             )
@@ -131,7 +132,7 @@ def incident_map_address(request: HttpRequest) -> JsonResponse:
 
 def _incident_for(request: HttpRequest, code: str) -> tuple[Incident, bool]:
     """The incident and whether the viewer is police; others' incidents are a 404."""
-    user: User = request.user  # type: ignore[assignment]
+    user: User = request.user  # type: ignore[assignment]  # login_required: a User, never anonymous
     police = has_police_access(user)
     qs = incidents_visible_to(user, police=police)
     incident = qs.select_related("evidence_clip").filter(code=code).first()
@@ -159,8 +160,8 @@ def incident_detail(request: HttpRequest, code: str) -> HttpResponse:
     else:
         lat, lon, radius = coarse_location(incident.latitude, incident.longitude, incident.radius_m)
         context.update(
-            detections=detections.filter(device__owner=request.user),
-            notifications=incident.notifications.filter(owner=request.user),
+            detections=detections.filter(device__owner=request.user),  # type: ignore[misc]  # login_required: a User, never anonymous
+            notifications=incident.notifications.filter(owner=request.user),  # type: ignore[misc]  # as above
             coarse={"lat": lat, "lon": lon, "radius": radius},
             marker={"lat": lat, "lon": lon, "radius": radius},
         )
@@ -191,11 +192,13 @@ def incident_transition(request: HttpRequest, code: str) -> HttpResponse:
 @login_required
 def my_incidents(request: HttpRequest) -> HttpResponse:
     incidents = list(
-        incidents_for_owner(request.user)  # type: ignore[arg-type]
+        incidents_for_owner(request.user)  # type: ignore[arg-type]  # login_required: a User, never anonymous
         .filter(first_detected_at__gte=timezone.now() - timedelta(days=90))
         .order_by("-first_detected_at")[:200]
     )
-    notifications = Notification.objects.filter(owner=request.user, incident__in=incidents).order_by("created_at")
+    notifications = Notification.objects.filter(owner=request.user, incident__in=incidents).order_by(  # type: ignore[misc]  # login_required: a User, never anonymous
+        "created_at"
+    )
     by_incident: dict[int, list[Notification]] = {}
     for notification in notifications:
         by_incident.setdefault(notification.incident_id, []).append(notification)

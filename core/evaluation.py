@@ -73,7 +73,7 @@ def threshold_for_fpr(negative_scores: Sequence[float] | np.ndarray, max_fpr: fl
     return float(np.nextafter(neg[allowed], np.inf))
 
 
-def rates(y_true: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, threshold: float) -> dict:
+def rates(y_true: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, threshold: float) -> dict[str, Any]:
     y = np.asarray(y_true).astype(bool)
     pred = np.asarray(scores) >= threshold
     tp, fp = int((pred & y).sum()), int((pred & ~y).sum())

@@ -15,7 +15,9 @@ from torch import nn
 from core.features import FeatureParams, mel_basis, stft_window
 
 
-def _conv_bn(c_in: int, c_out: int, kernel: tuple[int, int] = (3, 3), stride: tuple[int, int] = (1, 1)) -> list:
+def _conv_bn(
+    c_in: int, c_out: int, kernel: tuple[int, int] = (3, 3), stride: tuple[int, int] = (1, 1)
+) -> list[nn.Module]:
     padding = (kernel[0] // 2, kernel[1] // 2)
     return [
         nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
@@ -125,6 +127,9 @@ def count_parameters(model: nn.Module) -> int:
 
 class TorchLogMel(nn.Module):
     """Batch log-mel in torch, numerically matching features.log_mel (same window, padding, filterbank)."""
+
+    window: torch.Tensor  # buffers, registered in __init__
+    basis: torch.Tensor
 
     def __init__(self, params: FeatureParams) -> None:
         super().__init__()

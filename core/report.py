@@ -36,13 +36,17 @@ def plot_all(out: Path, metrics: dict[str, Any], history: list[dict[str, Any]], 
     ax.axvline(0.01, ls="--", c="grey", lw=0.8)
     ax.set(xscale="log", xlim=(1e-3, 1), xlabel="false positive rate (log)", ylabel="recall",
            title=f"ROC (validation), AUC {_num(metrics['auc'])}")  # fmt: skip
-    fig.tight_layout(), fig.savefig(out / "roc.png", dpi=110), plt.close(fig)
+    fig.tight_layout()
+    fig.savefig(out / "roc.png", dpi=110)
+    plt.close(fig)
     names.append("roc.png")
     fig, ax = plt.subplots(figsize=(5, 4))
     prec, rec, _ = precision_recall_curve(y, s)
     ax.plot(rec, prec)
     ax.set(xlabel="recall", ylabel="precision", title=f"Precision-recall, AP {_num(metrics['ap'])}")
-    fig.tight_layout(), fig.savefig(out / "pr.png", dpi=110), plt.close(fig)
+    fig.tight_layout()
+    fig.savefig(out / "pr.png", dpi=110)
+    plt.close(fig)
     names.append("pr.png")
     c = metrics["confusion"]
     mat = np.array([[c["tp"], c["fn"]], [c["fp"], c["tn"]]])
@@ -52,7 +56,9 @@ def plot_all(out: Path, metrics: dict[str, Any], history: list[dict[str, Any]], 
         ax.text(j, i, str(v), ha="center", va="center", color="black")
     ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["gunshot", "other"], yticklabels=["gunshot", "other"],
            xlabel="predicted", ylabel="true", title=f"Confusion at threshold {threshold:.3f}")  # fmt: skip
-    fig.tight_layout(), fig.savefig(out / "confusion.png", dpi=110), plt.close(fig)
+    fig.tight_layout()
+    fig.savefig(out / "confusion.png", dpi=110)
+    plt.close(fig)
     names.append("confusion.png")
     if history:
         ep = [h["epoch"] for h in history]
@@ -65,7 +71,9 @@ def plot_all(out: Path, metrics: dict[str, Any], history: list[dict[str, Any]], 
             if key in history[0]:
                 ax[1].plot(ep, [h[key] for h in history], label=key)
         ax[1].set(xlabel="epoch", ylim=(0.5, 1.0), title="validation"), ax[1].legend()
-        fig.tight_layout(), fig.savefig(out / "training_curves.png", dpi=110), plt.close(fig)
+        fig.tight_layout()
+        fig.savefig(out / "training_curves.png", dpi=110)
+        plt.close(fig)
         names.append("training_curves.png")
     return names
 

@@ -35,7 +35,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
                      "previous_active", "created_by", "created_at", "activated_at"]
     add_fields = ["weights_file", "name", "version", "metrics", "model_card", "notes", "activate"]
 
-    def get_fields(self, request: HttpRequest, obj: ModelVersion | None = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: ModelVersion | None = None) -> list[str]:  # type: ignore[override]  # flat names: one of the shapes Django takes
         return self.change_fields if obj is not None else self.add_fields
 
     def get_readonly_fields(self, request: HttpRequest, obj: ModelVersion | None = None) -> list[str]:
@@ -58,7 +58,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
             metrics=data.get("metrics"),
             model_card=data.get("model_card") or "",
             activate=data.get("activate", False),
-            created_by=request.user,
+            created_by=request.user,  # type: ignore[arg-type]  # the admin is staff only: never anonymous
         )
 
     def save_model(self, request: HttpRequest, obj: ModelVersion, form: Any, change: bool) -> None:
@@ -100,7 +100,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     @admin.display(description="weights")
     def weights_file_name(self, obj: ModelVersion) -> str:
-        return obj.weights.name.rsplit("/", 1)[-1] if obj.weights else "—"
+        return obj.weights.name.rsplit("/", 1)[-1] if obj.weights.name else "—"
 
     @admin.display(description="threshold")
     def threshold_rounded(self, obj: ModelVersion) -> str:
@@ -139,8 +139,9 @@ class ClassificationInline(admin.StackedInline):
     model = Classification
     extra = 0
     can_delete = False
-    fields = ["label", "score", "threshold", "model_version", "shots", "offset_s", "timings_ms", "created_at"]
-    readonly_fields = fields
+    fields = readonly_fields = (
+        "label", "score", "threshold", "model_version", "shots", "offset_s", "timings_ms", "created_at",
+    )
 
 
 @admin.register(Clip)

@@ -10,8 +10,7 @@ from devices.models import Device, DeviceToken, TrustedContact
 class DeviceTokenInline(admin.TabularInline):
     model = DeviceToken
     extra = 0
-    fields = ["key", "created_at", "last_used_at", "revoked_at"]
-    readonly_fields = fields
+    fields = readonly_fields = ("key", "created_at", "last_used_at", "revoked_at")
     can_delete = False
 
     def has_add_permission(self, request: HttpRequest, obj: Device | None = None) -> bool:

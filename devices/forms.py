@@ -53,7 +53,7 @@ class TrustedContactForm(forms.ModelForm):
 
     def __init__(self, *args: Any, owner: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["devices"].queryset = Device.objects.filter(owner=owner)
+        self.fields["devices"].queryset = Device.objects.filter(owner=owner)  # type: ignore[attr-defined]  # a ModelMultipleChoiceField
         self.fields["devices"].help_text = "Leave empty to be told about every device."
         style_form(self)
 
@@ -63,7 +63,7 @@ class TrustedContactForm(forms.ModelForm):
         try:
             return validate_e164(self.cleaned_data.get("phone", ""))
         except ApiValidationError as exc:
-            raise forms.ValidationError(str(exc.detail[0])) from exc
+            raise forms.ValidationError(str(exc.detail[0])) from exc  # type: ignore[index]  # validate_e164 raises a list
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}

@@ -41,7 +41,7 @@ def device_fix(device: Device, *, at: datetime | None = None) -> DeviceFix | Non
             drift = VEHICLE_DRIFT_M_PER_S * max(age_s, 0.0)
             if drift > 0 or accuracy is not None:
                 accuracy = min((accuracy or 0.0) + drift, STALE_FIX_CAP_M)
-        return DeviceFix(device.last_latitude, device.last_longitude, accuracy, installed=False)  # type: ignore[arg-type]
+        return DeviceFix(device.last_latitude, device.last_longitude, accuracy, installed=False)  # type: ignore[arg-type]  # has_fix checked both coordinates
     if has_installed:
-        return DeviceFix(device.latitude, device.longitude, None, installed=True)  # type: ignore[arg-type]
+        return DeviceFix(device.latitude, device.longitude, None, installed=True)  # type: ignore[arg-type]  # has_installed checked both coordinates
     return None

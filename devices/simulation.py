@@ -166,7 +166,7 @@ class SoundBank:
             return cls.synthetic(rng)
         with manifest.open(newline="") as handle:
             rows = list(csv.DictReader(handle))
-        rng.shuffle(rows)  # type: ignore[arg-type]
+        rng.shuffle(rows)
         root = manifest.parent
 
         def pick(predicate: Callable[[dict[str, str]], bool]) -> list[np.ndarray]:

@@ -54,8 +54,11 @@ HEALTH_LABELS = {
 
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    devices = sorted(Device.objects.filter(owner=request.user), key=lambda device: natural_key(device.name))
-    rows = []
+    devices = sorted(
+        Device.objects.filter(owner=request.user),  # type: ignore[misc]  # login_required: a User, never anonymous
+        key=lambda device: natural_key(device.name),
+    )
+    rows: list[dict[str, Any]] = []
     for device in devices:
         health = device_health(device)
         label, css = HEALTH_LABELS[health]
@@ -89,7 +92,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 def device_add(request: HttpRequest) -> HttpResponse:
     form = DeviceForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        device, issued = services.device_create(owner=request.user, **form.cleaned_data)
+        device, issued = services.device_create(owner=request.user, **form.cleaned_data)  # type: ignore[arg-type]  # login_required: a User, never anonymous
         return _show_pairing_code(request, device, issued, new=True)
     context = {"form": form, "title": "Add a device", "submit_label": "Create and get a pairing code"}
     return render(request, "form_page.html", context)
@@ -238,7 +241,7 @@ def device_delete(request: HttpRequest, code: str) -> HttpResponse:
 
 @login_required
 def contact_list(request: HttpRequest) -> HttpResponse:
-    contacts = TrustedContact.objects.filter(owner=request.user).prefetch_related("devices")
+    contacts = TrustedContact.objects.filter(owner=request.user).prefetch_related("devices")  # type: ignore[misc]  # login_required: a User, never anonymous
     return render(request, "devices/contact_list.html", {"contacts": contacts})
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -91,8 +92,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     else:
         code = exc.default_code if not isinstance(detail, exceptions.ErrorDetail) else detail.code or "error"
         message = str(detail)
-    if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
-        extra["retry_after_s"] = int(exc.wait)
+    if isinstance(exc, exceptions.Throttled) and exc.wait is not None:  # type: ignore[attr-defined]  # set in __init__, not in the stubs
+        extra["retry_after_s"] = int(exc.wait)  # type: ignore[attr-defined]  # as above
     response.data = error_body(message, str(code), extra)
     return response
 
@@ -102,11 +103,11 @@ def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonRespon
     return JsonResponse(error_body(f"No API endpoint at {request.path}.", "not_found"), status=404)
 
 
-def json_error_view(status_code: int, message: str, code: str):  # type: ignore[no-untyped-def]
+def json_error_view(status_code: int, message: str, code: str) -> Callable[..., Any]:
     """Django handler404/handler500 that answers JSON on /api/ paths and HTML elsewhere."""
     from django.views import defaults
 
-    html_views = {404: defaults.page_not_found, 500: defaults.server_error}
+    html_views: dict[int, Callable[..., Any]] = {404: defaults.page_not_found, 500: defaults.server_error}
 
     def view(request: HttpRequest, exception: Exception | None = None) -> Any:
         if request.path.startswith("/api/"):
@@ -160,7 +161,7 @@ class OwnedQuerysetMixin:
     queryset: QuerySet[Any]
 
     def get_queryset(self) -> QuerySet[Any]:
-        return super().get_queryset().filter(**{self.owner_field: self.request.user})  # type: ignore[misc]
+        return super().get_queryset().filter(**{self.owner_field: self.request.user})  # type: ignore[misc]  # authenticated by the view's permissions
 
     def perform_create(self, serializer: Any) -> None:
         serializer.save(**{self.owner_field: self.request.user})

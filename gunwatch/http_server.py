@@ -76,6 +76,6 @@ def install() -> None:
     def line_length_exceeded(self: Any, line: bytes) -> None:
         _refuse_oversized_headers(self)
 
-    HTTPChannel.lineReceived = line_received
-    HTTPChannel.lineLengthExceeded = line_length_exceeded
-    HTTPChannel._gunwatch_installed = True
+    HTTPChannel.lineReceived = line_received  # type: ignore[method-assign]  # patching twisted is install()'s job
+    HTTPChannel.lineLengthExceeded = line_length_exceeded  # type: ignore[method-assign]  # as above
+    HTTPChannel._gunwatch_installed = True  # type: ignore[attr-defined]  # our marker, checked above

@@ -10,10 +10,10 @@ service-less test run have. ``DATABASE_URL`` and ``REDIS_URL`` switch to the rea
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -72,8 +72,6 @@ def env_secret(name: str, default: str = "") -> str:
             raise ImproperlyConfigured(f"{name}_FILE points to {file_name!r}, which cannot be read") from exc
     return os.environ.get(name, default)
 
-
-TESTING = "pytest" in sys.modules or (len(sys.argv) > 1 and sys.argv[1] == "test")
 
 DEBUG = env_bool("DEBUG", True)
 SECRET_KEY = env_secret("SECRET_KEY")
@@ -154,7 +152,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": DATA_DIR / "gunwatch.sqlite3",
+            "NAME": str(DATA_DIR / "gunwatch.sqlite3"),
             # The in-process worker thread, request threads and the fleet simulator write
             # concurrently in the embedded mode. WAL lets readers run beside a writer; IMMEDIATE
             # transactions take the write lock up front, so a writer waits out the busy timeout
@@ -205,8 +203,9 @@ CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND") or None
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", not REDIS_URL)
 CELERY_TASK_EAGER_PROPAGATES = True
 # In the embedded mode eager tasks are handed to a background thread so that an upload still
-# answers 202 at once; tests switch this off to observe results deterministically.
-GUNWATCH_EAGER_IN_THREAD = env_bool("GUNWATCH_EAGER_IN_THREAD", not TESTING)
+# answers 202 at once; the test settings (gunwatch/settings_test.py) switch this off to observe
+# results deterministically.
+GUNWATCH_EAGER_IN_THREAD = env_bool("GUNWATCH_EAGER_IN_THREAD", True)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -215,7 +214,7 @@ CELERY_WORKER_MAX_TASKS_PER_CHILD = env_int("CELERY_WORKER_MAX_TASKS_PER_CHILD",
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {"detection.tasks.classify_clip": {"queue": "audio"}}
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULE = {
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "mark-offline-devices": {"task": "devices.tasks.mark_offline_devices", "schedule": timedelta(seconds=30)},
     "purge-expired-audio": {"task": "detection.tasks.purge_expired_audio", "schedule": timedelta(hours=1)},
     "requeue-stale-notifications": {
@@ -241,9 +240,6 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-if TESTING:
-    # Hashing dominates the run time of auth-heavy tests; MD5 is fine for throwaway users.
-    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -274,7 +270,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 12 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 12 * 1024 * 1024
 
 # --- REST API -------------------------------------------------------------------------------
-REST_FRAMEWORK = {
+REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
@@ -450,7 +446,7 @@ REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "gunwatch.schema.AutoSchema"
 # client could otherwise pick a new address per request and never meet the per-address throttles.
 REST_FRAMEWORK["NUM_PROXIES"] = env_int("NUM_PROXIES", 0)
 # Budgets that do not depend on the address: per account for logins, per code for pairing.
-REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].update(  # type: ignore[attr-defined]
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].update(
     {
         "login_account": env_str("THROTTLE_LOGIN_ACCOUNT", "10/min"),
         "pairing_code": env_str("THROTTLE_PAIRING_CODE", "10/min"),

@@ -2,14 +2,14 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path, re_path
+from django.urls import URLPattern, URLResolver, include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts import views as account_views
 from gunwatch import views
 from gunwatch.api import api_not_found, json_error_view
 
-api_v1 = [
+api_v1: list[URLPattern | URLResolver] = [
     path("auth/token", account_views.TokenApi.as_view(), name="api-token"),
     path("", include("devices.api.urls")),
     path("", include("detection.api.urls")),

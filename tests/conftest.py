@@ -1,19 +1,35 @@
-"""Shared fixtures: the cast (owner, other owner, police, pending police, admin), clients, devices."""
+"""Shared fixtures: the cast (owner, other owner, police, pending police, admin), clients, devices,
+tiny registered models, a headless browser page; and, for every test, an isolated media folder and
+cache, eager Celery tasks and an empty model cache.
+
+Fixtures live in conftest.py files only (pytest finds them; no test module imports fixtures).
+Plain helpers live beside them: ``tests/factories.py`` (a factory per model),
+``tests/core/helpers_audio.py`` (audio, tiny weights, manifests), ``tests/detection/pipeline.py``
+(encoded clips, upload fields), ``tests/alerts/helpers.py`` (classifications made directly).
+"""
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.cache import cache
+from pytest_django.fixtures import Settings
 from rest_framework.test import APIClient
 
 from accounts.models import User
+from alerts.models import PoliceStation
+from detection import inference
+from detection.models import ModelVersion
+from detection.services.registry import model_version_register
 from devices import services
 from devices.models import Device
+from gunwatch.celery import app as celery_app
+from tests.core.helpers_audio import make_weights
 from tests.factories import DeviceFactory, PoliceStationFactory, PoliceUserFactory, UserFactory
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -21,7 +37,7 @@ SHARED_DATA = Path(os.environ.get("GUNWATCH_DATA_DIR", REPO_ROOT.parent / "share
 
 
 @pytest.fixture(autouse=True)
-def _isolated(settings, tmp_path: Path) -> Iterator[None]:  # type: ignore[no-untyped-def]
+def _isolated(settings: Settings, tmp_path: Path) -> Iterator[None]:
     """Every test gets its own media folder and an empty cache (throttle counters live there)."""
     settings.MEDIA_ROOT = tmp_path / "media"
     cache.clear()
@@ -40,12 +56,12 @@ def other_owner(db: None) -> User:
 
 
 @pytest.fixture
-def station(db: None):  # type: ignore[no-untyped-def]
+def station(db: None) -> PoliceStation:
     return PoliceStationFactory(name="Mitte", latitude=52.52, longitude=13.405)
 
 
 @pytest.fixture
-def police_user(station) -> User:  # type: ignore[no-untyped-def]
+def police_user(station: PoliceStation) -> User:
     return PoliceUserFactory(username="officer", police_station=station)
 
 
@@ -115,7 +131,7 @@ ARTIFACTS = REPO_ROOT / "test-artifacts"
 
 
 @pytest.fixture
-def browser_page(monkeypatch):  # type: ignore[no-untyped-def]
+def browser_page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A headless Chromium page (Debian's chromium driven by Playwright); skips where it is absent."""
     if not CHROMIUM.exists():
         pytest.skip("headless Chromium (apt-get install chromium) is not installed")
@@ -135,17 +151,53 @@ def browser_page(monkeypatch):  # type: ignore[no-untyped-def]
         browser.close()
 
 
-@pytest.fixture
-def eager_celery(settings):  # type: ignore[no-untyped-def]
-    """Tasks run in the calling thread even where REDIS_URL configured a broker (no worker in tests).
+@pytest.fixture(autouse=True)
+def eager_celery(settings: Settings) -> Iterator[None]:
+    """Tasks run in the calling thread, even where REDIS_URL configured a broker (no worker runs in tests).
 
-    Celery reads the eager flag once, so its own config is switched too, and restored after.
+    Celery reads the eager flag once, so its own config is switched too, and restored after. A test
+    of the broker path switches both back off itself.
     """
-    from gunwatch.celery import app as celery_app
-
     saved = (celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates)
     celery_app.conf.task_always_eager = celery_app.conf.task_eager_propagates = True
     settings.CELERY_TASK_ALWAYS_EAGER = True
     settings.GUNWATCH_EAGER_IN_THREAD = False
     yield
     celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = saved
+
+
+@pytest.fixture(autouse=True)
+def clean_inference(settings: Settings) -> Iterator[None]:
+    """Each test starts with an empty model cache that asks the database on every call."""
+    settings.MODEL_ACTIVE_CHECK_TTL_S = 0
+    inference.reset()
+    yield
+    inference.reset()
+
+
+@pytest.fixture
+def model_factory(db: None, tmp_path: Path) -> Callable[..., ModelVersion]:
+    """Registers tiny random-weight networks (``make_weights``) as model versions, active by default."""
+    counter = iter(range(1, 1000))
+
+    def make(*, logit: float | None = None, threshold: float = 0.5, activate: bool = True,
+             name: str = "tiny", version: str | None = None, seed: int = 0, **kwargs: Any) -> ModelVersion:
+        number = next(counter)
+        path = make_weights(tmp_path / "weights" / f"w{number}.pt", logit=logit, threshold=threshold, seed=seed)
+        return model_version_register(
+            weights_path=path, name=name, version=version or f"1.{number}", activate=activate, **kwargs
+        )
+
+    return make
+
+
+@pytest.fixture
+def negative_model(model_factory: Callable[..., ModelVersion]) -> ModelVersion:
+    """Active, and scores every window sigmoid(-8) ≈ 0.0003: everything is 'other'."""
+    return model_factory(logit=-8.0, name="never")
+
+
+@pytest.fixture
+def positive_model(model_factory: Callable[..., ModelVersion]) -> ModelVersion:
+    """Active, and scores every window sigmoid(8) ≈ 0.9997: everything is a 'gunshot'."""
+    return model_factory(logit=8.0, name="always")

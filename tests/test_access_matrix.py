@@ -334,7 +334,7 @@ def _request(client: Client, row: Row, cast: Cast) -> int:
         else:
             response = client.post(url, row.data)
         if getattr(response, "streaming", False):
-            b"".join(response.streaming_content)
+            b"".join(response.streaming_content)  # type: ignore[attr-defined]  # streaming responses only
         transaction.set_rollback(True)
     return response.status_code
 

@@ -12,8 +12,8 @@ from django.utils import timezone
 from detection import services
 from detection.models import ModelVersion
 from devices.models import Device
+from tests.browser import log_in
 from tests.conftest import ARTIFACTS
-from tests.detection.pipeline import *  # noqa: F403
 from tests.detection.pipeline import encode, impulses
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -27,10 +27,7 @@ def test_evidence_cell_is_laid_out_in_its_column(live_server: Any, browser_page:
     clip.refresh_from_db()
     assert clip.audio, "the positive model keeps the clip as evidence"
     page = browser_page
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.fill("input[name=username]", "alice")
-    page.fill("input[name=password]", "correct-horse-battery")
-    page.click("button[type=submit]")
+    log_in(page, live_server.url, "alice")
     page.goto(f"{live_server.url}/devices/{device.code}/")
     page.wait_for_selector("td.evidence-col img")
     page.wait_for_function("document.querySelector('td.evidence-col img').complete")

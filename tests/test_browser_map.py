@@ -23,12 +23,12 @@ from typing import Any
 import pytest
 import requests
 
+from tests.conftest import ARTIFACTS, CHROMIUM
+from tests.factories import PASSWORD
+
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = REPO / "test-artifacts"
-PASSWORD = "correct-horse-battery"
 
 SETUP = """
 import json, sys
@@ -38,7 +38,7 @@ from alerts.models import PoliceStation
 from detection import services as detection_services
 from devices import services as device_services
 from devices.models import Device
-from tests.detection.pipeline import make_weights
+from tests.core.helpers_audio import make_weights
 
 station = PoliceStation.objects.create(name="Mitte", latitude=52.52, longitude=13.405, jurisdiction_radius_km=5)
 officer = User.objects.create_user("officer", password=sys.argv[2], role="police", police_approved=True,

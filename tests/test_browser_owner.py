@@ -6,6 +6,7 @@ import pytest
 
 from devices.models import Device
 from devices.services import device_pair, heartbeat_record
+from tests.browser import add_home_device, log_in
 from tests.conftest import ARTIFACTS
 from tests.factories import UserFactory
 
@@ -15,19 +16,11 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 def test_owner_adds_and_pairs_a_device_in_the_browser(live_server, browser_page) -> None:
     UserFactory(username="olivia")
     page = browser_page
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.fill("input[name=username]", "olivia")
-    page.fill("input[name=password]", "correct-horse-battery")
-    page.click("button[type=submit]")
+    log_in(page, live_server.url, "olivia")
     page.wait_for_url("**/dashboard/")
     assert "No devices yet" in page.content()
 
-    page.click("text=Add a device")
-    page.fill("input[name=name]", "Balcony")
-    page.select_option("select[name=kind]", "home")
-    page.fill("input[name=latitude]", "52.52")
-    page.fill("input[name=longitude]", "13.40")
-    page.click("button[type=submit]")
+    add_home_device(page, "Balcony")
     code = page.inner_text("#pairing-code").strip()
     assert len(code) == 8
 

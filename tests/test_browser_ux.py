@@ -16,20 +16,17 @@ from accounts.models import User
 from alerts.models import Incident
 from devices.models import Device
 from devices.services import heartbeat_record
+from tests.browser import add_home_device, log_in
 from tests.conftest import ARTIFACTS
 from tests.factories import DeviceFactory, PoliceStationFactory, UserFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-PASSWORD = "correct-horse-battery"
 PHONE = {"width": 390, "height": 844}
 
 
 def _login(page: Any, base: str, username: str) -> None:
-    page.goto(f"{base}/accounts/login/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
+    log_in(page, base, username)
     page.wait_for_load_state("networkidle")
 
 
@@ -93,12 +90,7 @@ def test_pairing_page_is_post_redirect_get_with_a_copy_button(live_server: Any, 
     UserFactory(username="olivia")
     page = browser_page
     _login(page, live_server.url, "olivia")
-    page.click("text=Add a device")
-    page.fill("input[name=name]", "Balcony")
-    page.select_option("select[name=kind]", "home")
-    page.fill("input[name=latitude]", "52.52")
-    page.fill("input[name=longitude]", "13.40")
-    page.click("button[type=submit]")
+    add_home_device(page, "Balcony")
     page.wait_for_url("**/pairing/")
     code = page.inner_text("#pairing-code").strip()
     command = page.inner_text("#pairing-command")

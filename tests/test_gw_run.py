@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,7 @@ def _start(tmp_path: Path) -> tuple[subprocess.Popen[str], Path, int]:
     return process, out, port
 
 
-def _stop_and_check(process: subprocess.Popen[str], send: callable) -> float:  # type: ignore[valid-type]
+def _stop_and_check(process: subprocess.Popen[str], send: Callable[[], None]) -> float:
     started_children = _descendants(process.pid)
     assert len(started_children) >= 3, "expected the web server, the periodic runner and the fleet"
     began = time.monotonic()

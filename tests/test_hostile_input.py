@@ -126,7 +126,7 @@ def test_the_schema_is_served_to_every_caller(client: APIClient, owner: User, wh
 )
 def test_a_broken_multipart_boundary_is_a_400_in_the_error_shape(client: APIClient, content_type: str) -> None:
     body = b'--xx\r\nContent-Disposition: form-data; name="recorded_at"\r\n\r\n2026-01-01T00:00:00Z'
-    response = client.generic("POST", "/api/v1/clips", body, content_type=content_type)
+    response = client.generic("POST", "/api/v1/clips", body, content_type=content_type)  # type: ignore[arg-type]  # raw bytes are the test
     assert_error(response, 400, "parse_error")
 
 

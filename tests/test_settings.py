@@ -25,13 +25,13 @@ def test_every_environment_variable_is_listed_in_env_example() -> None:
 
 @pytest.mark.parametrize(("helper", "raw"), [(gw_settings.env_bool, "Flase"), (gw_settings.env_int, "ten"),
                                              (gw_settings.env_float, "1,5")])
-def test_typos_in_settings_fail_loudly(monkeypatch, helper, raw: str) -> None:  # type: ignore[no-untyped-def]
+def test_typos_in_settings_fail_loudly(monkeypatch, helper, raw: str) -> None:
     monkeypatch.setenv("GW_PROBE", raw)
     with pytest.raises(ImproperlyConfigured, match="GW_PROBE"):
         helper("GW_PROBE", 1)
 
 
-def test_secret_can_come_from_a_file(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_secret_can_come_from_a_file(monkeypatch, tmp_path) -> None:
     secret = tmp_path / "secret"
     secret.write_text("s3cret\n")
     monkeypatch.setenv("GW_PROBE_FILE", str(secret))
@@ -41,7 +41,7 @@ def test_secret_can_come_from_a_file(monkeypatch, tmp_path) -> None:  # type: ig
         gw_settings.env_secret("GW_PROBE")
 
 
-def _check_deploy(tmp_path, **overrides: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+def _check_deploy(tmp_path, **overrides: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"}}
     env.update(
         {
@@ -59,13 +59,13 @@ def _check_deploy(tmp_path, **overrides: str) -> subprocess.CompletedProcess[str
     )
 
 
-def test_a_production_start_passes_check_deploy_without_warnings(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_production_start_passes_check_deploy_without_warnings(tmp_path) -> None:
     result = _check_deploy(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout
 
 
-def test_check_deploy_still_warns_when_hsts_and_the_redirect_are_switched_off(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_check_deploy_still_warns_when_hsts_and_the_redirect_are_switched_off(tmp_path) -> None:
     result = _check_deploy(tmp_path, SECURE_HSTS_SECONDS="0", SECURE_SSL_REDIRECT="false")
     assert result.returncode != 0
     assert "security.W004" in result.stderr + result.stdout and "security.W008" in result.stderr + result.stdout

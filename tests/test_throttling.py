@@ -32,7 +32,7 @@ def private_throttle_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", rates)
 
 
-def spoofed(i: int) -> dict[str, str]:
+def spoofed(i: int) -> dict[str, Any]:
     """A different made-up client address on every request, as a brute-forcer would send."""
     return {"HTTP_X_FORWARDED_FOR": f"203.0.113.{i % 250}, 198.51.100.{i % 200}"}
 

@@ -116,12 +116,12 @@ def test_api_docs_load_swagger_ui_from_our_static_files(admin_user: User) -> Non
 # --- 8: the police map's data, scope and confirmations -----------------------------------------
 
 @pytest.fixture
-def station():  # type: ignore[no-untyped-def]
+def station():
     return PoliceStationFactory(name="Mitte", latitude=52.52, longitude=13.405, jurisdiction_radius_km=2)
 
 
 @pytest.fixture
-def officer(station) -> User:  # type: ignore[no-untyped-def]
+def officer(station) -> User:
     return UserFactory(username="officer", role=User.Role.POLICE, police_station=station, police_approved=True)
 
 
@@ -173,7 +173,7 @@ def test_address_uses_the_geocoder_when_configured(officer: User, settings: Any,
     assert client.get("/map/address?lat=x").status_code == 400
 
 
-def test_every_workflow_action_is_confirmed(officer: User, station) -> None:  # type: ignore[no-untyped-def]
+def test_every_workflow_action_is_confirmed(officer: User, station) -> None:
     now = timezone.now()
     incident = Incident.objects.create(first_detected_at=now, last_detected_at=now, latitude=52.52, longitude=13.405,
                                        radius_m=30, shots=1, max_confidence=0.9, device_count=3)
@@ -206,7 +206,7 @@ def test_password_reset_flow_is_in_gunwatch_style_and_mails_a_link(settings: Any
     done = client.post("/accounts/password_reset/", {"email": "olivia@example.org"}, follow=True).content.decode()
     assert "Check your email" in done and "Back to log in" in done
     assert mail.outbox[0].subject == "GunWatch: reset your password"
-    link = re.search(r"http://testserver(/accounts/reset/\S+)", mail.outbox[0].body).group(1)
+    link = re.search(r"http://testserver(/accounts/reset/\S+)", str(mail.outbox[0].body)).group(1)
     form = client.get(link, follow=True).content.decode()
     assert "Choose a new password" in form and 'class="topbar"' in form
     assert "already used or has expired" in client.get("/accounts/reset/MQ/bad-token/").content.decode()
@@ -222,7 +222,7 @@ def test_forbidden_page_is_gunwatch_style_with_a_way_back() -> None:
 
 # --- 11: police sign-up and approval emails; admin links ---------------------------------------
 
-def test_police_sign_up_and_approval_send_emails(settings: Any, station) -> None:  # type: ignore[no-untyped-def]
+def test_police_sign_up_and_approval_send_emails(settings: Any, station) -> None:
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     root = UserFactory(username="root", email="root@example.org", role=User.Role.ADMIN, is_staff=True,
                        is_superuser=True)

@@ -33,7 +33,7 @@ class IncidentFilterSet(django_filters.FilterSet):
         if len(parts) != 4 or not (-90 <= parts[1] <= parts[3] <= 90):
             raise ValidationError({"bbox": ["Give bbox as min_lon,min_lat,max_lon,max_lat in degrees."]})
         if has_police_access(getattr(self.request, "user", None)):
-            return incidents_in_bbox(queryset, parts)  # type: ignore[arg-type]
+            return incidents_in_bbox(queryset, parts)
         # Owners see coarse locations only; filtering them on the precise ones would let repeated
         # narrowing boxes reveal what the rounding hides. Their incident lists are short.
         min_lon, min_lat, max_lon, max_lat = parts
@@ -41,7 +41,7 @@ class IncidentFilterSet(django_filters.FilterSet):
             pk
             for pk, lat, lon, radius in queryset.values_list("pk", "latitude", "longitude", "radius_m")
             for c_lat, c_lon, _ in [coarse_location(lat, lon, radius)]
-            if c_lat is not None and min_lat <= c_lat <= max_lat and _lon_in(c_lon, min_lon, max_lon)  # type: ignore[arg-type]
+            if c_lat is not None and min_lat <= c_lat <= max_lat and _lon_in(c_lon, min_lon, max_lon)  # type: ignore[arg-type]  # c_lon is set whenever c_lat is
         ]
         return queryset.filter(pk__in=inside)
 

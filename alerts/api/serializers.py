@@ -117,18 +117,18 @@ class IncidentDetailSerializer(IncidentSerializer):
         detections = incident.detections.select_related("device", "clip")
         if not self._precise():
             detections = detections.filter(device__owner=self.context["request"].user)
-        return DetectionSerializer(detections, many=True).data  # type: ignore[return-value]
+        return DetectionSerializer(detections, many=True).data  # type: ignore[return-value]  # ReturnList is a list of dicts
 
     def get_timeline(self, incident: Incident) -> list[dict[str, Any]]:
         if not self._precise():
             return []
-        return IncidentEventSerializer(incident.events.select_related("actor"), many=True).data  # type: ignore[return-value]
+        return IncidentEventSerializer(incident.events.select_related("actor"), many=True).data  # type: ignore[return-value]  # as above
 
     def get_notifications(self, incident: Incident) -> list[dict[str, Any]]:
         if self._precise():
-            return StationNotificationSerializer(incident.notifications.all(), many=True).data  # type: ignore[return-value]
+            return StationNotificationSerializer(incident.notifications.all(), many=True).data  # type: ignore[return-value]  # as above
         mine = incident.notifications.filter(owner=self.context["request"].user)
-        return NotificationSerializer(mine, many=True).data  # type: ignore[return-value]
+        return NotificationSerializer(mine, many=True).data  # type: ignore[return-value]  # as above
 
     def get_actions(self, incident: Incident) -> list[str]:
         return incident.actions_available() if self._precise() else []

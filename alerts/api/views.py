@@ -49,7 +49,7 @@ class IncidentViewSet(viewsets.ReadOnlyModelViewSet):
         if getattr(self, "swagger_fake_view", False):  # drf-spectacular inspects the view without a user
             return Incident.objects.none()
         return (
-            incidents_visible_to(self.request.user, police=self._police())  # type: ignore[arg-type]
+            incidents_visible_to(self.request.user, police=self._police())  # type: ignore[arg-type]  # IsPerson: a User, never anonymous
             .select_related("evidence_clip")
             .prefetch_related("stations")
         )
@@ -68,7 +68,7 @@ class IncidentViewSet(viewsets.ReadOnlyModelViewSet):
         serializer.is_valid(raise_exception=True)
         incident = services.incident_transition(
             incident=self.get_object(),
-            user=request.user,  # type: ignore[arg-type]
+            user=request.user,  # type: ignore[arg-type]  # IsPerson: a User, never anonymous
             **serializer.validated_data,
         )
         return Response(self.get_serializer(incident).data)

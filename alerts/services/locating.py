@@ -38,13 +38,13 @@ def _same_shot_group(detections: list[Detection]) -> list[Detection]:
     if not group:
         return []
     first = group[0]
-    anchor = observation(first.latitude, first.longitude, first.event_at, first.accuracy_m)  # type: ignore[arg-type]
+    anchor = observation(first.latitude, first.longitude, first.event_at, first.accuracy_m)  # type: ignore[arg-type]  # detections with a position only
     return [first] + [
         d
         for d in group[1:]
         if could_be_same_event(
             anchor,
-            observation(d.latitude, d.longitude, d.event_at, d.accuracy_m),  # type: ignore[arg-type]
+            observation(d.latitude, d.longitude, d.event_at, d.accuracy_m),  # type: ignore[arg-type]  # as above
             speed_of_sound=SPEED_OF_SOUND_M_S,
             hearing_range_m=settings.ALERT_HEARING_RANGE_M,
             slack_s=settings.ALERT_JOIN_SLACK_S,
@@ -55,7 +55,7 @@ def _same_shot_group(detections: list[Detection]) -> list[Detection]:
 def _estimate(group: list[Detection]) -> tuple[float, float, float, str, float | None]:
     hearing = settings.ALERT_HEARING_RANGE_M
     observations = [
-        observation(d.latitude, d.longitude, d.event_at, d.accuracy_m)  # type: ignore[arg-type]
+        observation(d.latitude, d.longitude, d.event_at, d.accuracy_m)  # type: ignore[arg-type]  # as above
         for d in group
     ]
     synced = all(d.clock_source in settings.ALERT_TDOA_CLOCK_SOURCES for d in group)
@@ -137,7 +137,7 @@ def incident_route(incident: Incident) -> list[PoliceStation]:
     if not incident.has_location:
         return []
     already = set(incident.stations.values_list("pk", flat=True))
-    stations = [s for s in stations_for_point(incident.latitude, incident.longitude) if s.pk not in already]  # type: ignore[arg-type]
+    stations = [s for s in stations_for_point(incident.latitude, incident.longitude) if s.pk not in already]  # type: ignore[arg-type]  # has_location checked above
     if stations:
         # Stations routed earlier stay: their officers may already be on the way.
         incident.stations.add(*stations)

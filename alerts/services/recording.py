@@ -106,8 +106,8 @@ def _same_shot(sighting: Sighting, detection: Detection) -> bool:
     if not (sighting.has_position and detection.has_position):
         return False
     return could_be_same_event(
-        observation(sighting.latitude, sighting.longitude, sighting.event_at, sighting.accuracy_m),  # type: ignore[arg-type]
-        observation(detection.latitude, detection.longitude, detection.event_at, detection.accuracy_m),  # type: ignore[arg-type]
+        observation(sighting.latitude, sighting.longitude, sighting.event_at, sighting.accuracy_m),  # type: ignore[arg-type]  # has_position checked above
+        observation(detection.latitude, detection.longitude, detection.event_at, detection.accuracy_m),  # type: ignore[arg-type]  # as above
         speed_of_sound=SPEED_OF_SOUND_M_S,
         hearing_range_m=settings.ALERT_HEARING_RANGE_M,
         slack_s=settings.ALERT_JOIN_SLACK_S,
@@ -122,7 +122,7 @@ def _follow_up(incident: Incident, sighting: Sighting) -> bool:
         return True
     if incident.latitude is None or incident.longitude is None or not sighting.has_position:
         return False
-    distance = haversine_m(sighting.latitude, sighting.longitude, incident.latitude, incident.longitude)  # type: ignore[arg-type]
+    distance = haversine_m(sighting.latitude, sighting.longitude, incident.latitude, incident.longitude)  # type: ignore[arg-type]  # positions checked above
     return distance - sighting.accuracy_m <= settings.ALERT_HEARING_RANGE_M
 
 
@@ -154,7 +154,7 @@ def _candidates(sighting: Sighting) -> list[Incident]:
     nearby = Q(device_id=sighting.device_id)
     if sighting.has_position:
         reach = 2 * settings.ALERT_HEARING_RANGE_M + sighting.accuracy_m + MAX_ACCURACY_M
-        min_lat, min_lon, max_lat, max_lon = bounding_box(sighting.latitude, sighting.longitude, reach)  # type: ignore[arg-type]
+        min_lat, min_lon, max_lat, max_lon = bounding_box(sighting.latitude, sighting.longitude, reach)  # type: ignore[arg-type]  # has_position checked above
         nearby |= Q(latitude__range=(min_lat, max_lat), longitude__range=(min_lon, max_lon))
     related = Detection.objects.filter(nearby, incident__in=in_window.values("pk")).values("incident_id")
     return list(

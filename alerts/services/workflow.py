@@ -64,6 +64,6 @@ def incident_transition(
         incident_event_add(incident, kind, message, actor=user, data=data)
     incident.revision += 1  # the row is locked
     incident.save()
-    message = broadcast.incident_message(incident, kind="incident.updated")
-    transaction.on_commit(lambda: broadcast.publish(message))
+    update = broadcast.incident_message(incident, kind="incident.updated")
+    transaction.on_commit(lambda: broadcast.publish(update))
     return incident

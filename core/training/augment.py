@@ -110,7 +110,7 @@ class WindowSampler:
         n, rng = self.length, self.rng
         if y.size <= n:
             out = np.zeros(n, dtype=np.float32)
-            start = rng.integers(0, n - y.size + 1)
+            start = int(rng.integers(0, n - y.size + 1))
             out[start : start + y.size] = y
             return out
         if around_event and loud.size:

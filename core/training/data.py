@@ -151,7 +151,9 @@ def limited(records: list[ClipRecord], limit: int, seed: int) -> list[ClipRecord
     pos = [r for r in records if r.positive]
     neg = [r for r in records if not r.positive]
     k = max(1, limit // 2)
-    pick = lambda rs: [rs[i] for i in sorted(rng.choice(len(rs), min(k, len(rs)), replace=False))]  # noqa: E731
+    def pick(rs: list[ClipRecord]) -> list[ClipRecord]:
+        return [rs[i] for i in sorted(rng.choice(len(rs), min(k, len(rs)), replace=False))]
+
     return pick(pos) + pick(neg)
 
 

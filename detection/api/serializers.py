@@ -81,7 +81,7 @@ class WindowSerializer(serializers.Serializer):
 
 
 class ResultSerializer(serializers.Serializer):
-    label = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]  # the API's field name shadows Field.label
     score = serializers.FloatField()
     threshold = serializers.FloatField()
     model_version = serializers.CharField()

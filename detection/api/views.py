@@ -161,7 +161,7 @@ class _ActiveModelMixin:
         return model_version
 
 
-class ActiveModelApi(_ActiveModelMixin, APIView):
+class ActiveModelApi(_ActiveModelMixin, APIView):  # type: ignore[misc]  # the mixin's attributes are APIView's
     """Metadata of the active model version (devices compare its sha256 with what they run)."""
 
     @extend_schema(responses={200: ModelVersionSerializer, 404: NO_ACTIVE_MODEL})
@@ -169,7 +169,7 @@ class ActiveModelApi(_ActiveModelMixin, APIView):
         return Response(ModelVersionSerializer(self.active()).data)
 
 
-class ActiveModelDownloadApi(_ActiveModelMixin, APIView):
+class ActiveModelDownloadApi(_ActiveModelMixin, APIView):  # type: ignore[misc]  # as above
     """The active model as TorchScript, with its sha256 and version in headers."""
 
     @extend_schema(

@@ -200,9 +200,9 @@ def model_version_torchscript(*, model_version: ModelVersion) -> TorchScriptExpo
             classifier = inference.classifier_for(model_version)
             with tempfile.NamedTemporaryFile(suffix=".pt") as tmp:
                 classifier.export_torchscript(tmp.name)
-                with open(tmp.name, "rb") as handle:
+                with open(tmp.name, "rb") as exported:
                     # Another web process may be serving this name already: never show it half written.
-                    _store_cache_file(name, File(handle))
+                    _store_cache_file(name, File(exported))
     handle = default_storage.open(name, "rb")
     digest, size = hashlib.sha256(), 0
     for chunk in handle.chunks():

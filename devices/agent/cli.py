@@ -212,7 +212,7 @@ def _stop_on_signals(stop: threading.Event) -> dict[int, Any]:
     """SIGINT/SIGTERM end the run cleanly (queue kept); returns the previous handlers to restore."""
     if threading.current_thread() is not threading.main_thread():
         return {}
-    previous = {}
+    previous: dict[int, Any] = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous[signum] = signal.signal(signum, lambda *_: stop.set())
     return previous

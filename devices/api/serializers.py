@@ -167,7 +167,7 @@ class TrustedContactSerializer(serializers.ModelSerializer):
     channels = serializers.ListField(
         child=serializers.ChoiceField(choices=TrustedContact.Channel.choices), allow_empty=False
     )
-    phone = serializers.CharField(max_length=20, required=False, allow_blank=True, validators=[validate_e164])
+    phone = serializers.CharField(max_length=20, required=False, allow_blank=True, validators=[validate_e164])  # type: ignore[list-item]  # DRF drops the return
 
     class Meta:
         model = TrustedContact
@@ -180,7 +180,7 @@ class TrustedContactSerializer(serializers.ModelSerializer):
         # Contacts may only be limited to the caller's own devices (none while the schema is generated).
         # is_person, not is_authenticated: a device is authenticated too, and is nobody's owner.
         owner_devices = Device.objects.filter(owner=user) if is_person(user) else Device.objects.none()
-        fields["devices"].child_relation.queryset = owner_devices
+        fields["devices"].child_relation.queryset = owner_devices  # type: ignore[attr-defined]  # many=True: ManyRelatedField
         return fields
 
     def validate_channels(self, value: list[str]) -> list[str]:

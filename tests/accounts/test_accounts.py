@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.contrib.admin.sites import site
 from django.core import mail
@@ -18,7 +20,7 @@ pytestmark = pytest.mark.django_db
 PASSWORD = "a-long-unusual-passphrase-42"
 
 
-def signup(client: Client, url: str, **extra: object) -> object:
+def signup(client: Client, url: str, **extra: object) -> Any:
     data = {"username": "dana", "email": "dana@example.org", "password1": PASSWORD, "password2": PASSWORD, **extra}
     return client.post(url, data)
 
@@ -79,7 +81,7 @@ def test_admin_action_approves_selected_police_accounts(admin_user) -> None:
     request.user = admin_user
     sent: list[str] = []
     model_admin = UserAdmin(User, site)
-    model_admin.message_user = lambda request, message, level=None: sent.append(str(message))  # type: ignore[method-assign]
+    model_admin.message_user = lambda request, message, level=None: sent.append(str(message))  # type: ignore[method-assign, assignment, misc]  # a stand-in that records
     model_admin.approve_police_accounts(request, User.objects.filter(pk__in=[ready.pk, stationless.pk]))
     ready.refresh_from_db()
     stationless.refresh_from_db()

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime, timedelta
 
 from django.core.files.base import ContentFile
 from django.utils import timezone
 
-from core.geo import SPEED_OF_SOUND_M_S, destination_point
-from detection.models import Classification, Clip, ModelVersion
+from core.geo import SPEED_OF_SOUND_M_S, destination_point, haversine_m
+from detection.models import Classification, ModelVersion
 from devices.models import Device
+from tests.factories import ClassificationFactory, ClipFactory, ModelVersionFactory
 
 SPEED_OF_SOUND = SPEED_OF_SOUND_M_S
 
 
 def model_version() -> ModelVersion:
-    version, _ = ModelVersion.objects.get_or_create(
-        name="test-model", version="1", defaults={"architecture": "cnn", "sha256": "0" * 64, "weights": "models/x.pt"}
-    )
-    return version
+    return ModelVersionFactory(name="test-model", version="1")
 
 
 def classify(
@@ -38,10 +35,8 @@ def classify(
     audio: bytes | None = None,
     audio_format: str = "wav",
 ) -> Classification:
-    clip = Clip.objects.create(
+    clip = ClipFactory(
         device=device,
-        client_id=uuid.uuid4(),
-        audio_sha256="0" * 64,
         audio_format=audio_format,
         recorded_at=recorded_at or timezone.now(),
         latitude=lat,
@@ -49,21 +44,16 @@ def classify(
         accuracy_m=accuracy_m,
         trigger_offset_s=trigger_offset_s,
         clock_source=clock_source,
-        status=Clip.Status.DONE,
-        duration_s=2.0,
     )
     if audio is not None:
         clip.audio.save(f"{clip.code}.{audio_format}", ContentFile(audio), save=True)
-    return Classification.objects.create(
-        clip=clip, model_version=model_version(), label=label, score=score, threshold=0.5, shots=shots,
-        offset_s=offset_s,
+    return ClassificationFactory(
+        clip=clip, model_version=model_version(), label=label, score=score, shots=shots, offset_s=offset_s
     )
 
 
 def heard_at(source: tuple[float, float], device_pos: tuple[float, float], shot_at: datetime) -> datetime:
     """When sound from `source` fired at `shot_at` reaches a device."""
-    from core.geo import haversine_m
-
     return shot_at + timedelta(seconds=haversine_m(*source, *device_pos) / SPEED_OF_SOUND)
 
 

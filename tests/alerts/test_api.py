@@ -16,19 +16,19 @@ PRECISE = (52.523456, 13.412345)
 
 
 @pytest.fixture
-def incident(owner, station) -> Incident:  # type: ignore[no-untyped-def]
+def incident(owner, station) -> Incident:
     device = DeviceFactory(owner=owner, name="Balcony", latitude=PRECISE[0], longitude=PRECISE[1])
     return incident_record_detection(classification=classify(device, shots=2, score=0.91))
 
 
 @pytest.fixture
-def munich_incident(db) -> Incident:  # type: ignore[no-untyped-def]
+def munich_incident(db) -> Incident:
     PoliceStationFactory(name="Munich", latitude=48.14, longitude=11.58)
     device = DeviceFactory(owner=UserFactory(username="dave"), latitude=48.14, longitude=11.58)
     return incident_record_detection(classification=classify(device))
 
 
-def test_police_list_shows_their_stations_incidents_precisely(police_user, incident, munich_incident) -> None:  # type: ignore[no-untyped-def]
+def test_police_list_shows_their_stations_incidents_precisely(police_user, incident, munich_incident) -> None:
     response = client_for(police_user).get("/api/v1/incidents")
     assert response.status_code == 200
     body = response.json()
@@ -39,13 +39,13 @@ def test_police_list_shows_their_stations_incidents_precisely(police_user, incid
     assert row["stations"] == ["Mitte"]
 
 
-def test_police_see_all_setting(police_user, incident, munich_incident, settings) -> None:  # type: ignore[no-untyped-def]
+def test_police_see_all_setting(police_user, incident, munich_incident, settings) -> None:
     settings.POLICE_SEE_ALL_INCIDENTS = True
     body = client_for(police_user).get("/api/v1/incidents").json()
     assert {row["id"] for row in body["results"]} == {str(incident.code), str(munich_incident.code)}
 
 
-def test_owner_sees_only_their_incidents_with_a_coarse_location(owner, incident, munich_incident) -> None:  # type: ignore[no-untyped-def]
+def test_owner_sees_only_their_incidents_with_a_coarse_location(owner, incident, munich_incident) -> None:
     body = client_for(owner).get("/api/v1/incidents").json()
     assert [row["id"] for row in body["results"]] == [str(incident.code)]
     row = body["results"][0]
@@ -59,7 +59,7 @@ def test_owner_sees_only_their_incidents_with_a_coarse_location(owner, incident,
     assert {n["recipient_kind"] for n in detail["notifications"]} == {"owner"}
 
 
-def test_owner_bbox_filter_cannot_narrow_below_the_coarse_location(owner, incident) -> None:  # type: ignore[no-untyped-def]
+def test_owner_bbox_filter_cannot_narrow_below_the_coarse_location(owner, incident) -> None:
     client = client_for(owner)
 
     def ids(bbox: str) -> list[str]:
@@ -70,20 +70,20 @@ def test_owner_bbox_filter_cannot_narrow_below_the_coarse_location(owner, incide
     assert ids("13.409,52.519,13.411,52.521") == [str(incident.code)]
 
 
-def test_other_people_get_404_for_incidents_they_may_not_see(other_owner, incident, munich_incident) -> None:  # type: ignore[no-untyped-def]
+def test_other_people_get_404_for_incidents_they_may_not_see(other_owner, incident, munich_incident) -> None:
     assert client_for(other_owner).get(f"/api/v1/incidents/{incident.code}").status_code == 404
     munich_officer = PoliceUserFactory(username="m", police_station=munich_incident.stations.get())
     assert client_for(munich_officer).get(f"/api/v1/incidents/{incident.code}").status_code == 404
 
 
-def test_anonymous_and_devices_are_rejected(incident, device_client) -> None:  # type: ignore[no-untyped-def]
+def test_anonymous_and_devices_are_rejected(incident, device_client) -> None:
     assert APIClient().get("/api/v1/incidents").status_code in (401, 403)
     response = device_client.get("/api/v1/incidents")
     assert response.status_code == 403
     assert set(response.json()) == {"message", "code", "extra"}
 
 
-def test_police_detail_has_timeline_detections_and_actions(police_user, incident) -> None:  # type: ignore[no-untyped-def]
+def test_police_detail_has_timeline_detections_and_actions(police_user, incident) -> None:
     body = client_for(police_user).get(f"/api/v1/incidents/{incident.code}").json()
     assert [event["kind"] for event in body["timeline"]] == ["opened"]
     assert body["detections"][0]["latitude"] == PRECISE[0]
@@ -92,7 +92,7 @@ def test_police_detail_has_timeline_detections_and_actions(police_user, incident
     assert all("target" not in n for n in body["notifications"])
 
 
-def test_filters_by_status_time_update_and_bbox(police_user, incident, owner) -> None:  # type: ignore[no-untyped-def]
+def test_filters_by_status_time_update_and_bbox(police_user, incident, owner) -> None:
     old_device = DeviceFactory(owner=owner, latitude=52.50, longitude=13.30)
     old = incident_record_detection(
         classification=classify(old_device, recorded_at=timezone.now() - timedelta(hours=30))
@@ -118,7 +118,7 @@ def test_filters_by_status_time_update_and_bbox(police_user, incident, owner) ->
     assert "bbox" in bad.json()["message"]
 
 
-def test_transition_flow_logs_every_step(police_user, incident) -> None:  # type: ignore[no-untyped-def]
+def test_transition_flow_logs_every_step(police_user, incident) -> None:
     client = client_for(police_user)
     url = f"/api/v1/incidents/{incident.code}/transition"
     for action, status in [("acknowledge", "acknowledged"), ("en_route", "en_route"), ("on_scene", "on_scene")]:
@@ -137,7 +137,7 @@ def test_transition_flow_logs_every_step(police_user, incident) -> None:  # type
     assert "Report 123" in body["timeline"][-1]["message"]
 
 
-def test_invalid_transitions_answer_400_with_a_clear_message(police_user, incident) -> None:  # type: ignore[no-untyped-def]
+def test_invalid_transitions_answer_400_with_a_clear_message(police_user, incident) -> None:
     client = client_for(police_user)
     url = f"/api/v1/incidents/{incident.code}/transition"
     response = client.post(url, {"action": "close"})
@@ -153,7 +153,7 @@ def test_invalid_transitions_answer_400_with_a_clear_message(police_user, incide
     assert response.json()["code"] == "invalid_choice"
 
 
-def test_en_route_before_acknowledge_is_refused_with_what_is_possible(police_user, incident) -> None:  # type: ignore[no-untyped-def]
+def test_en_route_before_acknowledge_is_refused_with_what_is_possible(police_user, incident) -> None:
     client = client_for(police_user)
     url = f"/api/v1/incidents/{incident.code}/transition"
     client.post(url, {"action": "on_scene"})
@@ -162,7 +162,7 @@ def test_en_route_before_acknowledge_is_refused_with_what_is_possible(police_use
     assert "possible now: close" in response.json()["message"]
 
 
-def test_only_approved_police_may_transition(owner, pending_police, incident) -> None:  # type: ignore[no-untyped-def]
+def test_only_approved_police_may_transition(owner, pending_police, incident) -> None:
     url = f"/api/v1/incidents/{incident.code}/transition"
     assert client_for(owner).post(url, {"action": "acknowledge"}).status_code == 403
     assert client_for(pending_police).post(url, {"action": "acknowledge"}).status_code == 403
@@ -170,7 +170,7 @@ def test_only_approved_police_may_transition(owner, pending_police, incident) ->
     assert incident.status == "new"
 
 
-def test_list_query_count_does_not_grow_with_incidents(police_user, owner, django_assert_max_num_queries) -> None:  # type: ignore[no-untyped-def]
+def test_list_query_count_does_not_grow_with_incidents(police_user, owner, django_assert_max_num_queries) -> None:
     for i in range(5):
         device = DeviceFactory(owner=owner, latitude=52.52 + i * 0.1, longitude=13.405)
         incident_record_detection(classification=classify(device))

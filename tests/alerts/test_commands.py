@@ -26,7 +26,7 @@ def _run(*args: str) -> tuple[str, str]:
     return out.getvalue(), err.getvalue()
 
 
-def test_csv_import_creates_then_is_idempotent(tmp_path: Path, db) -> None:  # type: ignore[no-untyped-def]
+def test_csv_import_creates_then_is_idempotent(tmp_path: Path, db) -> None:
     path = tmp_path / "stations.csv"
     path.write_text(CSV_TEXT)
     out, _ = _run(str(path))
@@ -42,7 +42,7 @@ def test_csv_import_creates_then_is_idempotent(tmp_path: Path, db) -> None:  # t
     assert PoliceStation.objects.get(name="Kreuzberg").latitude == 52.498
 
 
-def test_bad_rows_are_reported_one_by_one_and_good_rows_imported(tmp_path: Path, db) -> None:  # type: ignore[no-untyped-def]
+def test_bad_rows_are_reported_one_by_one_and_good_rows_imported(tmp_path: Path, db) -> None:
     path = tmp_path / "stations.csv"
     path.write_text(
         "name,latitude,longitude,contact_email\n"
@@ -67,14 +67,14 @@ def test_bad_rows_are_reported_one_by_one_and_good_rows_imported(tmp_path: Path,
     assert list(PoliceStation.objects.values_list("name", flat=True)) == ["Good"]
 
 
-def test_csv_without_required_columns_is_refused(tmp_path: Path, db) -> None:  # type: ignore[no-untyped-def]
+def test_csv_without_required_columns_is_refused(tmp_path: Path, db) -> None:
     path = tmp_path / "stations.csv"
     path.write_text("title,lat,lon\nA,1,2\n")
     with pytest.raises(CommandError, match="lacks latitude, longitude, name"):
         _run(str(path))
 
 
-def test_geojson_import_with_polygon_jurisdiction(tmp_path: Path, db) -> None:  # type: ignore[no-untyped-def]
+def test_geojson_import_with_polygon_jurisdiction(tmp_path: Path, db) -> None:
     ring = [[13.3, 52.4], [13.5, 52.4], [13.5, 52.6], [13.3, 52.6], [13.3, 52.4]]
     square = {"type": "Polygon", "coordinates": [ring]}
     data = {
@@ -100,7 +100,7 @@ def test_geojson_import_with_polygon_jurisdiction(tmp_path: Path, db) -> None:  
     assert mitte.jurisdiction_geojson == square
 
 
-def test_dry_run_changes_nothing(tmp_path: Path, db) -> None:  # type: ignore[no-untyped-def]
+def test_dry_run_changes_nothing(tmp_path: Path, db) -> None:
     path = tmp_path / "stations.csv"
     path.write_text(CSV_TEXT)
     out, _ = _run(str(path), "--dry-run")
@@ -114,7 +114,7 @@ def _wav_bytes() -> bytes:
     return buffer.getvalue()
 
 
-def test_export_feedback_writes_reviewed_clips_in_manifest_format(tmp_path: Path, owner, police_user) -> None:  # type: ignore[no-untyped-def]
+def test_export_feedback_writes_reviewed_clips_in_manifest_format(tmp_path: Path, owner, police_user) -> None:
     outcomes = {"confirmed_gunfire": "gunshot", "other_source": "other", "false_alarm": "other", "no_evidence": None}
     incidents = {}
     for index, disposition in enumerate(outcomes):

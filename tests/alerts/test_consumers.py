@@ -50,17 +50,17 @@ async def test_anonymous_is_refused() -> None:
     assert code == consumers.CLOSE_FORBIDDEN
 
 
-async def test_owner_is_refused(owner) -> None:  # type: ignore[no-untyped-def]
+async def test_owner_is_refused(owner) -> None:
     _, connected, code = await _connect(owner)
     assert (connected, code) == (False, consumers.CLOSE_FORBIDDEN)
 
 
-async def test_police_awaiting_approval_is_refused(pending_police) -> None:  # type: ignore[no-untyped-def]
+async def test_police_awaiting_approval_is_refused(pending_police) -> None:
     _, connected, code = await _connect(pending_police)
     assert (connected, code) == (False, consumers.CLOSE_FORBIDDEN)
 
 
-async def test_approved_police_receive_opened_and_updated(police_user, owner) -> None:  # type: ignore[no-untyped-def]
+async def test_approved_police_receive_opened_and_updated(police_user, owner) -> None:
     communicator, connected, _ = await _connect(police_user)
     assert connected
     incident = await _open_incident(owner)
@@ -78,7 +78,7 @@ async def test_approved_police_receive_opened_and_updated(police_user, owner) ->
     await communicator.disconnect()
 
 
-async def test_police_of_another_station_hear_nothing(owner) -> None:  # type: ignore[no-untyped-def]
+async def test_police_of_another_station_hear_nothing(owner) -> None:
     far = await database_sync_to_async(PoliceStationFactory)(name="Munich", latitude=48.1, longitude=11.6)
     officer = await database_sync_to_async(PoliceUserFactory)(username="munich", police_station=far)
     await database_sync_to_async(PoliceStationFactory)(name="Berlin", latitude=52.52, longitude=13.405)
@@ -89,7 +89,7 @@ async def test_police_of_another_station_hear_nothing(owner) -> None:  # type: i
     await communicator.disconnect()
 
 
-async def test_see_all_setting_shows_every_incident(owner, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_see_all_setting_shows_every_incident(owner, settings) -> None:
     settings.POLICE_SEE_ALL_INCIDENTS = True
     far = await database_sync_to_async(PoliceStationFactory)(name="Munich", latitude=48.1, longitude=11.6)
     officer = await database_sync_to_async(PoliceUserFactory)(username="munich", police_station=far)
@@ -102,7 +102,7 @@ async def test_see_all_setting_shows_every_incident(owner, settings) -> None:  #
     await communicator.disconnect()
 
 
-async def test_access_is_rechecked_per_event(police_user, owner) -> None:  # type: ignore[no-untyped-def]
+async def test_access_is_rechecked_per_event(police_user, owner) -> None:
     communicator, connected, _ = await _connect(police_user)
     assert connected
     police_user.police_approved = False
@@ -113,7 +113,7 @@ async def test_access_is_rechecked_per_event(police_user, owner) -> None:  # typ
     assert output == {"type": "websocket.close", "code": consumers.CLOSE_FORBIDDEN}
 
 
-async def test_real_session_cookie_through_auth_middleware(police_user) -> None:  # type: ignore[no-untyped-def]
+async def test_real_session_cookie_through_auth_middleware(police_user) -> None:
     client = Client()
     await sync_to_async(client.force_login)(police_user)
     cookie = f"{django_settings.SESSION_COOKIE_NAME}={client.cookies[django_settings.SESSION_COOKIE_NAME].value}"
@@ -124,7 +124,7 @@ async def test_real_session_cookie_through_auth_middleware(police_user) -> None:
     await communicator.disconnect()
 
 
-async def test_foreign_origin_is_refused(police_user) -> None:  # type: ignore[no-untyped-def]
+async def test_foreign_origin_is_refused(police_user) -> None:
     communicator = WebsocketCommunicator(application, "/ws/incidents/", headers=[(b"origin", b"https://evil.example")])
     communicator.scope["user"] = police_user
     connected, _ = await communicator.connect(timeout=5)
@@ -133,7 +133,7 @@ async def test_foreign_origin_is_refused(police_user) -> None:  # type: ignore[n
 
 @pytest.mark.redis
 @pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs a real Redis (REDIS_URL)")
-async def test_idle_connection_outlives_the_redis_read_timeout(police_user, owner) -> None:  # type: ignore[no-untyped-def]
+async def test_idle_connection_outlives_the_redis_read_timeout(police_user, owner) -> None:
     # redis-py 8's default 5 s socket timeout used to kill idle consumers (channels-redis blocks 5 s).
     communicator, connected, _ = await _connect(police_user)
     assert connected

@@ -12,12 +12,11 @@ from django.core import mail
 from alerts.models import Incident
 from gunwatch.asgi import application
 from tests.detection import pipeline
-from tests.detection.pipeline import *  # noqa: F403 - the detection fixtures (eager Celery, tiny models)
 from tests.factories import TrustedContactFactory
 
 
 @pytest.fixture
-def cast(positive_model, paired_device, police_user) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def cast(positive_model, paired_device, police_user) -> dict[str, Any]:
     device, _ = paired_device
     TrustedContactFactory(owner=device.owner, name="Mum", email="mum@example.org", channels=["email"])
     return {
@@ -30,7 +29,7 @@ def cast(positive_model, paired_device, police_user) -> dict[str, Any]:  # type:
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.asyncio
 @pytest.mark.usefixtures("close_thread_connections")
-async def test_upload_to_incident_to_map_and_notifications(cast, device_client, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_upload_to_incident_to_map_and_notifications(cast, device_client, settings) -> None:
     communicator = WebsocketCommunicator(application, "/ws/incidents/", headers=[(b"origin", b"http://127.0.0.1")])
     communicator.scope["user"] = cast["police"]
     assert (await communicator.connect(timeout=5))[0]

@@ -22,7 +22,7 @@ PRECISE = (52.523456, 13.412345)
 
 
 @pytest.fixture
-def scene(owner, station):  # type: ignore[no-untyped-def]
+def scene(owner, station):
     """An owner's device with two contacts (one limited to another device) near a station."""
     owner.phone = "+4915100000001"
     owner.save()
@@ -38,14 +38,14 @@ def scene(owner, station):  # type: ignore[no-untyped-def]
     return {"device": device, "other_device": other_device, "mum": mum, "limited": limited, "station": station}
 
 
-def _open(device, django_capture_on_commit_callbacks, **kwargs) -> tuple[Incident, list[int]]:  # type: ignore[no-untyped-def]
+def _open(device, django_capture_on_commit_callbacks, **kwargs) -> tuple[Incident, list[int]]:
     with mock.patch("alerts.tasks.enqueue_notifications") as enqueue, \
             django_capture_on_commit_callbacks(execute=True):
         incident = incident_record_detection(classification=classify(device, **kwargs))
     return incident, [pk for call in enqueue.call_args_list for pk in call.args[0]]
 
 
-def test_opening_queues_owner_contacts_and_stations_once_each(scene, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+def test_opening_queues_owner_contacts_and_stations_once_each(scene, django_capture_on_commit_callbacks) -> None:
     incident, enqueued = _open(scene["device"], django_capture_on_commit_callbacks)
     rows = {(n.recipient_key, n.channel, n.target) for n in incident.notifications.all()}
     owner = scene["device"].owner
@@ -64,7 +64,7 @@ def test_opening_queues_owner_contacts_and_stations_once_each(scene, django_capt
     assert not incident.notifications.filter(contact=scene["limited"]).exists()
 
 
-def test_follow_ups_do_not_notify_again_but_new_owners_are_told(scene, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+def test_follow_ups_do_not_notify_again_but_new_owners_are_told(scene, django_capture_on_commit_callbacks) -> None:
     shot = timezone.now()
     incident, _ = _open(scene["device"], django_capture_on_commit_callbacks, recorded_at=shot)
     before = incident.notifications.count()
@@ -105,7 +105,7 @@ def _send_all(incident: Incident) -> None:
         run_like_a_worker(pk)
 
 
-def test_contacts_get_a_coarse_location_and_police_the_precise_one(scene, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+def test_contacts_get_a_coarse_location_and_police_the_precise_one(scene, django_capture_on_commit_callbacks) -> None:
     incident, _ = _open(scene["device"], django_capture_on_commit_callbacks)
     with mock.patch("alerts.transports.ConsoleSmsBackend.send") as sms, \
             mock.patch("alerts.transports.requests.post", return_value=mock.Mock(status_code=204, text="")):
@@ -123,12 +123,12 @@ def test_contacts_get_a_coarse_location_and_police_the_precise_one(scene, django
     assert incident.events.filter(kind="notified").count() == 6
 
 
-def _one_email(scene, django_capture_on_commit_callbacks) -> Notification:  # type: ignore[no-untyped-def]
+def _one_email(scene, django_capture_on_commit_callbacks) -> Notification:
     incident, _ = _open(scene["device"], django_capture_on_commit_callbacks)
     return incident.notifications.get(recipient_kind="contact", channel="email")
 
 
-def test_transient_failures_are_retried_until_sent(scene, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+def test_transient_failures_are_retried_until_sent(scene, django_capture_on_commit_callbacks) -> None:
     notification = _one_email(scene, django_capture_on_commit_callbacks)
     with mock.patch("alerts.transports.EmailTransport.send",
                     side_effect=[TransportError("mail server down"), TransportError("mail server down"), None]) as send:
@@ -141,7 +141,7 @@ def test_transient_failures_are_retried_until_sent(scene, django_capture_on_comm
     assert notification.sent_at is not None
 
 
-def test_retries_back_off_exponentially(scene, django_capture_on_commit_callbacks, settings) -> None:  # type: ignore[no-untyped-def]
+def test_retries_back_off_exponentially(scene, django_capture_on_commit_callbacks, settings) -> None:
     settings.ALERT_NOTIFY_BACKOFF_S = 5
     assert [retry_countdown(n) for n in (1, 2, 3, 4)] == [5, 10, 20, 40]
     assert retry_countdown(30) == 3600
@@ -157,7 +157,7 @@ def test_retries_back_off_exponentially(scene, django_capture_on_commit_callback
     assert (notification.status, notification.attempts) == ("queued", 3)
 
 
-def test_permanent_failure_stops_retrying(scene, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+def test_permanent_failure_stops_retrying(scene, django_capture_on_commit_callbacks) -> None:
     notification = _one_email(scene, django_capture_on_commit_callbacks)
     with mock.patch("alerts.transports.EmailTransport.send",
                     side_effect=TransportError("550 no such mailbox", permanent=True)) as send:
@@ -170,7 +170,7 @@ def test_permanent_failure_stops_retrying(scene, django_capture_on_commit_callba
     assert notification.incident.events.filter(kind="notification_failed").count() == 1
 
 
-def test_transient_failures_give_up_after_max_retries(scene, django_capture_on_commit_callbacks, settings) -> None:  # type: ignore[no-untyped-def]
+def test_transient_failures_give_up_after_max_retries(scene, django_capture_on_commit_callbacks, settings) -> None:
     settings.ALERT_NOTIFY_MAX_RETRIES = 2
     notification = _one_email(scene, django_capture_on_commit_callbacks)
     with mock.patch("alerts.transports.EmailTransport.send", side_effect=TransportError("timeout")) as send:
@@ -181,7 +181,7 @@ def test_transient_failures_give_up_after_max_retries(scene, django_capture_on_c
     assert (notification.status, notification.attempts) == ("failed", 3)
 
 
-def test_redelivered_task_never_sends_twice(scene, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+def test_redelivered_task_never_sends_twice(scene, django_capture_on_commit_callbacks) -> None:
     notification = _one_email(scene, django_capture_on_commit_callbacks)
     with mock.patch("alerts.transports.EmailTransport.send") as send:
         first = run_like_a_worker(notification.pk)[0]
@@ -192,7 +192,7 @@ def test_redelivered_task_never_sends_twice(scene, django_capture_on_commit_call
     assert notification.attempts == 1
 
 
-def test_a_row_left_sending_by_a_crashed_worker_is_not_resent(scene, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+def test_a_row_left_sending_by_a_crashed_worker_is_not_resent(scene, django_capture_on_commit_callbacks) -> None:
     notification = _one_email(scene, django_capture_on_commit_callbacks)
     Notification.objects.filter(pk=notification.pk).update(status="sending", attempts=1)
     with mock.patch("alerts.transports.EmailTransport.send") as send:
@@ -200,7 +200,7 @@ def test_a_row_left_sending_by_a_crashed_worker_is_not_resent(scene, django_capt
     send.assert_not_called()
 
 
-def test_webhook_is_signed_over_timestamp_and_raw_body(scene, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+def test_webhook_is_signed_over_timestamp_and_raw_body(scene, django_capture_on_commit_callbacks) -> None:
     incident, _ = _open(scene["device"], django_capture_on_commit_callbacks)
     hook = incident.notifications.get(channel="webhook")
     with mock.patch("alerts.transports.requests.post", return_value=mock.Mock(status_code=200, text="ok")) as post:
@@ -223,7 +223,7 @@ def test_webhook_is_signed_over_timestamp_and_raw_body(scene, django_capture_on_
 
 
 @pytest.mark.parametrize(("status", "outcome", "calls"), [(503, "failed", 3), (410, "failed", 1)])
-def test_webhook_server_errors_retry_and_client_errors_do_not(  # type: ignore[no-untyped-def]
+def test_webhook_server_errors_retry_and_client_errors_do_not(
     scene, django_capture_on_commit_callbacks, settings, status, outcome, calls
 ) -> None:
     settings.ALERT_NOTIFY_MAX_RETRIES = 2
@@ -236,7 +236,7 @@ def test_webhook_server_errors_retry_and_client_errors_do_not(  # type: ignore[n
     assert f"HTTP {status}" in hook.last_error
 
 
-def test_http_sms_backend_posts_to_the_gateway(scene, django_capture_on_commit_callbacks, settings) -> None:  # type: ignore[no-untyped-def]
+def test_http_sms_backend_posts_to_the_gateway(scene, django_capture_on_commit_callbacks, settings) -> None:
     settings.SMS_BACKEND = "alerts.transports.HttpSmsBackend"
     settings.SMS_GATEWAY_URL = "https://sms.example.org/send"
     settings.SMS_GATEWAY_USER = "gw"
@@ -251,7 +251,7 @@ def test_http_sms_backend_posts_to_the_gateway(scene, django_capture_on_commit_c
     assert "GunWatch" in post.call_args.kwargs["json"]["text"]
 
 
-def test_invalid_phone_number_fails_permanently(scene, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+def test_invalid_phone_number_fails_permanently(scene, django_capture_on_commit_callbacks) -> None:
     incident, _ = _open(scene["device"], django_capture_on_commit_callbacks)
     sms = incident.notifications.get(recipient_kind="contact", channel="sms")
     Notification.objects.filter(pk=sms.pk).update(target="0151 not a number")
@@ -260,7 +260,7 @@ def test_invalid_phone_number_fails_permanently(scene, django_capture_on_commit_
     send.assert_not_called()
 
 
-def test_stale_queued_rows_are_requeued(scene, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+def test_stale_queued_rows_are_requeued(scene, django_capture_on_commit_callbacks) -> None:
     incident, _ = _open(scene["device"], django_capture_on_commit_callbacks)
     stale = incident.notifications.get(recipient_kind="contact", channel="email")
     Notification.objects.filter(pk=stale.pk).update(updated_at=timezone.now() - timedelta(minutes=5))
@@ -270,7 +270,7 @@ def test_stale_queued_rows_are_requeued(scene, django_capture_on_commit_callback
     enqueue.assert_called_once_with([stale.pk])
 
 
-def test_without_a_broker_notifications_are_sent_in_process_with_retries(  # type: ignore[no-untyped-def]
+def test_without_a_broker_notifications_are_sent_in_process_with_retries(
     scene, django_capture_on_commit_callbacks, settings
 ) -> None:
     settings.CELERY_TASK_ALWAYS_EAGER = True
@@ -282,7 +282,7 @@ def test_without_a_broker_notifications_are_sent_in_process_with_retries(  # typ
     assert (notification.status, notification.attempts, send.call_count) == ("sent", 2, 2)
 
 
-def test_station_fixture_without_contacts_or_hooks_gets_no_rows(owner, db) -> None:  # type: ignore[no-untyped-def]
+def test_station_fixture_without_contacts_or_hooks_gets_no_rows(owner, db) -> None:
     PoliceStationFactory(name="Silent", contact_email="", latitude=52.52, longitude=13.405)
     owner.email = ""
     owner.save()

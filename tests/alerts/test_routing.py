@@ -19,7 +19,7 @@ SQUARE = {
 }
 
 
-def test_radius_and_polygon_jurisdictions_cover_the_point(db) -> None:  # type: ignore[no-untyped-def]
+def test_radius_and_polygon_jurisdictions_cover_the_point(db) -> None:
     radius = PoliceStationFactory(name="Radius", latitude=52.52, longitude=13.405, jurisdiction_radius_km=5)
     polygon = PoliceStationFactory(name="Polygon", latitude=52.0, longitude=13.0, jurisdiction_radius_km=None,
                                    jurisdiction_geojson=SQUARE)
@@ -31,7 +31,7 @@ def test_radius_and_polygon_jurisdictions_cover_the_point(db) -> None:  # type: 
     assert [s.pk for s in stations_covering(52.535, 13.46)] == [radius.pk]
 
 
-def test_nearest_stations_by_great_circle_when_no_jurisdiction_covers(db, settings) -> None:  # type: ignore[no-untyped-def]
+def test_nearest_stations_by_great_circle_when_no_jurisdiction_covers(db, settings) -> None:
     settings.ALERT_NEAREST_STATIONS = 2
     for name, lat, lon in [("A", 52.60, 13.40), ("B", 52.40, 13.40), ("C", 53.50, 13.40), ("Far", -33.9, 151.2)]:
         PoliceStationFactory(name=name, latitude=lat, longitude=lon, jurisdiction_radius_km=None)
@@ -42,14 +42,14 @@ def test_nearest_stations_by_great_circle_when_no_jurisdiction_covers(db, settin
     assert stations_nearest(52.55, 13.40, 0) == []
 
 
-def test_nearest_works_across_the_antimeridian(db) -> None:  # type: ignore[no-untyped-def]
+def test_nearest_works_across_the_antimeridian(db) -> None:
     PoliceStationFactory(name="East", latitude=0.0, longitude=179.95, jurisdiction_radius_km=None)
     PoliceStationFactory(name="West", latitude=0.0, longitude=-179.9, jurisdiction_radius_km=None)
     PoliceStationFactory(name="Middle", latitude=0.0, longitude=0.0, jurisdiction_radius_km=None)
     assert [s.name for s in stations_nearest(0.0, -179.99, 2)] == ["East", "West"]
 
 
-def test_incident_is_routed_and_stations_are_notified(owner, settings) -> None:  # type: ignore[no-untyped-def]
+def test_incident_is_routed_and_stations_are_notified(owner, settings) -> None:
     settings.ALERT_NEAREST_STATIONS = 1
     covering = PoliceStationFactory(name="Mitte", latitude=52.52, longitude=13.405, jurisdiction_radius_km=5,
                                     webhook_url="https://cad.example.org/hook", webhook_secret="s3cret")
@@ -65,7 +65,7 @@ def test_incident_is_routed_and_stations_are_notified(owner, settings) -> None: 
 
 
 @pytest.mark.parametrize("lat", [52.9, 52.1])
-def test_uncovered_incident_goes_to_the_nearest_station(owner, settings, lat) -> None:  # type: ignore[no-untyped-def]
+def test_uncovered_incident_goes_to_the_nearest_station(owner, settings, lat) -> None:
     settings.ALERT_NEAREST_STATIONS = 1
     north = PoliceStationFactory(name="North", latitude=53.0, longitude=13.4, jurisdiction_radius_km=1)
     south = PoliceStationFactory(name="South", latitude=52.0, longitude=13.4, jurisdiction_radius_km=1)

@@ -18,7 +18,7 @@ CENTRE = (52.52, 13.405)
 
 
 @pytest.fixture
-def home(owner) -> Device:  # type: ignore[no-untyped-def]
+def home(owner) -> Device:
     return DeviceFactory(owner=owner, name="Home", latitude=CENTRE[0], longitude=CENTRE[1])
 
 
@@ -27,7 +27,7 @@ def test_negative_classification_opens_nothing(home: Device) -> None:
     assert Incident.objects.count() == 0
 
 
-def test_single_detection_opens_incident_at_device_with_hearing_radius(home: Device, settings) -> None:  # type: ignore[no-untyped-def]
+def test_single_detection_opens_incident_at_device_with_hearing_radius(home: Device, settings) -> None:
     recorded = timezone.now().replace(microsecond=0)
     incident = incident_record_detection(
         classification=classify(home, recorded_at=recorded, offset_s=1.25, score=0.88, shots=3)
@@ -61,14 +61,14 @@ def test_the_device_trigger_offset_beats_the_classifier_offset(home: Device) -> 
     assert incident.first_detected_at == recorded + timedelta(seconds=0.5)
 
 
-def test_clip_position_beats_device_position(home: Device, settings) -> None:  # type: ignore[no-untyped-def]
+def test_clip_position_beats_device_position(home: Device, settings) -> None:
     incident = incident_record_detection(classification=classify(home, lat=52.6, lon=13.5, accuracy_m=8))
     incident.refresh_from_db()
     assert (incident.latitude, incident.longitude) == (52.6, 13.5)
     assert incident.radius_m == pytest.approx(8 + settings.ALERT_HEARING_RANGE_M)
 
 
-def test_vehicle_uses_last_fix_and_its_accuracy(owner, settings) -> None:  # type: ignore[no-untyped-def]
+def test_vehicle_uses_last_fix_and_its_accuracy(owner, settings) -> None:
     car = DeviceFactory(owner=owner, kind=Device.Kind.VEHICLE, latitude=None, longitude=None,
                         last_latitude=52.5, last_longitude=13.3, last_accuracy_m=12)
     incident = incident_record_detection(classification=classify(car))
@@ -77,7 +77,7 @@ def test_vehicle_uses_last_fix_and_its_accuracy(owner, settings) -> None:  # typ
     assert incident.radius_m == pytest.approx(12 + settings.ALERT_HEARING_RANGE_M)
 
 
-def test_device_without_any_position_still_opens_an_incident(owner) -> None:  # type: ignore[no-untyped-def]
+def test_device_without_any_position_still_opens_an_incident(owner) -> None:
     nowhere = DeviceFactory(owner=owner, latitude=None, longitude=None)
     incident = incident_record_detection(classification=classify(nowhere))
     incident.refresh_from_db()
@@ -120,7 +120,7 @@ def test_devices_too_far_apart_open_separate_incidents(home: Device) -> None:
 
 
 @pytest.mark.parametrize(("distance_m", "joins"), [(2900, True), (3200, False)])
-def test_joining_reaches_two_hearing_ranges_plus_gps_error(home: Device, settings, distance_m, joins) -> None:  # type: ignore[no-untyped-def]
+def test_joining_reaches_two_hearing_ranges_plus_gps_error(home: Device, settings, distance_m, joins) -> None:
     # Both detections within hearing range (1500 m) of one shot: at most 3000 m + 2 * 25 m GPS apart.
     settings.ALERT_HEARING_RANGE_M = 1500
     settings.ALERT_DEFAULT_ACCURACY_M = 25
@@ -132,7 +132,7 @@ def test_joining_reaches_two_hearing_ranges_plus_gps_error(home: Device, setting
     assert (a.pk == b.pk) is joins
 
 
-def test_device_without_position_follows_up_on_its_own_incident(owner) -> None:  # type: ignore[no-untyped-def]
+def test_device_without_position_follows_up_on_its_own_incident(owner) -> None:
     nowhere = DeviceFactory(owner=owner, latitude=None, longitude=None)
     start = timezone.now()
     first = incident_record_detection(classification=classify(nowhere, recorded_at=start))
@@ -140,7 +140,7 @@ def test_device_without_position_follows_up_on_its_own_incident(owner) -> None: 
     assert again.pk == first.pk
 
 
-def test_follow_up_inside_quiet_window_joins_and_later_one_opens_new(home: Device, settings) -> None:  # type: ignore[no-untyped-def]
+def test_follow_up_inside_quiet_window_joins_and_later_one_opens_new(home: Device, settings) -> None:
     settings.ALERT_QUIET_WINDOW_S = 300
     start = timezone.now() - timedelta(minutes=30)
     first = incident_record_detection(classification=classify(home, recorded_at=start, shots=2))
@@ -162,7 +162,7 @@ def test_shots_are_the_most_any_one_device_heard(home: Device) -> None:
     assert incident.shots == 4
 
 
-def test_closed_incident_is_not_joined(home: Device, police_user) -> None:  # type: ignore[no-untyped-def]
+def test_closed_incident_is_not_joined(home: Device, police_user) -> None:
     shot = timezone.now()
     first = incident_record_detection(classification=classify(home, recorded_at=shot))
     incident_transition(incident=first, user=police_user, action="close", disposition="false_alarm")
@@ -170,7 +170,7 @@ def test_closed_incident_is_not_joined(home: Device, police_user) -> None:  # ty
     assert again.pk != first.pk
 
 
-def _ring_of_devices(source: tuple[float, float], shot, clock_source: str):  # type: ignore[no-untyped-def]
+def _ring_of_devices(source: tuple[float, float], shot, clock_source: str):
     positions = around(CENTRE, 700, [0, 100, 200, 290])
     incident = None
     for pos in positions:
@@ -184,7 +184,7 @@ def _ring_of_devices(source: tuple[float, float], shot, clock_source: str):  # t
     return incident
 
 
-def test_four_synchronised_devices_locate_the_shot_by_tdoa(db) -> None:  # type: ignore[no-untyped-def]
+def test_four_synchronised_devices_locate_the_shot_by_tdoa(db) -> None:
     source = around(CENTRE, 250, [45])[0]
     incident = _ring_of_devices(source, timezone.now(), "gps")
     assert Incident.objects.count() == 1
@@ -198,7 +198,7 @@ def test_four_synchronised_devices_locate_the_shot_by_tdoa(db) -> None:  # type:
     assert incident.events.filter(kind="located").exists()
 
 
-def test_unsynchronised_clocks_fall_back_to_the_centroid(db, settings) -> None:  # type: ignore[no-untyped-def]
+def test_unsynchronised_clocks_fall_back_to_the_centroid(db, settings) -> None:
     source = around(CENTRE, 250, [45])[0]
     incident = _ring_of_devices(source, timezone.now(), "system")
     assert incident.location_method == "centroid"
@@ -208,7 +208,7 @@ def test_unsynchronised_clocks_fall_back_to_the_centroid(db, settings) -> None: 
     assert haversine_m(incident.latitude, incident.longitude, *mean) < 1
 
 
-def _record_in_thread(classification_id: int, barrier: threading.Barrier, results: list, errors: list) -> None:  # type: ignore[type-arg]
+def _record_in_thread(classification_id: int, barrier: threading.Barrier, results: list, errors: list) -> None:
     from detection.models import Classification
 
     try:
@@ -256,7 +256,7 @@ def test_evidence_is_the_best_clip_whose_audio_is_kept(home: Device) -> None:
     assert incident.evidence_clip_id == kept.clip_id
 
 
-def test_two_shootings_across_town_within_the_quiet_window_are_two_incidents(owner) -> None:  # type: ignore[no-untyped-def]
+def test_two_shootings_across_town_within_the_quiet_window_are_two_incidents(owner) -> None:
     """Devices 2.5 km apart each hear their own shot 40 s apart: police need both places on the map."""
     west, east = around(CENTRE, 1250, [270, 90])
     a = DeviceFactory(owner=owner, name="West", latitude=west[0], longitude=west[1])

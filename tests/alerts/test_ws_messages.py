@@ -36,7 +36,7 @@ def _open(owner: Any) -> Incident:
     return incident_record_detection(classification=classification)
 
 
-async def test_opened_and_updated_messages_are_exactly_these(police_user, owner) -> None:  # type: ignore[no-untyped-def]
+async def test_opened_and_updated_messages_are_exactly_these(police_user, owner) -> None:
     with time_machine.travel(NOW + timedelta(seconds=2), tick=False):
         communicator = WebsocketCommunicator(application, "/ws/incidents/", headers=[(b"origin", b"http://127.0.0.1")])
         communicator.scope["user"] = police_user

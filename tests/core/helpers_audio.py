@@ -1,9 +1,12 @@
-"""Generated audio and tiny random-weight models for the core and detection tests (nothing real is committed)."""
+"""Generated audio and tiny random-weight models for the core and detection tests (nothing real is committed).
+
+Django-free, like core/ itself."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -14,6 +17,7 @@ from core.networks import build
 from core.weights import save_weights
 
 SR = 16000
+ARCH = "gwcnn-tiny"
 
 
 def sine(freq: float = 1000.0, seconds: float = 1.0, sr: int = SR, amp: float = 0.5) -> np.ndarray:
@@ -39,14 +43,19 @@ def write(path: Path, y: np.ndarray, sr: int = SR, subtype: str | None = None) -
     return path
 
 
-def tiny_weights(path: Path, *, architecture: str = "gwcnn-tiny", threshold: float = 0.5, seed: int = 0) -> Path:
+def make_weights(path: Path, *, logit: float | None = None, threshold: float = 0.5, seed: int = 0,
+                 architecture: str = ARCH, meta: dict[str, Any] | None = None) -> Path:
+    """A tiny random network; with ``logit`` its output is pinned to that value for every window."""
     torch.manual_seed(seed)
     params = FeatureParams()
-    net = build(architecture, params)
-    save_weights(
-        path, architecture=architecture, params=params, threshold=threshold,
-        state_dict=net.state_dict(), meta={"test": True},
-    )  # fmt: skip
+    network = build(architecture, params)
+    if logit is not None:
+        # Zero weights and a fixed bias make the score sigmoid(logit) whatever the audio.
+        with torch.no_grad():
+            network.head.weight.zero_()  # type: ignore[union-attr, operator]  # build() says nn.Module; all have a Linear head
+            network.head.bias.fill_(logit)  # type: ignore[union-attr, operator]  # as above
+    save_weights(path, architecture=architecture, params=params, threshold=threshold,
+                 state_dict=network.state_dict(), meta=meta or {"seed": seed})
     return path
 
 

@@ -20,7 +20,7 @@ def _bytes(y: np.ndarray, fmt: str, subtype: str | None = None, sr: int = SR) ->
 
 def _code(source: object) -> str:
     with pytest.raises(AudioError) as info:
-        audio.decode(source)  # type: ignore[arg-type]
+        audio.decode(source)  # type: ignore[arg-type]  # the wrong types are the test
     assert str(info.value)  # a human-readable message
     return info.value.code
 

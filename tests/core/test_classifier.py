@@ -22,7 +22,7 @@ from core.weights import (
     sha256_file,
 )
 from detection import classify
-from tests.core.helpers_audio import SR, impulses, sine, tiny_weights, write
+from tests.core.helpers_audio import SR, impulses, make_weights, sine, write
 
 DATA_DIR = Path(os.environ.get("GUNWATCH_DATA_DIR", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
 RESULT_KEYS = {"label", "score", "threshold", "shots", "offset_s", "windows", "timings_ms"}
@@ -30,7 +30,7 @@ RESULT_KEYS = {"label", "score", "threshold", "shots", "offset_s", "windows", "t
 
 @pytest.fixture
 def weights(tmp_path):
-    return tiny_weights(tmp_path / "tiny.pt")
+    return make_weights(tmp_path / "tiny.pt", meta={"test": True})
 
 
 def _rewrite(path: Path, **changes) -> Path:
@@ -109,7 +109,7 @@ def test_the_result_is_typed_and_frozen(weights):
     assert all(isinstance(w, WindowScore) for w in result.windows)
     assert result.score == max(w.score for w in result.windows)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        result.label = "other"  # type: ignore[misc]
+        result.label = "other"  # type: ignore[misc]  # assigning to a frozen field is the test
     as_dict = result.as_dict()
     assert json.loads(json.dumps(as_dict)) == as_dict  # the stored and served shape is plain JSON
     assert as_dict["windows"][0] == {"offset_s": result.windows[0].offset_s, "score": result.windows[0].score}

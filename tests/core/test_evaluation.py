@@ -5,7 +5,7 @@ import pytest
 
 from core import evaluation
 from core.classifier import Classifier
-from tests.core.helpers_audio import synthetic_manifest, tiny_weights
+from tests.core.helpers_audio import make_weights, synthetic_manifest
 
 Y = [0, 0, 1, 1]
 S = [0.1, 0.4, 0.35, 0.8]
@@ -56,7 +56,7 @@ def test_build_stream_crossfades_joins():
 @pytest.fixture
 def setup(tmp_path):
     manifest = synthetic_manifest(tmp_path / "data", n_per_class=4)
-    return manifest, Classifier.load(tiny_weights(tmp_path / "w.pt"))
+    return manifest, Classifier.load(make_weights(tmp_path / "w.pt"))
 
 
 def test_evaluate_everything_flagged_at_threshold_zero(setup):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ def _records() -> list[ClipRecord]:
             r = ("gunshot", "gun_unknown", "us8k", f"us8k:{k // 2}")
         else:
             r = ("other", "door_slam" if k % 5 == 0 else "siren", "us8k", f"fs_user:{k // 3}")
-        recs.append(ClipRecord(f"c{k}.flac", None, r[0], r[1], r[2], f"g{k}", r[3], 1.0))  # type: ignore[arg-type]
+        recs.append(ClipRecord(f"c{k}.flac", None, r[0], r[1], r[2], f"g{k}", r[3], 1.0))
     return recs
 
 
@@ -64,9 +65,9 @@ def _sampler(seed: int) -> WindowSampler:
     params = FeatureParams()
     waves = [impulses([0.4], seconds=2.0, seed=1), sine(500, 0.4), sine(300, 3.0) * 0.2]
     recs = [
-        ClipRecord("a", None, "gunshot", "ak47", "kaggle_gunshot", "a", "a", 2.0),  # type: ignore[arg-type]
-        ClipRecord("b", None, "other", "siren", "us8k", "b", "b", 0.4),  # type: ignore[arg-type]
-        ClipRecord("c", None, "other", "door_slam", "us8k", "c", "c", 3.0),  # type: ignore[arg-type]
+        ClipRecord("a", None, "gunshot", "ak47", "kaggle_gunshot", "a", "a", 2.0),
+        ClipRecord("b", None, "other", "siren", "us8k", "b", "b", 0.4),
+        ClipRecord("c", None, "other", "door_slam", "us8k", "c", "c", 3.0),
     ]
     return WindowSampler(waves, recs, np.arange(3), params, AugmentConfig(), np.random.default_rng(seed))
 
@@ -99,7 +100,7 @@ def test_positive_crops_contain_the_shot():
 @pytest.mark.slow
 def test_train_smoke_writes_weights_card_and_is_deterministic(tmp_path):
     manifest = synthetic_manifest(tmp_path / "data", n_per_class=10)
-    kwargs = dict(manifest=manifest, epochs=2, seed=5, steps_per_epoch=3, batch_size=8, speed=False)
+    kwargs: dict[str, Any] = dict(manifest=manifest, epochs=2, seed=5, steps_per_epoch=3, batch_size=8, speed=False)
     first = training.train(TrainSettings(out_dir=tmp_path / "run1", **kwargs))
     second = training.train(TrainSettings(out_dir=tmp_path / "run2", **kwargs))
     for name in ("MODEL_CARD.md", "model_card.json", "roc.png", "pr.png", "confusion.png",

@@ -1,64 +1,23 @@
-"""Fixtures and helpers for the Django side of detection: tiny models, generated audio, uploads.
+"""Helpers for the Django side of detection: generated audio, encoded clips, upload fields.
 
-Test modules take the fixtures with ``from tests.detection.pipeline import *``. Models are tiny
-random-weight networks saved to tmp_path; the production weights are never loaded here.
+Tiny random-weight models come from ``tests.core.helpers_audio.make_weights``; the production
+weights are never loaded in tests. The fixtures built on these (``model_factory``,
+``positive_model``, ``negative_model``, eager Celery, an empty model cache) are in tests/conftest.py.
 """
 
 from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 import soundfile as sf
-import torch
 from django.utils import timezone
 
-from core.features import FeatureParams
-from core.networks import build
-from core.weights import save_weights
-from detection import inference, services
-from detection.models import ModelVersion
-from gunwatch.celery import app as celery_app
-
-__all__ = [
-    "SR",
-    "clean_inference",
-    "eager_celery",
-    "encode",
-    "impulses",
-    "make_weights",
-    "media_files",
-    "model_factory",
-    "negative_model",
-    "positive_model",
-    "sine",
-    "upload_fields",
-]
-
 SR = 16000
-ARCH = "gwcnn-tiny"
-
-
-def make_weights(path: Path, *, logit: float | None = None, threshold: float = 0.5, seed: int = 0,
-                 architecture: str = ARCH, meta: dict[str, Any] | None = None) -> Path:
-    """A tiny random network; with ``logit`` its output is pinned to that value for every window."""
-    torch.manual_seed(seed)
-    params = FeatureParams()
-    network = build(architecture, params)
-    if logit is not None:
-        # Zero weights and a fixed bias make the score sigmoid(logit) whatever the audio.
-        with torch.no_grad():
-            network.head.weight.zero_()
-            network.head.bias.fill_(logit)
-    save_weights(path, architecture=architecture, params=params, threshold=threshold,
-                 state_dict=network.state_dict(), meta=meta or {"seed": seed})
-    return path
 
 
 def sine(seconds: float = 2.0, *, sr: int = SR, freq: float = 440.0, amp: float = 0.5) -> np.ndarray:
@@ -100,51 +59,3 @@ def upload_fields(data: bytes, *, name: str = "clip.flac", client_id: uuid.UUID 
 
 def media_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
-
-
-@pytest.fixture(autouse=True)
-def eager_celery(settings: Any) -> Iterator[None]:
-    """Tasks run in the calling thread (the settings' eager mode is read once by Celery, so set it here)."""
-    saved = (celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates)
-    celery_app.conf.task_always_eager = True
-    celery_app.conf.task_eager_propagates = True
-    settings.CELERY_TASK_ALWAYS_EAGER = True
-    settings.GUNWATCH_EAGER_IN_THREAD = False
-    yield
-    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = saved
-
-
-@pytest.fixture(autouse=True)
-def clean_inference(settings: Any) -> Iterator[None]:
-    """Each test starts with an empty model cache that asks the database on every call."""
-    settings.MODEL_ACTIVE_CHECK_TTL_S = 0
-    inference.reset()
-    yield
-    inference.reset()
-
-
-@pytest.fixture
-def model_factory(db: None, tmp_path: Path) -> Callable[..., ModelVersion]:
-    counter = iter(range(1, 1000))
-
-    def make(*, logit: float | None = None, threshold: float = 0.5, activate: bool = True,
-             name: str = "tiny", version: str | None = None, seed: int = 0, **kwargs: Any) -> ModelVersion:
-        number = next(counter)
-        path = make_weights(tmp_path / "weights" / f"w{number}.pt", logit=logit, threshold=threshold, seed=seed)
-        return services.model_version_register(
-            weights_path=path, name=name, version=version or f"1.{number}", activate=activate, **kwargs
-        )
-
-    return make
-
-
-@pytest.fixture
-def negative_model(model_factory: Callable[..., ModelVersion]) -> ModelVersion:
-    """Active, and scores every window sigmoid(-8) ≈ 0.0003: everything is 'other'."""
-    return model_factory(logit=-8.0, name="never")
-
-
-@pytest.fixture
-def positive_model(model_factory: Callable[..., ModelVersion]) -> ModelVersion:
-    """Active, and scores every window sigmoid(8) ≈ 0.9997: everything is a 'gunshot'."""
-    return model_factory(logit=8.0, name="always")

@@ -13,8 +13,8 @@ from django.test import Client
 
 from core.weights import sha256_file
 from detection.models import ModelVersion
-from tests.detection.pipeline import *  # noqa: F403
-from tests.detection.pipeline import make_weights, media_files
+from tests.core.helpers_audio import make_weights
+from tests.detection.pipeline import media_files
 
 pytestmark = pytest.mark.django_db
 

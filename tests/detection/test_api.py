@@ -24,7 +24,6 @@ from core import audio
 from detection.models import Classification, Clip, ModelVersion
 from devices.models import Device
 from tests.conftest import client_for
-from tests.detection.pipeline import *  # noqa: F403
 from tests.detection.pipeline import encode, impulses, media_files, sine, upload_fields
 from tests.factories import DeviceFactory, UserFactory
 
@@ -518,7 +517,7 @@ def test_model_download_is_torchscript_with_checksum_headers(
 ) -> None:
     response = device_client.get("/api/v1/models/active/download")
     assert response.status_code == 200
-    body = b"".join(response.streaming_content)
+    body = b"".join(response.streaming_content)  # type: ignore[attr-defined]  # a FileResponse
     assert response["X-Model-SHA256"] == hashlib.sha256(body).hexdigest()
     assert response["X-Model-Version"] == negative_model.label
     scripted = torch.jit.load(io.BytesIO(body))
@@ -534,7 +533,7 @@ def test_model_download_is_torchscript_with_checksum_headers(
 
     monkeypatch.setattr(Classifier, "export_torchscript", no_export)
     again = owner_client.get("/api/v1/models/active/download")
-    assert b"".join(again.streaming_content) == body
+    assert b"".join(again.streaming_content) == body  # type: ignore[attr-defined]  # a FileResponse
     assert again["X-Model-SHA256"] == response["X-Model-SHA256"]
     exports = media_files(Path(django_settings.MEDIA_ROOT) / "models" / "torchscript")
     assert [p.name for p in exports] == [f"{negative_model.pk}-{negative_model.sha256[:16]}.pt"]

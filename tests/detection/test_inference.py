@@ -13,8 +13,7 @@ from core.classifier import Classifier
 from core.weights import sha256_file
 from detection import inference, services
 from detection.models import ModelVersion
-from tests.detection.pipeline import *  # noqa: F403
-from tests.detection.pipeline import make_weights
+from tests.core.helpers_audio import make_weights
 
 pytestmark = pytest.mark.django_db
 
@@ -22,7 +21,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def load_calls(monkeypatch: Any) -> list[str]:
     calls: list[str] = []
-    original = Classifier.load.__func__  # type: ignore[attr-defined]
+    original = Classifier.load.__func__  # type: ignore[attr-defined]  # the classmethod's plain function
 
     def counting(cls: type[Classifier], path: Any, **kwargs: Any) -> Classifier:
         calls.append(str(path))

@@ -21,7 +21,6 @@ from core.classifier import Classifier
 from detection.classify import BUNDLED_WEIGHTS
 from detection.models import Clip
 from detection.selectors import model_version_active
-from tests.detection.pipeline import *  # noqa: F403
 
 pytestmark = [pytest.mark.data, pytest.mark.django_db]
 

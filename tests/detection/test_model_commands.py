@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 
 from detection.models import ModelVersion
 from detection.services import model_version_register
-from tests.core.helpers_audio import synthetic_manifest, tiny_weights
+from tests.core.helpers_audio import make_weights, synthetic_manifest
 
 JSON_KEYS = {"n", "auc", "ap", "threshold", "recall", "precision", "fpr", "recall_at_fpr_1pct",
              "false_alarms_per_hour", "per_source_recall", "per_category_fpr"}
@@ -29,7 +29,7 @@ def manifest(tmp_path: Path) -> Path:
 
 
 def test_evaluate_json_is_one_object_with_the_agreed_keys(manifest: Path, tmp_path: Path) -> None:
-    weights = tiny_weights(tmp_path / "tiny.pt", threshold=0.3)
+    weights = make_weights(tmp_path / "tiny.pt", threshold=0.3)
     body = json.loads(run("evaluate_model", "--manifest", str(manifest), "--weights", str(weights), "--json"))
     assert set(body) == JSON_KEYS
     assert body["n"] == 8
@@ -40,7 +40,7 @@ def test_evaluate_json_is_one_object_with_the_agreed_keys(manifest: Path, tmp_pa
 
 
 def test_evaluate_threshold_override_and_split(manifest: Path, tmp_path: Path) -> None:
-    weights = tiny_weights(tmp_path / "tiny.pt")
+    weights = make_weights(tmp_path / "tiny.pt")
     all_positive = json.loads(run("evaluate_model", "--manifest", str(manifest), "--weights", str(weights),
                                   "--threshold", "0", "--json"))
     assert all_positive["recall"] == 1.0
@@ -51,7 +51,7 @@ def test_evaluate_threshold_override_and_split(manifest: Path, tmp_path: Path) -
 
 @pytest.mark.django_db
 def test_evaluate_uses_a_registered_or_the_active_version(manifest: Path, tmp_path: Path) -> None:
-    weights = tiny_weights(tmp_path / "tiny.pt", threshold=0.42)
+    weights = make_weights(tmp_path / "tiny.pt", threshold=0.42)
     model_version_register(name="tiny", version="1", weights_path=weights, activate=True)
     by_name = json.loads(run("evaluate_model", "--manifest", str(manifest), "--model", "tiny:1", "--json"))
     active = json.loads(run("evaluate_model", "--manifest", str(manifest), "--json"))
@@ -70,7 +70,7 @@ def test_evaluate_reports_a_missing_manifest_or_a_broken_model(tmp_path: Path, m
 
 
 def test_evaluate_human_report_lists_sources_and_categories(manifest: Path, tmp_path: Path) -> None:
-    text = run("evaluate_model", "--manifest", str(manifest), "--weights", str(tiny_weights(tmp_path / "t.pt")))
+    text = run("evaluate_model", "--manifest", str(manifest), "--weights", str(make_weights(tmp_path / "t.pt")))
     assert "AUC" in text
     assert "synthetic_gun" in text
     assert "hum" in text

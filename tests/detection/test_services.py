@@ -22,8 +22,8 @@ from detection.models import Clip, ModelVersion
 from detection.services import clips
 from devices.models import Device
 from gunwatch.exceptions import ApplicationError
-from tests.detection.pipeline import *  # noqa: F403
-from tests.detection.pipeline import encode, make_weights, media_files, sine
+from tests.core.helpers_audio import make_weights
+from tests.detection.pipeline import encode, media_files, sine
 
 pytestmark = pytest.mark.django_db
 

@@ -20,7 +20,6 @@ from detection.models import Classification, Clip, ModelVersion
 from detection.services import clips as services
 from devices.models import Device
 from gunwatch import tasks as gunwatch_tasks
-from tests.detection.pipeline import *  # noqa: F403
 from tests.detection.pipeline import encode, impulses, sine
 
 pytestmark = pytest.mark.django_db
@@ -39,7 +38,7 @@ def queued_clip(device: Device) -> Callable[..., Clip]:
 
 def test_task_classifies_a_queued_clip(queued_clip: Callable[..., Clip], negative_model: ModelVersion) -> None:
     clip = queued_clip()
-    assert tasks.classify_clip.apply(args=[clip.pk]).get() == "other"
+    assert tasks.classify_clip.apply(args=(clip.pk,)).get() == "other"
     clip.refresh_from_db()
     assert clip.status == Clip.Status.DONE and clip.attempts == 1 and clip.finished_at is not None
     classification = clip.classification
@@ -59,8 +58,8 @@ def test_the_task_claimed_twice_runs_once(queued_clip: Callable[..., Clip], nega
         return original(*args, **kwargs)
 
     monkeypatch.setattr(services, "_classify_audio", counting)
-    assert tasks.classify_clip.apply(args=[clip.pk]).get() == "other"
-    assert tasks.classify_clip.apply(args=[clip.pk]).get() is None  # redelivery: the claim fails
+    assert tasks.classify_clip.apply(args=(clip.pk,)).get() == "other"
+    assert tasks.classify_clip.apply(args=(clip.pk,)).get() is None  # redelivery: the claim fails
     assert len(calls) == 1
     assert Classification.objects.filter(clip=clip).count() == 1
     clip.refresh_from_db()
@@ -162,7 +161,7 @@ def test_without_a_model_the_clip_waits_in_the_queue(queued_clip: Callable[..., 
     assert clip.status == Clip.Status.QUEUED and "no model version is active" in clip.error
     assert clip.audio  # nothing deleted while waiting
     # The eager task does not spin on retries; it leaves the clip for the sweep.
-    assert tasks.classify_clip.apply(args=[clip.pk]).get() is None
+    assert tasks.classify_clip.apply(args=(clip.pk,)).get() is None
 
 
 def test_a_worker_retries_later_when_no_model_is_available(queued_clip: Callable[..., Clip]) -> None:

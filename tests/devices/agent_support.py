@@ -128,7 +128,7 @@ class FakeGunWatch:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def __enter__(self) -> FakeGunWatch:
         self._thread.start()
@@ -241,6 +241,7 @@ def _parse_multipart(content_type: str, raw: bytes) -> tuple[dict[str, str], dic
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
         payload = part.get_payload(decode=True) or b""
+        assert isinstance(payload, bytes)  # decode=True on a non-multipart part
         if part.get_filename():
             files[str(name)] = payload
         else:

@@ -24,6 +24,7 @@ from devices.agent import FIRMWARE_VERSION, runner
 from devices.agent.cli import main
 from devices.agent.client import (
     ApiClient,
+    ApiError,
     AuthError,
     Backoff,
     ChecksumError,
@@ -520,7 +521,9 @@ def test_download_refuses_a_model_without_any_checksum(fake: FakeGunWatch, tmp_p
         (503, TransientError),
     ],
 )
-def test_http_errors_are_classified_for_retrying(fake: FakeGunWatch, tmp_path: Path, status: int, error: type) -> None:
+def test_http_errors_are_classified_for_retrying(
+    fake: FakeGunWatch, tmp_path: Path, status: int, error: type[ApiError]
+) -> None:
     fake.clip_responses = [(status, {"Retry-After": "12"}, {"message": "nope", "code": "c", "extra": {}})]
     audio = write_wav(tmp_path / "a.wav", noise(0.1))
     with pytest.raises(error) as info:

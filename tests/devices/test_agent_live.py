@@ -21,7 +21,6 @@ from devices.agent.runner import EXIT_AUTH, EXIT_NOT_DRAINED, EXIT_OK
 from devices.agent.spool import Spool
 from devices.agent.timeutil import parse_iso
 from devices.models import Device
-from tests.detection.pipeline import clean_inference, eager_celery, model_factory  # noqa: F401 (fixtures)
 from tests.devices.agent_support import closed_port_url
 from tests.devices.conftest import SHOTS
 from tests.factories import UserFactory
@@ -248,7 +247,7 @@ def test_the_active_model_is_downloaded_verified_and_filters_on_the_device(
     config: Path,
     shots_wav: Path,
     quiet_wav: Path,
-    model_factory: Callable[..., ModelVersion],  # noqa: F811
+    model_factory: Callable[..., ModelVersion],
 ) -> None:
     model = model_factory(logit=-8.0, name="never")  # scores every window ≈ 0.0003
     created = owner.add_device()

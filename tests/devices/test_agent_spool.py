@@ -43,7 +43,7 @@ def test_items_come_back_oldest_first_and_survive_a_restart(tmp_path: Path) -> N
     spool = Spool(tmp_path)
     ids = [spool.put(clip(0.2, k), SR, meta()).client_id for k in range(4)]
     assert [item.client_id for item in Spool(tmp_path).items()] == ids
-    assert Spool(tmp_path).oldest().client_id == ids[0]  # type: ignore[union-attr]
+    assert Spool(tmp_path).oldest().client_id == ids[0]
 
 
 def test_writes_leave_no_temporary_files_behind(tmp_path: Path) -> None:

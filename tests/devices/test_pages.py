@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
 from django.test import Client
@@ -162,7 +163,7 @@ def test_dashboard_is_a_health_view_in_natural_order(web, owner) -> None:
     online.refresh_from_db()
     heartbeat_record(device=online, data={"battery_pct": 71, "queue_length": 2, "free_storage_mb": 2048,
                                           "mic_level_dbfs": -41.26, "clock_source": "gps", "uptime_s": 5400})
-    Device.objects.filter(name="Sim home 10").update(last_heartbeat_at=timezone.now() - timezone.timedelta(hours=1))
+    Device.objects.filter(name="Sim home 10").update(last_heartbeat_at=timezone.now() - timedelta(hours=1))
     page = web.get("/dashboard/").content.decode()
     names = re.findall(r'<tr data-health="(\w+)">\s*<td><a href="[^"]+">([^<]+)</a>', page)
     assert [name for _, name in names] == ["Never paired", "Sim home 1", "Sim home 2", "Sim home 10"]

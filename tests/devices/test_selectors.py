@@ -50,8 +50,8 @@ def test_a_vehicle_fix_is_widened_by_how_far_the_car_may_have_driven() -> None:
     assert fix is not None
     assert (fix.latitude, fix.longitude, fix.installed) == (48.1, 11.5, False)
     assert fix.accuracy_m == pytest.approx(20.0 + 10 * VEHICLE_DRIFT_M_PER_S)
-    assert device_fix(device, at=now + timedelta(days=1)).accuracy_m == STALE_FIX_CAP_M  # type: ignore[union-attr]
-    assert device_fix(device).accuracy_m == 20.0  # type: ignore[union-attr]
+    assert device_fix(device, at=now + timedelta(days=1)).accuracy_m == STALE_FIX_CAP_M
+    assert device_fix(device).accuracy_m == 20.0
     assert device.position == (48.1, 11.5)
 
 

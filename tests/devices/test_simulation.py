@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -129,7 +130,7 @@ def test_report_matches_shots_to_incidents_and_counts_the_rest() -> None:
         incident(100.6, *near, opened_after=1.5),
         incident(250.0, *CENTER, method="single"),  # 50 s off: a false incident, and shot 1 is missed
     ]
-    report = ground_truth_report(events, incidents)
+    report: dict[str, Any] = ground_truth_report(events, incidents)
     assert report["audible_events"] == 2
     assert report["detected"] == 1
     assert report["missed"] == 1
@@ -141,7 +142,7 @@ def test_report_matches_shots_to_incidents_and_counts_the_rest() -> None:
 
 
 def test_report_on_nothing_is_empty_not_an_error() -> None:
-    report = ground_truth_report([], [])
+    report: dict[str, Any] = ground_truth_report([], [])
     assert report["detection_rate"] is None
     assert report["localisation_error_m"]["p50"] is None
 

@@ -24,7 +24,7 @@ from django.db.models import Q
 
 from alerts.models import Detection, Incident
 
-LABELS = {
+LABELS: dict[str, str] = {
     Incident.Disposition.CONFIRMED_GUNFIRE: "gunshot",
     Incident.Disposition.FALSE_ALARM: "other",
     Incident.Disposition.OTHER_SOURCE: "other",
@@ -78,7 +78,7 @@ class Command(BaseCommand):
     def _export(self, detection: Detection, out: Path) -> dict[str, Any]:
         clip = detection.clip
         incident = detection.incident
-        extension = (clip.audio_format or Path(clip.audio.name).suffix.lstrip(".")).lower()
+        extension = (clip.audio_format or Path(clip.audio.name or "").suffix.lstrip(".")).lower()
         target_ext = extension if extension in KEPT_AS_IS else "flac"
         relative = f"clips/{SOURCE}__{clip.code}.{target_ext}"
         target = out / relative

@@ -189,7 +189,7 @@ class Command(BaseCommand):
                 os._exit(128 + signum)
             stop.set()
 
-        previous = {}
+        previous: dict[int, Any] = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, on_signal)
         return previous
