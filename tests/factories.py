@@ -15,7 +15,7 @@ import factory.django
 from django.utils import timezone
 
 from accounts.models import User
-from alerts.models import Detection, Incident, IncidentEvent, JoinLock, Notification, PoliceStation
+from alerts.models import Detection, DispatchPolicy, Incident, IncidentEvent, JoinLock, Notification, PoliceStation
 from alerts.services.recording import JOIN_LOCK_NAME
 from detection.models import Classification, Clip, ModelVersion
 from devices.models import Device, DeviceToken, TrustedContact
@@ -64,6 +64,14 @@ class PoliceStationFactory(ModelFactory[PoliceStation]):
     longitude = 13.405
     jurisdiction_radius_km = 5.0
     contact_email = factory.Sequence(lambda n: f"station{n}@police.example.org")
+
+
+class DispatchPolicyFactory(ModelFactory[DispatchPolicy]):
+    class Meta:
+        model = DispatchPolicy
+
+    station = factory.SubFactory(PoliceStationFactory)
+    mode = DispatchPolicy.Mode.EVIDENCE
 
 
 class PoliceUserFactory(UserFactory):
