@@ -37,7 +37,7 @@ def _staff(request: HttpRequest) -> None:
 @login_required
 def outcomes_page(request: HttpRequest) -> HttpResponse:
     _staff(request)
-    since, until = outcomes_window(request.GET)  # type: ignore[arg-type]
+    since, until = outcomes_window(request.GET)
     tables = [
         {"by": by, "title": DIMENSION_TITLES[by], "rows": outcomes(by, since=since, until=until)}
         for by in OUTCOME_DIMENSIONS
@@ -50,7 +50,7 @@ def outcomes_page(request: HttpRequest) -> HttpResponse:
 @login_required
 def outcomes_csv(request: HttpRequest) -> HttpResponse:
     _staff(request)
-    since, until = outcomes_window(request.GET)  # type: ignore[arg-type]
+    since, until = outcomes_window(request.GET)
     response = HttpResponse(content_type="text/csv")
     response["Content-Disposition"] = 'attachment; filename="gunwatch-outcomes.csv"'
     writer = csv.writer(response)
@@ -67,7 +67,7 @@ def outcomes_plot(request: HttpRequest, by: str) -> HttpResponse:
     _staff(request)
     if by not in OUTCOME_DIMENSIONS:
         raise Http404
-    since, until = outcomes_window(request.GET)  # type: ignore[arg-type]
+    since, until = outcomes_window(request.GET)
     png = outcomes_png(outcomes(by, since=since, until=until)[:20], title=DIMENSION_TITLES[by])
     return HttpResponse(png, content_type="image/png", headers={"Cache-Control": "private, max-age=60"})
 

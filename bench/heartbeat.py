@@ -39,7 +39,7 @@ def run_client(url: str, token: str, deadline: float, latencies: list[float], st
                lock: threading.Lock) -> None:
     # http.client, not requests: the client shares the machine's two cores with the server, so it must be cheap.
     parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
     headers = {"Authorization": f"Device {token}", "Content-Type": "application/json"}
     mine: list[float] = []
     codes: Counter[int] = Counter()
@@ -52,7 +52,7 @@ def run_client(url: str, token: str, deadline: float, latencies: list[float], st
         except (OSError, http.client.HTTPException):
             codes[0] += 1
             connection.close()
-            connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+            connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
             continue
         codes[response.status] += 1
         if response.status == 200:

@@ -87,6 +87,6 @@ class OutcomesView(APIView):
         by = request.query_params.get("by", "station")
         if by not in OUTCOME_DIMENSIONS:
             raise ValidationError({"by": [f"Use one of {', '.join(OUTCOME_DIMENSIONS)}."]})
-        since, until = outcomes_window(request.query_params)  # type: ignore[arg-type]
+        since, until = outcomes_window(request.query_params)
         rows = [row.as_dict() for row in outcomes(by, since=since, until=until)]
         return Response(OutcomesSerializer({"by": by, "since": since, "until": until, "results": rows}).data)

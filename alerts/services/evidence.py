@@ -57,7 +57,7 @@ def device_track_records(device_ids: list[int], *, exclude_incident: int | None 
     )
     rows = (
         Detection.objects.filter(device_id__in=device_ids)
-        .exclude(incident_id=exclude_incident)
+        .exclude(incident_id=exclude_incident)  # type: ignore[misc]  # None excludes nothing, as meant
         .values("device_id")
         .annotate(
             confirmed=Count("incident", filter=Q(incident__disposition=Incident.Disposition.CONFIRMED_GUNFIRE),

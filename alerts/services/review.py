@@ -72,7 +72,7 @@ def incident_policy(incident: Incident) -> Policy:
     if not policies:
         return default
     return Policy(
-        mode=max((p.mode for p in policies), key=lambda m: _STRICTNESS.get(m, 2)),
+        mode=max((p.mode for p in policies), key=lambda m: _STRICTNESS.get(DispatchPolicy.Mode(m), 2)),
         strong_evidence=max(p.strong_evidence for p in policies),
         # The most urgent station's deadline: none of them waits longer than it agreed to.
         review_deadline_s=min(p.review_deadline_s for p in policies),
@@ -148,7 +148,7 @@ def _dispatch(incident: Incident, reason: str, *, message: str, actor: User | No
         Incident.DispatchReason.POLICY: IncidentEvent.Kind.DISPATCHED,
         Incident.DispatchReason.REVIEWED: IncidentEvent.Kind.CONFIRMED,
         Incident.DispatchReason.UNREVIEWED: IncidentEvent.Kind.ESCALATED,
-    }[reason]
+    }[Incident.DispatchReason(reason)]
     if message:
         incident_event_add(incident, kind, message, actor=actor, data={"evidence": incident.evidence_score})
     ids = notifications_for_stations(incident, incident.stations.all())
@@ -198,7 +198,8 @@ def incident_review(*, incident: Incident, user: User, decision: str, reason: st
         fields += ["dispatch", "status", "disposition", "closed_at"]
         incident_event_add(
             incident, IncidentEvent.Kind.DISMISSED,
-            f"{user.username}: dismissed in review ({DISMISS_REASONS[reason]})" + (f" — {note}" if note else ""),
+            f"{user.username}: dismissed in review ({DISMISS_REASONS[Incident.Disposition(reason)]})"
+            + (f" — {note}" if note else ""),
             actor=user, data={"reason": reason},
         )
         kind = "incident.updated"

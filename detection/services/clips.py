@@ -480,7 +480,11 @@ def _record(
                 **done, audio="", audio_deleted_at=now, retain_until=None
             )
             names = [clip.audio.name for clip in negatives]
-            transaction.on_commit(lambda: [_delete_stored(name) for name in names])
+            def delete_audio() -> None:
+                for name in names:
+                    _delete_stored(name)
+
+            transaction.on_commit(delete_audio)
         pending = [c for c in classifications if c.incident_pending]
         if pending:
             transaction.on_commit(lambda: _record_detections(pending), robust=True)

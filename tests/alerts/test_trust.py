@@ -41,7 +41,7 @@ def _witness(pk: int, score: float = 0.95, record: float = 0.9, *, at: tuple[flo
 # --- Evidence on constructed incidents ------------------------------------------------------------
 
 
-def test_four_agreeing_devices_are_strong_evidence_in_words(settings) -> None:  # type: ignore[no-untyped-def]
+def test_four_agreeing_devices_are_strong_evidence_in_words(settings) -> None:
     evidence = evidence_combine([_witness(i) for i in range(4)], residual_m=4.0, tdoa=True, radius_m=35, heard_by=4)
     assert evidence.witnesses == 4
     assert evidence.score == pytest.approx((1 - (1 - 0.95 * 0.9) ** 4) / (1 + (4 / 50) ** 2), abs=1e-3)
@@ -75,7 +75,7 @@ def test_devices_in_one_flat_count_as_one_witness() -> None:
     assert "1 more device(s)" in evidence.summary
 
 
-def test_track_record_of_false_alarms_lowers_the_score(owner) -> None:  # type: ignore[no-untyped-def]
+def test_track_record_of_false_alarms_lowers_the_score(owner) -> None:
     noisy = DeviceFactory(owner=owner, latitude=CENTRE[0], longitude=CENTRE[1])
     for day in range(4):
         earlier = timezone.now() - timedelta(days=day + 1)
@@ -105,7 +105,7 @@ def test_policy_decision(mode: str, score: float, witnesses: int, expected: str)
     assert policy_decision(Policy(mode, 0.9, 45), score=score, witnesses=witnesses) == expected
 
 
-def test_strictest_station_policy_applies(db, settings) -> None:  # type: ignore[no-untyped-def]
+def test_strictest_station_policy_applies(db, settings) -> None:
     settings.ALERT_REVIEW_DEADLINE_S = 45
     lax, strict, plain = PoliceStationFactory(), PoliceStationFactory(), PoliceStationFactory()
     DispatchPolicy.objects.create(station=lax, mode="evidence", strong_evidence=0.8, review_deadline_s=30)
@@ -121,7 +121,7 @@ def test_strictest_station_policy_applies(db, settings) -> None:  # type: ignore
 
 
 @pytest.fixture
-def reviewed_station(station):  # type: ignore[no-untyped-def]
+def reviewed_station(station):
     station.jurisdiction_radius_km = 10
     station.contact_email = "desk@mitte.example"
     station.save()
@@ -130,7 +130,7 @@ def reviewed_station(station):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def reviewer(reviewed_station) -> User:  # type: ignore[no-untyped-def]
+def reviewer(reviewed_station) -> User:
     user = UserFactory(username="reviewer", role=User.Role.POLICE, police_approved=True,
                        police_station=reviewed_station)
     user.user_permissions.add(Permission.objects.get(codename="reviewer", content_type__app_label="alerts"))
@@ -141,14 +141,14 @@ def _station_rows(incident: Incident) -> list[Notification]:
     return list(incident.notifications.filter(recipient_kind="station"))
 
 
-def _single_shot(owner: User) -> Incident:  # type: ignore[no-untyped-def]
+def _single_shot(owner: User) -> Incident:
     device = DeviceFactory(owner=owner, latitude=CENTRE[0], longitude=CENTRE[1])
     incident = incident_record_detection(classification=classify(device, score=0.93))
     incident.refresh_from_db()
     return incident
 
 
-def test_weak_evidence_goes_to_review_while_the_owner_is_told_at_once(reviewed_station, owner, police_user) -> None:  # type: ignore[no-untyped-def]
+def test_weak_evidence_goes_to_review_while_the_owner_is_told_at_once(reviewed_station, owner, police_user) -> None:
     incident = _single_shot(owner)
     assert incident.dispatch == "review"
     assert incident.review_deadline_at is not None
@@ -158,7 +158,7 @@ def test_weak_evidence_goes_to_review_while_the_owner_is_told_at_once(reviewed_s
     assert incident.events.filter(kind=IncidentEvent.Kind.REVIEW_QUEUED).exists()
 
 
-def test_several_agreeing_devices_dispatch_at_once(reviewed_station, police_user) -> None:  # type: ignore[no-untyped-def]
+def test_several_agreeing_devices_dispatch_at_once(reviewed_station, police_user) -> None:
     shot = timezone.now()
     source = around(CENTRE, 250, [45])[0]
     incident = None
@@ -179,7 +179,7 @@ def test_several_agreeing_devices_dispatch_at_once(reviewed_station, police_user
     ]
 
 
-def test_confirmed_once_then_the_deadline_does_nothing(reviewed_station, owner, reviewer, police_user) -> None:  # type: ignore[no-untyped-def]
+def test_confirmed_once_then_the_deadline_does_nothing(reviewed_station, owner, reviewer, police_user) -> None:
     incident = _single_shot(owner)
     incident_review(incident=incident, user=reviewer, decision="confirm", note="clear muzzle blast")
     incident.refresh_from_db()
@@ -198,7 +198,7 @@ def test_confirmed_once_then_the_deadline_does_nothing(reviewed_station, owner, 
     assert not incident.events.filter(kind=IncidentEvent.Kind.ESCALATED).exists()
 
 
-def test_dismissed_incident_never_reaches_police(reviewed_station, owner, reviewer, police_user) -> None:  # type: ignore[no-untyped-def]
+def test_dismissed_incident_never_reaches_police(reviewed_station, owner, reviewer, police_user) -> None:
     incident = _single_shot(owner)
     with pytest.raises(ApplicationError) as exc:
         incident_review(incident=incident, user=reviewer, decision="dismiss")
@@ -213,7 +213,7 @@ def test_dismissed_incident_never_reaches_police(reviewed_station, owner, review
     assert not incidents_for_police(police_user).filter(pk=incident.pk).exists()
 
 
-def test_unreviewed_is_dispatched_at_the_deadline_once(reviewed_station, owner, reviewer, settings) -> None:  # type: ignore[no-untyped-def]
+def test_unreviewed_is_dispatched_at_the_deadline_once(reviewed_station, owner, reviewer, settings) -> None:
     settings.ALERT_REVIEW_DEADLINE_S = 45
     incident = _single_shot(owner)
     assert incident_escalate(incident_id=incident.pk) is False  # not due yet
@@ -231,7 +231,7 @@ def test_unreviewed_is_dispatched_at_the_deadline_once(reviewed_station, owner, 
     assert Notification.objects.filter(incident=incident, recipient_kind="owner").count() == 1
 
 
-def test_a_second_device_joining_can_make_the_evidence_strong(reviewed_station, owner, monkeypatch,  # type: ignore[no-untyped-def]
+def test_a_second_device_joining_can_make_the_evidence_strong(reviewed_station, owner, monkeypatch,
                                                               django_capture_on_commit_callbacks) -> None:
     from alerts import broadcast
 
@@ -256,7 +256,7 @@ def test_a_second_device_joining_can_make_the_evidence_strong(reviewed_station, 
     assert sent == [("incident.opened", False), ("incident.updated", False), ("incident.opened", True)]
 
 
-def test_who_may_review(reviewer, police_user, owner, admin_user) -> None:  # type: ignore[no-untyped-def]
+def test_who_may_review(reviewer, police_user, owner, admin_user) -> None:
     assert user_can_review(reviewer)
     assert user_can_review(admin_user)  # superuser
     assert not user_can_review(police_user)  # police, but not granted
@@ -285,7 +285,7 @@ def test_threshold_for_budget_and_its_bounds() -> None:
     assert rate == pytest.approx(60 / 14)
 
 
-def _nuisance_history(device, scores: list[float]) -> None:  # type: ignore[no-untyped-def]
+def _nuisance_history(device, scores: list[float]) -> None:
     for i, score in enumerate(scores):
         incident = incident_record_detection(
             classification=classify(device, recorded_at=timezone.now() - timedelta(hours=6 * i + 1), score=score)
@@ -293,7 +293,7 @@ def _nuisance_history(device, scores: list[float]) -> None:  # type: ignore[no-u
         Incident.objects.filter(pk=incident.pk).update(status="closed", disposition="other_source")
 
 
-def test_nuisance_device_is_recalibrated_flagged_and_stops_reaching_police(reviewed_station, owner, settings) -> None:  # type: ignore[no-untyped-def]
+def test_nuisance_device_is_recalibrated_flagged_and_stops_reaching_police(reviewed_station, owner, settings) -> None:
     settings.ADMINS = [("Admin", "admin@gunwatch.example")]
     settings.ALERT_DISPATCH_DEFAULT_MODE = "immediate"
     DispatchPolicy.objects.filter(station=reviewed_station).update(mode="immediate")
@@ -331,14 +331,14 @@ def test_nuisance_device_is_recalibrated_flagged_and_stops_reaching_police(revie
     assert mail.outbox == []
 
 
-def test_quiet_device_keeps_the_model_threshold(owner) -> None:  # type: ignore[no-untyped-def]
+def test_quiet_device_keeps_the_model_threshold(owner) -> None:
     device = DeviceFactory(owner=owner, latitude=CENTRE[0], longitude=CENTRE[1])
     result = device_calibrate(device, model_threshold=0.5)
     assert result.new == 0.5 and result.flag == ""
     assert Detection.objects.count() == 0
 
 
-def _race(action, barrier, errors: list) -> None:  # type: ignore[no-untyped-def,type-arg]
+def _race(action, barrier, errors: list) -> None:
     from django.db import connection
 
     try:
@@ -353,7 +353,7 @@ def _race(action, barrier, errors: list) -> None:  # type: ignore[no-untyped-def
 
 
 @pytest.mark.django_db(transaction=True)
-def test_reviewer_and_deadline_racing_dispatch_once(settings) -> None:  # type: ignore[no-untyped-def]
+def test_reviewer_and_deadline_racing_dispatch_once(settings) -> None:
     import threading
 
     station = PoliceStationFactory(name="Race", latitude=CENTRE[0], longitude=CENTRE[1], jurisdiction_radius_km=10,

@@ -62,14 +62,14 @@ def test_one_task_classifies_the_queued_clips_in_one_forward_pass(
 ) -> None:
     clips = queued(5)
     passes = _forward_passes(monkeypatch)
-    assert tasks.classify_clip.apply(args=[clips[2].pk]).get() == "other"
+    assert tasks.classify_clip.apply(args=(clips[2].pk,)).get() == "other"
     assert len(passes) == 1 and passes[0] >= 5  # every window of the five clips at once
     assert Clip.objects.filter(status=Clip.Status.DONE).count() == 5
     assert Classification.objects.count() == 5
     # The other four messages find nothing left to claim.
     for clip in clips:
         if clip.pk != clips[2].pk:
-            assert tasks.classify_clip.apply(args=[clip.pk]).get() is None
+            assert tasks.classify_clip.apply(args=(clip.pk,)).get() is None
     assert len(passes) == 1
 
 

@@ -63,7 +63,7 @@ elif where == "after-the-incident":
         real(**kwargs)
         die()  # the incident is committed, the outbox flag is not cleared yet
     alerts.services.incident_record_detection = record_then_die
-print("result", tasks.classify_clip.apply(args=[clip_id]).get())
+print("result", tasks.classify_clip.apply(args=(clip_id,)).get())
 """
 
 
@@ -120,7 +120,7 @@ def test_a_worker_killed_anywhere_leaves_exactly_one_incident(
     monkeypatch.setattr(services.timezone, "now", lambda: later)
     assert services.clips_requeue_stuck() == (1 if where == "inside-the-verdict-transaction" else 0)
     for clip_id in sent:
-        assert tasks.classify_clip.apply(args=[clip_id]).get() == "gunshot"
+        assert tasks.classify_clip.apply(args=(clip_id,)).get() == "gunshot"
     services.classifications_record_pending(now=later + timedelta(minutes=1))
     services.classifications_record_pending(now=later + timedelta(minutes=2))  # a second sweep changes nothing
 

@@ -387,7 +387,7 @@ def _spool_unset_clock_clip(config: Path, *, boot: str | None, seconds_ago: floa
         "boot_id": boot,
     }
     spool_of(config).put(shots_in_noise([0.5], 2.0), SR, meta)
-    return meta["client_id"]
+    return str(meta["client_id"])
 
 
 def test_a_clip_stamped_before_the_clock_was_set_is_restamped_from_the_monotonic_clock(
