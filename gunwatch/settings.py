@@ -356,6 +356,14 @@ ALERT_TDOA_CLOCK_SOURCES = env_list("ALERT_TDOA_CLOCK_SOURCES", "gps,ntp")
 ALERT_NEAREST_STATIONS = env_int("ALERT_NEAREST_STATIONS", 2)
 ALERT_NOTIFY_MAX_RETRIES = env_int("ALERT_NOTIFY_MAX_RETRIES", 6)
 ALERT_NOTIFY_BACKOFF_S = env_int("ALERT_NOTIFY_BACKOFF_S", 5)
+# Police alerts outlast a dispatch system's outage: retried (backoff capped at the second value) for
+# this many hours after they were raised, then failed. Their last error is on the station's outage row.
+ALERT_NOTIFY_POLICE_RETRY_HOURS = env_float("ALERT_NOTIFY_POLICE_RETRY_HOURS", 6.0)
+ALERT_NOTIFY_POLICE_BACKOFF_MAX_S = env_int("ALERT_NOTIFY_POLICE_BACKOFF_MAX_S", 60)
+# A receiver's Retry-After is honoured up to this many seconds (a typo of a day must not park an alert).
+ALERT_NOTIFY_RETRY_AFTER_MAX_S = env_int("ALERT_NOTIFY_RETRY_AFTER_MAX_S", 600)
+# Failed attempts to one station's channel before the administrators are emailed (once per outage).
+ALERT_OUTAGE_ADMIN_AFTER_FAILURES = env_int("ALERT_OUTAGE_ADMIN_AFTER_FAILURES", 3)
 # Contacts and owners get the location rounded to this many decimals (2 is about 1 km).
 ALERT_COARSE_DECIMALS = env_int("ALERT_COARSE_DECIMALS", 2)
 ALERT_WEBHOOK_TIMEOUT_S = env_float("ALERT_WEBHOOK_TIMEOUT_S", 5.0)
