@@ -120,6 +120,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so it sees a view's exception first: a database outage answers 503 + Retry-After, not 500.
+    "gunwatch.outages.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "gunwatch.urls"
@@ -177,7 +179,16 @@ AUTH_USER_MODEL = "accounts.User"
 # --- Redis: cache, Celery, Channels ---------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    # Throttle counters and geocoding results may be lost: with Redis down the cache reads as empty and
+    # requests go on (gunwatch.cache) instead of failing with 500. Short timeouts keep a hung Redis from
+    # holding requests.
+    CACHES = {
+        "default": {
+            "BACKEND": "gunwatch.cache.ResilientRedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 2},
+        }
+    }
     # redis-py 8 reads with a 5 s socket timeout by default, the same length as channels-redis's
     # blocking receive, so idle websockets died with 1011 every 5 s; give the read more room.
     CHANNEL_LAYERS = {
@@ -202,6 +213,19 @@ CELERY_TASK_EAGER_PROPAGATES = True
 # answers 202 at once; tests switch this off to observe results deterministically.
 GUNWATCH_EAGER_IN_THREAD = env_bool("GUNWATCH_EAGER_IN_THREAD", not TESTING)
 CELERY_TASK_ACKS_LATE = True
+# Surviving a broker outage. Workers and beat reconnect for as long as it takes (the default gives up,
+# and the worker exits, after 100 tries); uploads and other senders give up after about a second (the
+# enqueue is logged and the row waits for its sweep). Timeouts make a hung Redis fail like a stopped one.
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "socket_connect_timeout": 2,
+    "socket_timeout": 10,
+    "socket_keepalive": True,
+    # Notice a dead connection between polls instead of on the next command.
+    "health_check_interval": 25,
+}
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # librosa/numba grow memory slowly; recycling children keeps a long-running worker flat.
@@ -209,6 +233,8 @@ CELERY_WORKER_MAX_TASKS_PER_CHILD = env_int("CELERY_WORKER_MAX_TASKS_PER_CHILD",
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {"detection.tasks.classify_clip": {"queue": "audio"}}
 CELERY_TIMEZONE = "UTC"
+# Beat's file-backed scheduler, logging a broker outage in two lines instead of a traceback per due task.
+CELERY_BEAT_SCHEDULER = "gunwatch.beat:Scheduler"
 CELERY_BEAT_SCHEDULE = {
     "mark-offline-devices": {"task": "devices.tasks.mark_offline_devices", "schedule": timedelta(seconds=30)},
     "purge-expired-audio": {"task": "detection.tasks.purge_expired_audio", "schedule": timedelta(hours=1)},
@@ -276,7 +302,8 @@ REST_FRAMEWORK = {
         "rest_framework.filters.OrderingFilter",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "gunwatch.api.exception_handler",
+    # gunwatch.api.exception_handler (the one error shape), behind the database-outage answer (503).
+    "EXCEPTION_HANDLER": "gunwatch.outages.exception_handler",
     "DEFAULT_THROTTLE_RATES": {
         "device": env_str("THROTTLE_DEVICE", "600/min"),
         "pairing": env_str("THROTTLE_PAIRING", "30/min"),
@@ -364,6 +391,8 @@ ALERT_NOTIFY_POLICE_BACKOFF_MAX_S = env_int("ALERT_NOTIFY_POLICE_BACKOFF_MAX_S",
 ALERT_NOTIFY_RETRY_AFTER_MAX_S = env_int("ALERT_NOTIFY_RETRY_AFTER_MAX_S", 600)
 # Failed attempts to one station's channel before the administrators are emailed (once per outage).
 ALERT_OUTAGE_ADMIN_AFTER_FAILURES = env_int("ALERT_OUTAGE_ADMIN_AFTER_FAILURES", 3)
+# What a request answers while the database is down: 503 with this Retry-After (seconds).
+DATABASE_UNAVAILABLE_RETRY_AFTER_S = env_int("DATABASE_UNAVAILABLE_RETRY_AFTER_S", 10)
 # Contacts and owners get the location rounded to this many decimals (2 is about 1 km).
 ALERT_COARSE_DECIMALS = env_int("ALERT_COARSE_DECIMALS", 2)
 ALERT_WEBHOOK_TIMEOUT_S = env_float("ALERT_WEBHOOK_TIMEOUT_S", 5.0)
