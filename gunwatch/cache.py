@@ -76,3 +76,6 @@ class ResilientRedisCache(RedisCache):
 
     def delete_many(self, keys: Any, version: Any = None) -> None:
         self._guard("delete_many", lambda: super(ResilientRedisCache, self).delete_many(keys, version), None)
+
+    def clear(self) -> bool:
+        return bool(self._guard("clear", lambda: super(ResilientRedisCache, self).clear(), False))
