@@ -219,6 +219,11 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
+# Survives losing Redis while it holds unacknowledged tasks (gunwatch/worker.py says how it died before).
+CELERY_WORKER_CONSUMER = "gunwatch.worker:Consumer"
+# A task running when the connection drops finishes and writes its result to the database; its message is
+# delivered again later and the claim makes that copy a no-op (cancelling it would only redo the work).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_connect_timeout": 2,
     "socket_timeout": 10,
