@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -249,3 +254,85 @@ def test_workers_and_beat_reconnect_for_as_long_as_the_broker_is_down() -> None:
     assert celery_app.conf.broker_connection_retry_on_startup is True
     assert celery_app.conf.beat_scheduler == "gunwatch.beat:Scheduler"
     assert celery_app.conf.broker_transport_options["socket_connect_timeout"] > 0
+
+
+# --- A real worker and a real Redis stopped under it ----------------------------------------------
+
+
+def _wait_for(predicate: Any, timeout: float, what: str) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs the redis-server binary")
+def test_a_worker_holding_unacknowledged_tasks_survives_redis_stopping_and_reconnects(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Celery 5.7 / kombu 5.7 workers exited with AttributeError here; gunwatch.worker.Consumer keeps them up."""
+    import redis
+
+    port = closed_port()
+    url = f"redis://127.0.0.1:{port}/0"
+
+    def start_redis() -> subprocess.Popen[bytes]:
+        server = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        _wait_for(lambda: _pings(url), 10, "redis-server to answer")
+        return server
+
+    server = start_redis()
+    log = tmp_path / "worker.log"
+    env = {**os.environ, "REDIS_URL": url, "GUNWATCH_VAR_DIR": str(tmp_path / "var"), "DJANGO_SETTINGS_MODULE":
+           "gunwatch.settings", "CELERY_TASK_ALWAYS_EAGER": "false"}
+    env.pop("DATABASE_URL", None)
+    with open(log, "wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "gunwatch", "worker", "-Q", "default", "--concurrency", "1",
+             "--pool", "solo", "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
+            cwd=Path(__file__).resolve().parents[1], env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_for(lambda: b"ready." in log.read_bytes(), 90, "the worker to start")
+        client = redis.Redis.from_url(url)
+        # A task due in five minutes, as a notification's retry is: the worker takes it and holds it unacked.
+        with broker_at(url):
+            detection_tasks.purge_expired_audio.apply_async(countdown=300)
+        _wait_for(lambda: client.hlen("unacked") == 1, 30, "the worker to hold the task")
+        client.close()
+
+        server.terminate()
+        server.wait(10)
+        _wait_for(lambda: b"Connection to broker lost" in log.read_bytes(), 30, "the worker to notice")
+        import time
+
+        time.sleep(3)
+        assert worker.poll() is None, log.read_text()[-3000:]
+
+        server = start_redis()
+        _wait_for(lambda: log.read_bytes().count(b"Connected to redis://") >= 2, 60, "the worker to reconnect")
+        assert worker.poll() is None
+        assert b"Unrecoverable error" not in log.read_bytes()
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        server.terminate()
+        server.wait(10)
+
+
+def _pings(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
+    except redis.exceptions.ConnectionError:
+        return False
