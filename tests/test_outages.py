@@ -46,8 +46,8 @@ def broker_at(url: str) -> Iterator[None]:
     saved = (celery_app.conf.broker_url, celery_app.conf.task_always_eager)
 
     def reset_pools() -> None:
-        if celery_app._pool is not None:
-            celery_app._pool.force_close_all()
+        # Forget, never close: the pools live in kombu's process-wide registry, keyed by broker URL, and
+        # the next test's sends would find the closed one ("Acquire on closed pool").
         celery_app._pool = None
         celery_app.amqp._producer_pool = None
 
