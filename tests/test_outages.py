@@ -336,3 +336,9 @@ def _pings(url: str) -> bool:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
     except redis.exceptions.ConnectionError:
         return False
+
+
+def test_the_schema_documents_the_503(client) -> None:  # type: ignore[no-untyped-def]
+    schema = client.get("/api/schema/", {"format": "json"}).json()
+    responses = schema["paths"]["/api/v1/clips"]["post"]["responses"]
+    assert responses["503"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}

@@ -23,6 +23,7 @@ from alerts import broadcast
 from alerts.models import Detection, Incident, IncidentEvent, JoinLock
 from alerts.services.locating import SPEED_OF_SOUND_M_S, incident_refresh, incident_route, observation
 from alerts.services.recipients import notifications_enqueue, notifications_for_device, notifications_for_stations
+from alerts.services.review import incident_policy_apply
 from alerts.services.timeline import incident_event_add
 from core.geo import bounding_box, could_be_same_event, haversine_m
 from detection.models import Classification, Clip
@@ -246,6 +247,8 @@ def _record(classification: Classification, sighting: Sighting) -> _Outcome:
     )
     moved = incident_refresh(incident)
     new_stations = incident_route(incident) if (opened or moved) else []
+    # Trust hook (issue 11): evidence score and the stations' dispatch policy, before any station is told.
+    incident_policy_apply(incident, opened=opened)
     notification_ids: list[int] = []
     if opened or new_device:
         notification_ids += notifications_for_device(incident, device)

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('alerts', '0002_incidents_detections_notifications'),
+        ('alerts', '0003_trust_review'),
     ]
 
     operations = [
