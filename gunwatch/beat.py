@@ -63,7 +63,7 @@ class Scheduler(PersistentScheduler):
             if not is_broker_error(exc):
                 logger.exception("Could not send scheduled task %s", entry.name)
                 return False
-            self.missed[entry.name] = entry
+            self.missed[str(entry.name)] = entry
             if self.broker_down_since is None:
                 self.broker_down_since = time.monotonic()
                 logger.warning(

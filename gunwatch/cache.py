@@ -77,5 +77,5 @@ class ResilientRedisCache(RedisCache):
     def delete_many(self, keys: Any, version: Any = None) -> None:
         self._guard("delete_many", lambda: super(ResilientRedisCache, self).delete_many(keys, version), None)
 
-    def clear(self) -> bool:
-        return bool(self._guard("clear", lambda: super(ResilientRedisCache, self).clear(), False))
+    def clear(self) -> None:
+        self._guard("clear", lambda: super(ResilientRedisCache, self).clear(), None)

@@ -38,5 +38,5 @@ class Consumer(CeleryConsumer):
                     return None
 
             # ``ignore_errors(connection, connection.close)`` in the base class looks the method up here.
-            connection.close = close_detached
+            connection.close = close_detached  # type: ignore[method-assign]
         super().on_connection_error_after_connected(exc)
