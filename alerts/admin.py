@@ -1,9 +1,18 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from alerts.models import Detection, DispatchPolicy, Incident, IncidentEvent, Notification, PoliceStation
+from alerts.models import (
+    ChannelOutage,
+    Detection,
+    DispatchPolicy,
+    Incident,
+    IncidentEvent,
+    Notification,
+    PoliceStation,
+)
 
 
 class DispatchPolicyInline(admin.StackedInline):
@@ -14,13 +23,35 @@ class DispatchPolicyInline(admin.StackedInline):
     max_num = 1
 
 
+class ChannelOutageInline(admin.TabularInline):
+    model = ChannelOutage
+    extra = 0
+    fields = ["channel", "started_at", "last_failure_at", "failures", "last_error", "admins_told_at", "resolved_at"]
+    readonly_fields = fields
+    can_delete = False
+    ordering = ["-started_at"]
+    verbose_name_plural = "Channel outages (alerts that did not get through)"
+
+    def has_add_permission(self, request: HttpRequest, obj: PoliceStation | None = None) -> bool:
+        return False
+
+
 @admin.register(PoliceStation)
 class PoliceStationAdmin(admin.ModelAdmin):
-    inlines = [DispatchPolicyInline]
+    inlines = [DispatchPolicyInline, ChannelOutageInline]
     list_display = ["name", "latitude", "longitude", "jurisdiction_radius_km", "has_polygon", "contact_email",
-                    "contact_phone", "has_webhook", "is_active"]
+                    "contact_phone", "has_webhook", "failing_channels", "is_active"]
     list_filter = ["is_active"]
     search_fields = ["name", "address", "contact_email"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[PoliceStation]:
+        return super().get_queryset(request).prefetch_related("channel_outages")
+
+    @admin.display(description="Failing channels")
+    def failing_channels(self, station: PoliceStation) -> str:
+        # Filtered in Python so the prefetch above serves every row of the list.
+        open_outages = [outage for outage in station.channel_outages.all() if outage.resolved_at is None]
+        return ", ".join(sorted(outage.channel for outage in open_outages)) or "—"
 
     @admin.display(boolean=True, description="Polygon")
     def has_polygon(self, station: PoliceStation) -> bool:
@@ -107,3 +138,36 @@ class NotificationAdmin(admin.ModelAdmin):
     list_select_related = ["incident"]
     raw_id_fields = ["incident", "user", "contact", "station", "owner"]
     readonly_fields = ["attempts", "last_error", "created_at", "updated_at", "sent_at"]
+    actions = ["send_again"]
+
+    @admin.action(description="Send again (failed or queued notifications)")
+    def send_again(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
+        # Imported late: the task module imports delivery and the transports, which the admin need not load.
+        from alerts.tasks import enqueue_notifications
+
+        retry = queryset.filter(status__in=[Notification.Status.FAILED, Notification.Status.QUEUED])
+        ids = list(retry.values_list("pk", flat=True))
+        # A failed row gets one more attempt (its budget is spent); a sent or sending row is never repeated.
+        retry.update(status=Notification.Status.QUEUED)
+        enqueue_notifications(ids)
+        self.message_user(request, f"{len(ids)} notification(s) handed to the workers again.", messages.SUCCESS)
+
+
+@admin.register(ChannelOutage)
+class ChannelOutageAdmin(admin.ModelAdmin):
+    """Stations whose webhook or email kept failing: open ones first (police alerts are held and retried)."""
+
+    list_display = ["station", "channel", "started_at", "last_failure_at", "failures", "admins_told_at",
+                    "resolved_at", "is_open"]
+    list_filter = [("resolved_at", admin.EmptyFieldListFilter), "channel"]
+    list_select_related = ["station"]
+    readonly_fields = ["station", "channel", "started_at", "last_failure_at", "failures", "last_error",
+                       "admins_told_at", "resolved_at"]
+    search_fields = ["station__name"]
+
+    @admin.display(boolean=True, description="Open")
+    def is_open(self, outage: ChannelOutage) -> bool:
+        return outage.is_open
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

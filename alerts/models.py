@@ -354,3 +354,37 @@ class JoinLock(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ChannelOutage(models.Model):
+    """A station's channel (its webhook, its email) failing delivery after delivery.
+
+    Opened by the first failed attempt to the station on that channel, it tells the administrators
+    once (``admins_told_at``) when failures keep coming, and is closed by the next delivery that gets
+    through. At most one is open per station and channel, so one outage is one email, however many
+    notifications it holds up.
+    """
+
+    station = models.ForeignKey(PoliceStation, on_delete=models.CASCADE, related_name="channel_outages")
+    channel = models.CharField(max_length=16, choices=Notification.Channel.choices)
+    started_at = models.DateTimeField()
+    last_failure_at = models.DateTimeField()
+    failures = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    admins_told_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["station", "channel"], condition=Q(resolved_at__isnull=True), name="alerts_outage_one_open"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel} of {self.station} failing since {self.started_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.resolved_at is None

@@ -10,25 +10,31 @@ from typing import Any
 from celery import shared_task
 from django.utils import timezone
 
-from alerts.delivery import Outcome, notification_deliver, retry_countdown
+from alerts.delivery import Outcome, backoff_cap, max_attempts, notification_attempt, retry_countdown
 from alerts.models import Notification
 from gunwatch.tasks import enqueue
 
 
 @shared_task(bind=True, name="alerts.tasks.send_notification", acks_late=True, max_retries=None)
 def send_notification(self: Any, notification_id: int) -> str:
-    outcome = notification_deliver(notification_id=notification_id)
+    attempt = notification_attempt(notification_id=notification_id)
     if self.request.is_eager and not getattr(self.request, "embedded", False):
         # Celery's own eager emulation cannot wait out a countdown (it re-raises the Retry), and its
         # caller wants the outcome now: try again at once until the row is sent or given up on.
-        while outcome is Outcome.RETRY:
-            outcome = notification_deliver(notification_id=notification_id)
-    if outcome is Outcome.RETRY:
-        attempts = Notification.objects.values_list("attempts", flat=True).get(pk=notification_id)
-        # Jitter spreads retries of one gateway outage so they do not all land in the same second.
-        countdown = retry_countdown(attempts) * (0.8 + 0.4 * random.random())
+        # A police row retried for hours would spin here, so it gets the ordinary budget of attempts and
+        # is then left queued for the requeue sweep, which keeps going for the whole retry window.
+        tries = 1
+        while attempt.outcome is Outcome.RETRY and tries < max_attempts():
+            attempt = notification_attempt(notification_id=notification_id)
+            tries += 1
+        if attempt.outcome is Outcome.RETRY:
+            return attempt.outcome.value
+    if attempt.outcome is Outcome.RETRY:
+        # Jitter spreads retries of one gateway outage so they do not all land in the same second; a
+        # receiver's Retry-After is a floor the jitter must not undercut.
+        countdown = max(attempt.backoff_s * (0.8 + 0.4 * random.random()), attempt.retry_after_s or 0.0)
         raise self.retry(countdown=countdown)
-    return outcome.value
+    return attempt.outcome.value
 
 
 def enqueue_notifications(notification_ids: Iterable[int]) -> None:
@@ -48,10 +54,11 @@ def requeue_stale_notifications() -> int:
     now = timezone.now()
     stale = [
         pk
-        for pk, attempts, updated_at in Notification.objects.filter(
+        for pk, attempts, kind, updated_at in Notification.objects.filter(
             status=Notification.Status.QUEUED, updated_at__lt=now - timedelta(seconds=60)
-        ).values_list("pk", "attempts", "updated_at")[:500]
-        if updated_at < now - timedelta(seconds=60 + (retry_countdown(attempts) * 1.2 if attempts else 0))
+        ).order_by("updated_at").values_list("pk", "attempts", "recipient_kind", "updated_at")[:500]
+        if updated_at < now - timedelta(seconds=60 + (retry_countdown(attempts, cap=backoff_cap(kind)) * 1.2
+                                                      if attempts else 0))
     ]
     enqueue_notifications(stale)
     return len(stale)

@@ -1,7 +1,8 @@
 """One class per channel. ``send`` delivers one notification or raises ``TransportError``.
 
 ``TransportError(permanent=True)`` means trying again cannot help (a bad address, a 4xx from a
-gateway); anything else is retried by ``alerts.tasks.send_notification`` with backoff.
+gateway); anything else is retried by ``alerts.tasks.send_notification`` with backoff, no sooner
+than the ``retry_after_s`` a throttling or busy server asked for.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import hmac
 import json
 import logging
 import time
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 import requests
@@ -29,15 +32,40 @@ EVENT_HEADER = "X-GunWatch-Event"
 
 
 class TransportError(Exception):
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    def __init__(self, message: str, *, permanent: bool = False, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.retry_after_s = retry_after_s
+
+
+# A request timeout and throttling are the receiver's state of the moment, not a verdict on the message.
+TRANSIENT_CLIENT_ERRORS = frozenset({408, 425, 429})
+
+
+def retry_after_seconds(value: object, *, now: datetime | None = None) -> float | None:
+    """``Retry-After`` as seconds from now: either delta-seconds or an HTTP date (RFC 9110 10.2.3)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def _http_error(response: requests.Response, what: str) -> TransportError:
-    # 4xx (except 408 timeout and 429 throttling) will not change on a retry; 5xx might.
-    permanent = 400 <= response.status_code < 500 and response.status_code not in (408, 429)
-    return TransportError(f"{what} answered HTTP {response.status_code}: {response.text[:200]}", permanent=permanent)
+    # 4xx (except timeouts and throttling) will not change on a retry; 5xx might.
+    status = response.status_code
+    permanent = 400 <= status < 500 and status not in TRANSIENT_CLIENT_ERRORS
+    retry_after = None if permanent else retry_after_seconds(response.headers.get("Retry-After"))
+    return TransportError(
+        f"{what} answered HTTP {status}: {response.text[:200]}", permanent=permanent, retry_after_s=retry_after
+    )
 
 
 class Transport:

@@ -60,6 +60,8 @@ class AutoSchema(SpectacularAutoSchema):
             errors["415"] = "Unsupported content type."
         if getattr(view, "throttle_classes", None) or type(view).get_throttles is not APIView.get_throttles:
             errors["429"] = "Too many requests; retry after `Retry-After` seconds."
+        # Any operation can meet a database outage (gunwatch.outages).
+        errors["503"] = "The database is unavailable for a moment; retry after `Retry-After` seconds."
         return errors
 
     def _get_response_bodies(self, direction: Any = "response") -> dict[str, Any]:

@@ -118,6 +118,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so it sees a view's exception first: a database outage answers 503 + Retry-After, not 500.
+    "gunwatch.outages.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "gunwatch.urls"
@@ -175,11 +177,18 @@ AUTH_USER_MODEL = "accounts.User"
 # --- Redis: cache, Celery, Channels ---------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
+    # Throttle counters and geocoding results may be lost: with Redis down the cache reads as empty and
+    # requests go on (gunwatch.cache) instead of failing with 500. Short timeouts keep a hung Redis from
+    # holding requests; one shared pool per process (gunwatch.redis_pool) spares a connection per request.
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "gunwatch.cache.ResilientRedisCache",
             "LOCATION": REDIS_URL,
-            "OPTIONS": {"pool_class": "gunwatch.redis_pool.SharedConnectionPool"},
+            "OPTIONS": {
+                "pool_class": "gunwatch.redis_pool.SharedConnectionPool",
+                "socket_connect_timeout": 1,
+                "socket_timeout": 2,
+            },
         }
     }
     # redis-py 8 reads with a 5 s socket timeout by default, the same length as channels-redis's
@@ -207,6 +216,24 @@ CELERY_TASK_EAGER_PROPAGATES = True
 # results deterministically.
 GUNWATCH_EAGER_IN_THREAD = env_bool("GUNWATCH_EAGER_IN_THREAD", True)
 CELERY_TASK_ACKS_LATE = True
+# Surviving a broker outage. Workers and beat reconnect for as long as it takes (the default gives up,
+# and the worker exits, after 100 tries); uploads and other senders give up after about a second (the
+# enqueue is logged and the row waits for its sweep). Timeouts make a hung Redis fail like a stopped one.
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+# Survives losing Redis while it holds unacknowledged tasks (gunwatch/worker.py says how it died before).
+CELERY_WORKER_CONSUMER = "gunwatch.worker:Consumer"
+# A task running when the connection drops finishes and writes its result to the database; its message is
+# delivered again later and the claim makes that copy a no-op (cancelling it would only redo the work).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "socket_connect_timeout": 2,
+    "socket_timeout": 10,
+    "socket_keepalive": True,
+    # Notice a dead connection between polls instead of on the next command.
+    "health_check_interval": 25,
+}
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # librosa/numba grow memory slowly; recycling children keeps a long-running worker flat.
@@ -214,6 +241,8 @@ CELERY_WORKER_MAX_TASKS_PER_CHILD = env_int("CELERY_WORKER_MAX_TASKS_PER_CHILD",
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {"detection.tasks.classify_clip": {"queue": "audio"}}
 CELERY_TIMEZONE = "UTC"
+# Beat's file-backed scheduler, logging a broker outage in two lines instead of a traceback per due task.
+CELERY_BEAT_SCHEDULER = "gunwatch.beat:Scheduler"
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "mark-offline-devices": {"task": "devices.tasks.mark_offline_devices", "schedule": timedelta(seconds=30)},
     "purge-expired-audio": {"task": "detection.tasks.purge_expired_audio", "schedule": timedelta(hours=1)},
@@ -287,7 +316,8 @@ REST_FRAMEWORK: dict[str, Any] = {
         "rest_framework.filters.OrderingFilter",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "gunwatch.api.exception_handler",
+    # gunwatch.api.exception_handler (the one error shape), behind the database-outage answer (503).
+    "EXCEPTION_HANDLER": "gunwatch.outages.exception_handler",
     "DEFAULT_THROTTLE_RATES": {
         "device": env_str("THROTTLE_DEVICE", "600/min"),
         "pairing": env_str("THROTTLE_PAIRING", "30/min"),
@@ -381,6 +411,16 @@ ALERT_TDOA_CLOCK_SOURCES = env_list("ALERT_TDOA_CLOCK_SOURCES", "gps,ntp")
 ALERT_NEAREST_STATIONS = env_int("ALERT_NEAREST_STATIONS", 2)
 ALERT_NOTIFY_MAX_RETRIES = env_int("ALERT_NOTIFY_MAX_RETRIES", 6)
 ALERT_NOTIFY_BACKOFF_S = env_int("ALERT_NOTIFY_BACKOFF_S", 5)
+# Police alerts outlast a dispatch system's outage: retried (backoff capped at the second value) for
+# this many hours after they were raised, then failed. Their last error is on the station's outage row.
+ALERT_NOTIFY_POLICE_RETRY_HOURS = env_float("ALERT_NOTIFY_POLICE_RETRY_HOURS", 6.0)
+ALERT_NOTIFY_POLICE_BACKOFF_MAX_S = env_int("ALERT_NOTIFY_POLICE_BACKOFF_MAX_S", 60)
+# A receiver's Retry-After is honoured up to this many seconds (a typo of a day must not park an alert).
+ALERT_NOTIFY_RETRY_AFTER_MAX_S = env_int("ALERT_NOTIFY_RETRY_AFTER_MAX_S", 600)
+# Failed attempts to one station's channel before the administrators are emailed (once per outage).
+ALERT_OUTAGE_ADMIN_AFTER_FAILURES = env_int("ALERT_OUTAGE_ADMIN_AFTER_FAILURES", 3)
+# What a request answers while the database is down: 503 with this Retry-After (seconds).
+DATABASE_UNAVAILABLE_RETRY_AFTER_S = env_int("DATABASE_UNAVAILABLE_RETRY_AFTER_S", 10)
 # Contacts and owners get the location rounded to this many decimals (2 is about 1 km).
 ALERT_COARSE_DECIMALS = env_int("ALERT_COARSE_DECIMALS", 2)
 ALERT_WEBHOOK_TIMEOUT_S = env_float("ALERT_WEBHOOK_TIMEOUT_S", 5.0)

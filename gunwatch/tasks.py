@@ -24,8 +24,13 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 logger = logging.getLogger(__name__)
+
+# What a send raises when the broker cannot be reached: kombu wraps the transport's connection errors in
+# its OperationalError once the publish retries are spent; a refused or reset socket may surface as OSError.
+BROKER_ERRORS: tuple[type[BaseException], ...] = (KombuOperationalError, ConnectionError, TimeoutError, OSError)
 
 _executors: dict[str, ThreadPoolExecutor] = {}
 _executor_lock = threading.Lock()
@@ -111,9 +116,13 @@ def enqueue(task: Task, *args: Any, countdown: float | None = None, **kwargs: An
             task.delay(*args, **kwargs)
         else:
             task.apply_async(args=args, kwargs=kwargs, countdown=countdown)
-    except Exception:
+    except BROKER_ERRORS as exc:
         # The caller's transaction has committed; failing the request now would make the device retry
-        # an upload we already hold. The row stays queued for the requeue sweep.
+        # an upload we already hold. The row stays queued for the requeue sweep. One line, no traceback:
+        # a broker outage produces one of these per request and the cause is not in our code.
+        logger.warning("Could not enqueue %s%r (broker unavailable: %s); its sweep sends it later", task.name, args,
+                       exc)
+    except Exception:
         logger.exception("Could not enqueue %s%r", task.name, args)
     return None
 

@@ -22,11 +22,12 @@ from django.core.cache import cache
 from django.db import transaction
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from accounts.models import User
 from alerts import consumers
-from alerts.models import Incident
+from alerts.models import ChannelOutage, Incident
 from alerts.services import incident_record_detection
 from detection.models import Clip
 from devices import services as device_services
@@ -235,6 +236,8 @@ STAFF_ONLY = S(302, 302, 302, 302, 302, 302, 302, 200)
 ADMIN_OVERRIDES = {
     # Clips come from devices only; the admin cannot invent one.
     "admin/detection/clip/add/": S(302, 302, 302, 302, 302, 302, 302, 403),
+    # Channel outages are opened by failed deliveries, never by hand.
+    "admin/alerts/channeloutage/add/": S(302, 302, 302, 302, 302, 302, 302, 403),
 }
 
 
@@ -308,6 +311,8 @@ def cast(db: None) -> Cast:
     contact = TrustedContactFactory(owner=owner)
     # Every admin model has a row to open, so its change/delete/history pages answer 200 to staff.
     Group.objects.create(name="dispatchers")
+    ChannelOutage.objects.create(station=routed, channel="webhook", started_at=timezone.now(),
+                                 last_failure_at=timezone.now(), failures=3)
     Token.objects.create(user=owner)
     return Cast(users=users, device=paired.device, token=paired.token, clip=classification.clip,
                 incident=incident, contact=contact)

@@ -227,6 +227,8 @@ def test_webhook_server_errors_retry_and_client_errors_do_not(
     scene, django_capture_on_commit_callbacks, settings, status, outcome, calls
 ) -> None:
     settings.ALERT_NOTIFY_MAX_RETRIES = 2
+    # Without the police retry window the station's webhook has the ordinary budget (the window: test_outages).
+    settings.ALERT_NOTIFY_POLICE_RETRY_HOURS = 0
     incident, _ = _open(scene["device"], django_capture_on_commit_callbacks)
     hook = incident.notifications.get(channel="webhook")
     with mock.patch("alerts.transports.requests.post", return_value=mock.Mock(status_code=status, text="no")) as post:

@@ -1,0 +1,81 @@
+"""The cache GunWatch runs on Redis: an unreachable Redis is an empty cache, not a 500.
+
+Kept free of DRF and of the apps: the cache backend is loaded from settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.core.cache.backends.base import DEFAULT_TIMEOUT
+from django.core.cache.backends.redis import RedisCache
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+logger = logging.getLogger(__name__)
+
+
+class ResilientRedisCache(RedisCache):
+    """Django's Redis cache that treats an unreachable Redis as an empty cache.
+
+    Everything GunWatch keeps in the cache can be lost: throttle counters (a request is let through
+    while Redis is down, rather than refused with a 500) and geocoding results (looked up again).
+    Errors other than a lost connection, such as a full Redis refusing writes, still raise.
+    """
+
+    _warned_at = 0.0
+    _warn_lock = threading.Lock()
+
+    def _unavailable(self, operation: str, exc: Exception) -> None:
+        # At most one line a minute: an outage would otherwise log once per request.
+        with self._warn_lock:
+            now = time.monotonic()
+            if now - ResilientRedisCache._warned_at < 60:
+                return
+            ResilientRedisCache._warned_at = now
+        logger.warning("Cache unavailable (%s): %s; carrying on without it", operation, exc)
+
+    def _guard(self, operation: str, call: Callable[[], Any], fallback: Any) -> Any:
+        try:
+            return call()
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            self._unavailable(operation, exc)
+            return fallback
+
+    def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> bool:  # type: ignore[override]
+        return bool(self._guard("add", lambda: super(ResilientRedisCache, self).add(key, value, timeout, version),
+                                False))
+
+    def get(self, key: Any, default: Any = None, version: Any = None) -> Any:
+        return self._guard("get", lambda: super(ResilientRedisCache, self).get(key, default, version), default)
+
+    def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> None:  # type: ignore[override]
+        self._guard("set", lambda: super(ResilientRedisCache, self).set(key, value, timeout, version), None)
+
+    def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> bool:  # type: ignore[override]
+        return bool(self._guard("touch", lambda: super(ResilientRedisCache, self).touch(key, timeout, version),
+                                False))
+
+    def delete(self, key: Any, version: Any = None) -> bool:
+        return bool(self._guard("delete", lambda: super(ResilientRedisCache, self).delete(key, version), False))
+
+    def get_many(self, keys: Any, version: Any = None) -> dict[str, Any]:
+        return self._guard("get_many", lambda: super(ResilientRedisCache, self).get_many(keys, version), {})
+
+    def has_key(self, key: Any, version: Any = None) -> bool:
+        return bool(self._guard("has_key", lambda: super(ResilientRedisCache, self).has_key(key, version), False))
+
+    def set_many(self, data: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> list[Any]:  # type: ignore[override]
+        return self._guard(
+            "set_many", lambda: super(ResilientRedisCache, self).set_many(data, timeout, version), list(data)
+        )
+
+    def delete_many(self, keys: Any, version: Any = None) -> None:
+        self._guard("delete_many", lambda: super(ResilientRedisCache, self).delete_many(keys, version), None)
+
+    def clear(self) -> None:
+        self._guard("clear", lambda: super(ResilientRedisCache, self).clear(), None)
