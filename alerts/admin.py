@@ -27,7 +27,7 @@ class ChannelOutageInline(admin.TabularInline):
     model = ChannelOutage
     extra = 0
     fields = ["channel", "started_at", "last_failure_at", "failures", "last_error", "admins_told_at", "resolved_at"]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]  # the stubs type fields more widely than readonly_fields
     can_delete = False
     ordering = ["-started_at"]
     verbose_name_plural = "Channel outages (alerts that did not get through)"

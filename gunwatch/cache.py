@@ -46,17 +46,17 @@ class ResilientRedisCache(RedisCache):
             self._unavailable(operation, exc)
             return fallback
 
-    def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> bool:  # type: ignore[override]
+    def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> bool:
         return bool(self._guard("add", lambda: super(ResilientRedisCache, self).add(key, value, timeout, version),
                                 False))
 
     def get(self, key: Any, default: Any = None, version: Any = None) -> Any:
         return self._guard("get", lambda: super(ResilientRedisCache, self).get(key, default, version), default)
 
-    def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> None:  # type: ignore[override]
+    def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> None:
         self._guard("set", lambda: super(ResilientRedisCache, self).set(key, value, timeout, version), None)
 
-    def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> bool:  # type: ignore[override]
+    def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> bool:
         return bool(self._guard("touch", lambda: super(ResilientRedisCache, self).touch(key, timeout, version),
                                 False))
 
@@ -69,7 +69,7 @@ class ResilientRedisCache(RedisCache):
     def has_key(self, key: Any, version: Any = None) -> bool:
         return bool(self._guard("has_key", lambda: super(ResilientRedisCache, self).has_key(key, version), False))
 
-    def set_many(self, data: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> list[Any]:  # type: ignore[override]
+    def set_many(self, data: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> list[Any]:
         return self._guard(
             "set_many", lambda: super(ResilientRedisCache, self).set_many(data, timeout, version), list(data)
         )

@@ -18,6 +18,7 @@ from unittest import mock
 import pytest
 import time_machine
 from celery.beat import ScheduleEntry, SchedulingError
+from celery.schedules import schedule as every
 from django.db import DataError, InterfaceError, OperationalError, connection
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
@@ -28,7 +29,7 @@ from detection.models import Clip
 from gunwatch.beat import Scheduler, is_broker_error
 from gunwatch.cache import ResilientRedisCache
 from gunwatch.celery import app as celery_app
-from tests.detection.pipeline import encode, model_factory, negative_model, sine, upload_fields  # noqa: F401
+from tests.detection.pipeline import encode, sine, upload_fields
 
 CLIPS = "/api/v1/clips"
 
@@ -48,16 +49,16 @@ def broker_at(url: str) -> Iterator[None]:
     def reset_pools() -> None:
         # Forget, never close: the pools live in kombu's process-wide registry, keyed by broker URL, and
         # the next test's sends would find the closed one ("Acquire on closed pool").
-        celery_app._pool = None
-        celery_app.amqp._producer_pool = None
+        celery_app._pool = None  # type: ignore[attr-defined]  # private pools: see above
+        celery_app.amqp._producer_pool = None  # type: ignore[attr-defined]
 
     reset_pools()
-    celery_app.conf.broker_url, celery_app.conf.task_always_eager = url, False
+    celery_app.conf.broker_url, celery_app.conf.task_always_eager = url, False  # type: ignore[misc]  # conf is writable at run time
     try:
         yield
     finally:
         reset_pools()
-        celery_app.conf.broker_url, celery_app.conf.task_always_eager = saved
+        celery_app.conf.broker_url, celery_app.conf.task_always_eager = saved  # type: ignore[misc]
 
 
 @pytest.fixture
@@ -81,7 +82,7 @@ def redis_down(settings: Any) -> Iterator[str]:
 
 
 @pytest.mark.usefixtures("redis_down", "negative_model")
-def test_upload_is_accepted_while_redis_is_down_and_classified_by_the_sweep_later(  # type: ignore[no-untyped-def]
+def test_upload_is_accepted_while_redis_is_down_and_classified_by_the_sweep_later(
     device_client: APIClient, settings, caplog, django_capture_on_commit_callbacks
 ) -> None:
     caplog.set_level(logging.WARNING)
@@ -107,7 +108,7 @@ def test_upload_is_accepted_while_redis_is_down_and_classified_by_the_sweep_late
     celery_app.conf.task_always_eager = False
 
 
-def test_a_refused_broker_fails_the_send_in_about_a_second(redis_down: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_refused_broker_fails_the_send_in_about_a_second(redis_down: str) -> None:
     """The upload waits out kombu's publish retries once, not the OS connect timeout."""
     import time
 
@@ -155,7 +156,7 @@ def assert_503(response: Any) -> dict[str, Any]:
         InterfaceError("connection already closed"),
     ],
 )
-def test_upload_while_the_database_is_down_is_503_with_retry_after(  # type: ignore[no-untyped-def]
+def test_upload_while_the_database_is_down_is_503_with_retry_after(
     device_client: APIClient, exc: Exception, caplog
 ) -> None:
     caplog.set_level(logging.WARNING)
@@ -168,7 +169,7 @@ def test_upload_while_the_database_is_down_is_503_with_retry_after(  # type: ign
     assert Clip.objects.count() == 0
 
 
-def test_api_reads_and_pages_answer_503_too(owner_client: APIClient, client, owner) -> None:  # type: ignore[no-untyped-def]
+def test_api_reads_and_pages_answer_503_too(owner_client: APIClient, client, owner) -> None:
     client.force_login(owner)
     outage = OperationalError("server closed the connection unexpectedly")
     with database_down(outage):
@@ -207,13 +208,13 @@ def test_broker_errors_are_recognised_through_the_chain() -> None:
     assert not is_broker_error(SchedulingError("Couldn't apply scheduled task x: unknown task"))
 
 
-def test_beat_logs_an_outage_in_two_lines_and_sends_what_it_missed(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_beat_logs_an_outage_in_two_lines_and_sends_what_it_missed(tmp_path, caplog) -> None:
     caplog.set_level(logging.DEBUG, logger="gunwatch.beat")
     scheduler = Scheduler(app=celery_app, schedule_filename=str(tmp_path / "beat"), lazy=True)
     sweep = ScheduleEntry(name="requeue-stuck-clips", task="detection.tasks.requeue_stuck_clips",
-                          schedule=timedelta(minutes=5), app=celery_app)
+                          schedule=every(timedelta(minutes=5)), app=celery_app)
     offline = ScheduleEntry(name="mark-offline-devices", task="devices.tasks.mark_offline_devices",
-                            schedule=timedelta(seconds=30), app=celery_app)
+                            schedule=every(timedelta(seconds=30)), app=celery_app)
     sent: list[str] = []
 
     def apply_async(entry: ScheduleEntry, **kwargs: Any) -> None:
@@ -239,9 +240,9 @@ def test_beat_logs_an_outage_in_two_lines_and_sends_what_it_missed(tmp_path, cap
     scheduler.close()
 
 
-def test_beat_still_logs_other_failures_in_full(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_beat_still_logs_other_failures_in_full(tmp_path, caplog) -> None:
     scheduler = Scheduler(app=celery_app, schedule_filename=str(tmp_path / "beat"), lazy=True)
-    entry = ScheduleEntry(name="broken", task="no.such.task", schedule=timedelta(minutes=1), app=celery_app)
+    entry = ScheduleEntry(name="broken", task="no.such.task", schedule=every(timedelta(minutes=1)), app=celery_app)
     with mock.patch.object(scheduler, "apply_async", side_effect=SchedulingError("unknown task")):
         scheduler.apply_entry(entry)
     assert any(r.exc_info for r in caplog.records if r.getMessage() == "Could not send scheduled task broken")
@@ -272,7 +273,7 @@ def _wait_for(predicate: Any, timeout: float, what: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs the redis-server binary")
-def test_a_worker_holding_unacknowledged_tasks_survives_redis_stopping_and_reconnects(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_worker_holding_unacknowledged_tasks_survives_redis_stopping_and_reconnects(tmp_path) -> None:
     """Celery 5.7 / kombu 5.7 workers exited with AttributeError here; gunwatch.worker.Consumer keeps them up."""
     import redis
 
@@ -338,7 +339,7 @@ def _pings(url: str) -> bool:
         return False
 
 
-def test_the_schema_documents_the_503(client) -> None:  # type: ignore[no-untyped-def]
+def test_the_schema_documents_the_503(client) -> None:
     schema = client.get("/api/schema/", {"format": "json"}).json()
     responses = schema["paths"]["/api/v1/clips"]["post"]["responses"]
     assert responses["503"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}

@@ -31,14 +31,14 @@ class RetryRequested(Exception):
 
 
 @pytest.fixture
-def hooked_station(station, admin_user):  # type: ignore[no-untyped-def]
+def hooked_station(station, admin_user):
     station.webhook_url = "https://cad.example.org/hook"
     station.contact_email = ""
     station.save()
     return station
 
 
-def _open_incident(owner, django_capture_on_commit_callbacks, at: datetime) -> Incident:  # type: ignore[no-untyped-def]
+def _open_incident(owner, django_capture_on_commit_callbacks, at: datetime) -> Incident:
     device = DeviceFactory(owner=owner, latitude=52.52, longitude=13.405)
     with mock.patch("alerts.tasks.enqueue_notifications"), django_capture_on_commit_callbacks(execute=True):
         return incident_record_detection(classification=classify(device, recorded_at=at))
@@ -75,7 +75,7 @@ def run_through_outage(pk: int, traveller: Any, max_deliveries: int = 2000) -> t
     raise AssertionError("the task kept asking for retries")
 
 
-def test_police_webhook_down_for_an_hour_is_delivered_once_it_recovers(  # type: ignore[no-untyped-def]
+def test_police_webhook_down_for_an_hour_is_delivered_once_it_recovers(
     owner, hooked_station, django_capture_on_commit_callbacks, settings
 ) -> None:
     settings.ALERT_NOTIFY_POLICE_BACKOFF_MAX_S = 60
@@ -109,7 +109,7 @@ def test_police_webhook_down_for_an_hour_is_delivered_once_it_recovers(  # type:
     assert f"/admin/alerts/channeloutage/{outage.pk}/" in admin_mail[0].body
 
 
-def test_police_alert_fails_only_after_the_retry_window(  # type: ignore[no-untyped-def]
+def test_police_alert_fails_only_after_the_retry_window(
     owner, hooked_station, django_capture_on_commit_callbacks, settings
 ) -> None:
     settings.ALERT_NOTIFY_POLICE_RETRY_HOURS = 2
@@ -126,7 +126,7 @@ def test_police_alert_fails_only_after_the_retry_window(  # type: ignore[no-unty
     assert ChannelOutage.objects.get().resolved_at is None  # still down: the admin list shows it open
 
 
-def test_owner_notifications_keep_the_ordinary_budget(  # type: ignore[no-untyped-def]
+def test_owner_notifications_keep_the_ordinary_budget(
     owner, hooked_station, django_capture_on_commit_callbacks, settings
 ) -> None:
     settings.ALERT_NOTIFY_MAX_RETRIES = 2
@@ -140,7 +140,7 @@ def test_owner_notifications_keep_the_ordinary_budget(  # type: ignore[no-untype
     assert not ChannelOutage.objects.exists()  # owners' mail is not a station's channel
 
 
-def test_one_outage_holding_several_alerts_is_one_email_and_recovery_sends_the_rest(  # type: ignore[no-untyped-def]
+def test_one_outage_holding_several_alerts_is_one_email_and_recovery_sends_the_rest(
     owner, hooked_station, django_capture_on_commit_callbacks, settings
 ) -> None:
     settings.ALERT_OUTAGE_ADMIN_AFTER_FAILURES = 3
@@ -171,7 +171,7 @@ def test_one_outage_holding_several_alerts_is_one_email_and_recovery_sends_the_r
 
 
 @pytest.mark.parametrize("status", [408, 429, 503])
-def test_timeouts_and_throttling_are_transient_and_retry_after_is_honoured(  # type: ignore[no-untyped-def]
+def test_timeouts_and_throttling_are_transient_and_retry_after_is_honoured(
     owner, hooked_station, django_capture_on_commit_callbacks, settings, status
 ) -> None:
     settings.ALERT_NOTIFY_POLICE_BACKOFF_MAX_S = 60
@@ -187,7 +187,7 @@ def test_timeouts_and_throttling_are_transient_and_retry_after_is_honoured(  # t
     assert len(endpoint.calls) == 2
 
 
-def test_retry_after_is_capped(owner, hooked_station, django_capture_on_commit_callbacks, settings) -> None:  # type: ignore[no-untyped-def]
+def test_retry_after_is_capped(owner, hooked_station, django_capture_on_commit_callbacks, settings) -> None:
     settings.ALERT_NOTIFY_RETRY_AFTER_MAX_S = 600
     incident = _open_incident(owner, django_capture_on_commit_callbacks, timezone.now())
     hook = incident.notifications.get(channel="webhook")
@@ -208,7 +208,7 @@ def test_retry_after_parses_seconds_and_http_dates() -> None:
     assert retry_after_seconds(None, now=now) is None
 
 
-def test_a_permanent_refusal_tells_the_admins_at_once(  # type: ignore[no-untyped-def]
+def test_a_permanent_refusal_tells_the_admins_at_once(
     owner, hooked_station, django_capture_on_commit_callbacks
 ) -> None:
     incident = _open_incident(owner, django_capture_on_commit_callbacks, timezone.now())
@@ -221,7 +221,7 @@ def test_a_permanent_refusal_tells_the_admins_at_once(  # type: ignore[no-untype
     assert len([m for m in mail.outbox if "root@example.org" in m.to]) == 1
 
 
-def test_sweep_resends_police_rows_at_the_capped_interval(  # type: ignore[no-untyped-def]
+def test_sweep_resends_police_rows_at_the_capped_interval(
     owner, hooked_station, django_capture_on_commit_callbacks, settings
 ) -> None:
     """A police row's lost retry is picked up within its capped backoff, not an uncapped one (hours)."""
@@ -236,7 +236,7 @@ def test_sweep_resends_police_rows_at_the_capped_interval(  # type: ignore[no-un
     enqueue.assert_called_once_with([hook.pk])
 
 
-def test_outages_are_visible_in_the_admin(  # type: ignore[no-untyped-def]
+def test_outages_are_visible_in_the_admin(
     owner, hooked_station, admin_user, django_capture_on_commit_callbacks, client
 ) -> None:
     incident = _open_incident(owner, django_capture_on_commit_callbacks, timezone.now())
@@ -256,7 +256,7 @@ def test_outages_are_visible_in_the_admin(  # type: ignore[no-untyped-def]
     assert "HTTP 502" in page.content.decode()
 
 
-def test_admin_can_send_a_failed_notification_again(  # type: ignore[no-untyped-def]
+def test_admin_can_send_a_failed_notification_again(
     owner, hooked_station, admin_user, django_capture_on_commit_callbacks, client
 ) -> None:
     incident = _open_incident(owner, django_capture_on_commit_callbacks, timezone.now())
