@@ -15,7 +15,16 @@ import factory.django
 from django.utils import timezone
 
 from accounts.models import User
-from alerts.models import Detection, DispatchPolicy, Incident, IncidentEvent, JoinLock, Notification, PoliceStation
+from alerts.models import (
+    ChannelOutage,
+    Detection,
+    DispatchPolicy,
+    Incident,
+    IncidentEvent,
+    JoinLock,
+    Notification,
+    PoliceStation,
+)
 from alerts.services.recording import JOIN_LOCK_NAME
 from detection.models import Classification, Clip, ModelVersion
 from devices.models import Device, DeviceToken, TrustedContact
@@ -72,6 +81,17 @@ class DispatchPolicyFactory(ModelFactory[DispatchPolicy]):
 
     station = factory.SubFactory(PoliceStationFactory)
     mode = DispatchPolicy.Mode.EVIDENCE
+
+
+class ChannelOutageFactory(ModelFactory[ChannelOutage]):
+    class Meta:
+        model = ChannelOutage
+
+    station = factory.SubFactory(PoliceStationFactory)
+    channel = Notification.Channel.WEBHOOK
+    started_at = factory.LazyFunction(timezone.now)
+    last_failure_at = factory.LazyFunction(timezone.now)
+    failures = 1
 
 
 class PoliceUserFactory(UserFactory):

@@ -33,7 +33,7 @@ from alerts.models import DispatchPolicy, PoliceStation
 from detection import services as detection_services
 from devices import services as device_services
 from devices.models import Device
-from tests.detection.pipeline import make_weights
+from tests.core.helpers_audio import make_weights
 
 station = PoliceStation.objects.create(name="Mitte", latitude=52.52, longitude=13.405, jurisdiction_radius_km=5)
 DispatchPolicy.objects.create(station=station, mode="evidence", strong_evidence=0.9)
