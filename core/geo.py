@@ -356,6 +356,247 @@ def could_be_same_event(
     return abs(a.t - b.t) <= (distance + gps) / speed_of_sound + slack_s
 
 
+# --- Shots and incidents: THE joining rule -------------------------------------------------------
+#
+# A detection joins an incident only when it can be the same shot as one of the incident's shots, or
+# a follow-up shot at the incident's place. "The same shot" is decided on the whole group of
+# arrivals at once (one source point and one emission time explain all of them within each
+# detection's timing and GPS error), never pair by pair: two devices can each be pairwise compatible
+# with a third and still have heard two different shots. Everything the incidents code needs (the
+# join, the split of a wrongly absorbed shot, the shot groups that TDOA locates and that the shot
+# count counts) comes from the functions below.
+
+# A detection's timestamp may be off by this many of its sigmas (the TDOA solver's residual cut).
+SAME_SHOT_SIGMAS = MAX_RESIDUAL_SIGMA
+# How far a shooter may move between volleys and still be "the same place".
+FOLLOW_UP_M = 150.0
+# Grid refinement for the same-shot test: stop when a cell's half-diagonal is this share of the
+# tightest tolerance (the test is then at most that much looser than exact), or at 0.5 m.
+_REFINE_SHARE = 0.25
+_MAX_CELLS = 50_000
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """One device's detection of a shot: where it was, when it heard it, how much to trust the time.
+
+    ``obs`` is None when neither the clip nor the device had a position. ``timing_sigma_s`` is the
+    clock's 1-sigma error (a millisecond or two for GPS, ten for NTP, the join slack for a free clock).
+    """
+
+    device: int | str
+    obs: Observation | None
+    timing_sigma_s: float
+    at: float  # arrival time, epoch seconds (``obs.t`` when there is a position)
+
+    def tolerance_m(self, speed_of_sound: float) -> float:
+        gps = self.obs.gps_accuracy_m if self.obs is not None else 0.0
+        return SAME_SHOT_SIGMAS * math.hypot(self.timing_sigma_s * speed_of_sound, gps)
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where an incident's shots come from: a point, and how far the source may be from it."""
+
+    lat: float
+    lon: float
+    radius_m: float
+
+
+def shot_fits(
+    arrivals: Sequence[Arrival],
+    *,
+    speed_of_sound: float = SPEED_OF_SOUND_M_S,
+    hearing_range_m: float = 1500.0,
+    within: Place | None = None,
+) -> bool:
+    """Whether ONE shot (one source point, one emission time) explains every arrival.
+
+    The source must be within hearing range (plus GPS accuracy) of every device, inside ``within``
+    when given, and each arrival must match distance / speed of sound after a common emission time
+    to within its tolerance (``SAME_SHOT_SIGMAS`` sigmas of clock and GPS error). Arrivals without a
+    position never fit with others. Searched coarse-to-fine on a grid in a local metric frame,
+    keeping every cell that could hold a solution, so the answer is never a false "no".
+    """
+    if any(a.obs is None for a in arrivals):
+        return len(arrivals) == 1 and within is None
+    obs = [a.obs for a in arrivals if a.obs is not None]
+    if not obs:
+        return False
+    # Cheap exits first: pairwise, sound cannot arrive further apart than the devices are.
+    for i in range(len(obs)):
+        for j in range(i + 1, len(obs)):
+            if not could_be_same_event(obs[i], obs[j], speed_of_sound=speed_of_sound,
+                                       hearing_range_m=hearing_range_m, slack_s=_slack_s(arrivals[i], arrivals[j])):
+                return False
+    frame = LocalFrame(*_mean_latlon(obs))
+    pos = np.array([frame.to_xy(o.lat, o.lon) for o in obs])
+    reach = np.array([hearing_range_m + o.gps_accuracy_m for o in obs])
+    t0 = min(o.t for o in obs)
+    range_m = np.array([(o.t - t0) * speed_of_sound for o in obs])
+    tol = np.array([a.tolerance_m(speed_of_sound) for a in arrivals])
+    lo, hi = (pos - reach[:, None]).max(axis=0), (pos + reach[:, None]).min(axis=0)
+    centre_xy: np.ndarray | None = None
+    area_r = 0.0
+    if within is not None:
+        area_r = within.radius_m
+        centre_xy = np.array(frame.to_xy(within.lat, within.lon))
+        lo = np.maximum(lo, centre_xy - within.radius_m)
+        hi = np.minimum(hi, centre_xy + within.radius_m)
+    if np.any(lo > hi):
+        return False
+    half = float(max(hi - lo)) / 2 / 16 + 1e-6
+    xs = np.arange(lo[0] + half, hi[0] + half, 2 * half)
+    ys = np.arange(lo[1] + half, hi[1] + half, 2 * half)
+    cells = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
+    floor = max(0.5, _REFINE_SHARE * float(tol.min()))
+    while True:
+        slack = half * math.sqrt(2)  # how much any distance can change inside a cell
+        dist = np.linalg.norm(cells[:, None, :] - pos[None, :, :], axis=2)
+        offset = range_m[None, :] - dist  # emission time (as metres) each arrival implies
+        spread = (offset - tol).max(axis=1) - (offset + tol).min(axis=1)
+        hearing = (dist - reach[None, :]).max(axis=1)
+        inside = np.zeros(len(cells)) if centre_xy is None else np.linalg.norm(cells - centre_xy, axis=1) - area_r
+        if np.any((spread <= 0) & (hearing <= 0) & (inside <= 0)):
+            return True  # a cell centre is itself a solution
+        possible = (spread <= 2 * slack) & (hearing <= slack) & (inside <= slack)
+        if not possible.any():
+            return False
+        if slack <= floor or possible.sum() * 4 > _MAX_CELLS:
+            # Every remaining cell is within `floor` of fitting: as good as a fit at this precision.
+            return True
+        half /= 2
+        kept = cells[possible]
+        cells = np.concatenate([kept + half * np.array(d) for d in ((-1, -1), (-1, 1), (1, -1), (1, 1))])
+
+
+def _slack_s(a: Arrival, b: Arrival) -> float:
+    return SAME_SHOT_SIGMAS * (a.timing_sigma_s + b.timing_sigma_s)
+
+
+def align_shots(
+    arrivals: Sequence[Arrival],
+    *,
+    speed_of_sound: float = SPEED_OF_SOUND_M_S,
+    hearing_range_m: float = 1500.0,
+) -> list[list[int]]:
+    """Group arrivals into shots: indices into ``arrivals``, each group one shot, earliest shot first.
+
+    In time order, each arrival joins the earliest shot it fits (a device hears a shot once), else
+    starts a new one. Only shots begun within the longest possible skew are tried, so a long night
+    of follow-ups stays linear.
+    """
+    order = sorted(range(len(arrivals)), key=lambda i: arrivals[i].at)
+    groups: list[list[int]] = []
+    for i in order:
+        arrival = arrivals[i]
+        for group in groups:
+            members = [arrivals[j] for j in group]
+            if arrival.at - members[0].at > _max_skew_s([*members, arrival], speed_of_sound, hearing_range_m):
+                continue
+            if all(m.device != arrival.device for m in members) and shot_fits(
+                [*members, arrival], speed_of_sound=speed_of_sound, hearing_range_m=hearing_range_m
+            ):
+                group.append(i)
+                break
+        else:
+            groups.append([i])
+    return groups
+
+
+def _max_skew_s(arrivals: Sequence[Arrival], speed_of_sound: float, hearing_range_m: float) -> float:
+    return 2 * hearing_range_m / speed_of_sound + SAME_SHOT_SIGMAS * 2 * max(a.timing_sigma_s for a in arrivals) + 1.0
+
+
+@dataclass(frozen=True)
+class OpenIncident:
+    """What the rule needs to know about an open incident: its place and its shots (aligned arrivals)."""
+
+    key: int
+    place: Place | None
+    shots: Sequence[Sequence[Arrival]]  # from align_shots; shots[0] is the one its place comes from
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """``join``: add to ``incident`` (as shot ``shot``, or a new follow-up shot when None);
+    ``split``: shot ``shot`` of ``incident`` is this one, heard elsewhere: move it to a new incident
+    with this arrival; ``open``: a new incident."""
+
+    action: Literal["join", "split", "open"]
+    incident: int | None = None
+    shot: int | None = None
+
+
+def follow_up_place(place: Place, *, hearing_range_m: float) -> tuple[Place, float]:
+    """Where a follow-up shot may come from, and how far its devices may be from the place's point.
+
+    The source may have moved ``FOLLOW_UP_M`` from anywhere the incident's own shot may have come
+    from; every device hearing it must be in earshot of the incident's point (plus that move), so
+    two shootings kilometres apart in the same minute are never one incident just because a
+    single-device fix has a hearing-range-wide circle.
+    """
+    return Place(place.lat, place.lon, place.radius_m + FOLLOW_UP_M), hearing_range_m + FOLLOW_UP_M
+
+
+def _at_place(
+    arrivals: Sequence[Arrival], place: Place | None, *, speed_of_sound: float, hearing_range_m: float
+) -> bool:
+    if place is None or any(a.obs is None for a in arrivals):
+        return False
+    area, earshot = follow_up_place(place, hearing_range_m=hearing_range_m)
+    for a in arrivals:
+        assert a.obs is not None
+        if haversine_m(a.obs.lat, a.obs.lon, place.lat, place.lon) - a.obs.gps_accuracy_m > earshot:
+            return False
+    return shot_fits(arrivals, speed_of_sound=speed_of_sound, hearing_range_m=hearing_range_m, within=area)
+
+
+def place_arrival(
+    arrival: Arrival,
+    incidents: Sequence[OpenIncident],
+    *,
+    speed_of_sound: float = SPEED_OF_SOUND_M_S,
+    hearing_range_m: float = 1500.0,
+) -> Verdict:
+    """THE joining rule: which open incident (if any) a new detection belongs to.
+
+    1. The same shot as one of an incident's shots: one source explains that shot's arrivals and
+       this one. The incident's first shot defines its place; any later (follow-up) shot must also
+       come from there, so when this arrival proves a follow-up shot was fired elsewhere, that shot
+       is split off into an incident of its own (verdict ``split``).
+    2. Else a follow-up shot at an incident's place: this device is in earshot of it and a source
+       there could be heard by it (the nearest such place wins). A device without a position can only
+       follow up an incident it is already part of.
+    3. Else a new incident.
+    The quiet window (how long an incident stays joinable) is the caller's: it selects ``incidents``.
+    """
+    kw = {"speed_of_sound": speed_of_sound, "hearing_range_m": hearing_range_m}
+    for incident in incidents:
+        for index, shot in enumerate(incident.shots):
+            if any(a.device == arrival.device for a in shot):
+                continue
+            candidate = [*shot, arrival]
+            if not shot_fits(candidate, **kw):
+                continue
+            if index == 0 or _at_place(candidate, incident.place, **kw):
+                return Verdict("join", incident.key, index)
+            return Verdict("split", incident.key, index)
+    best: tuple[float, int] | None = None
+    for incident in incidents:
+        if arrival.obs is None:
+            if any(a.device == arrival.device for shot in incident.shots for a in shot):
+                return Verdict("join", incident.key, None)
+            continue
+        if incident.place is not None and _at_place([arrival], incident.place, **kw):
+            distance = haversine_m(arrival.obs.lat, arrival.obs.lon, incident.place.lat, incident.place.lon)
+            if best is None or distance < best[0]:
+                best = (distance, incident.key)
+    if best is not None:
+        return Verdict("join", best[1], None)
+    return Verdict("open")
+
+
 # --- GeoJSON polygons (police jurisdictions) ---------------------------------------------------
 
 
