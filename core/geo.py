@@ -396,7 +396,7 @@ class Arrival:
 
 @dataclass(frozen=True)
 class Place:
-    """Where an incident's shots come from: a point, and how far the source may be from it."""
+    """Where an incident is on the map: its located point and uncertainty radius."""
 
     lat: float
     lon: float
@@ -408,41 +408,44 @@ def shot_fits(
     *,
     speed_of_sound: float = SPEED_OF_SOUND_M_S,
     hearing_range_m: float = 1500.0,
-    within: Place | None = None,
+    same_place_as: Sequence[Arrival] = (),
 ) -> bool:
     """Whether ONE shot (one source point, one emission time) explains every arrival.
 
-    The source must be within hearing range (plus GPS accuracy) of every device, inside ``within``
-    when given, and each arrival must match distance / speed of sound after a common emission time
-    to within its tolerance (``SAME_SHOT_SIGMAS`` sigmas of clock and GPS error). Arrivals without a
-    position never fit with others. Searched coarse-to-fine on a grid in a local metric frame,
-    keeping every cell that could hold a solution, so the answer is never a false "no".
+    The source must be within hearing range (plus GPS accuracy) of every device, and each arrival
+    must match distance / speed of sound after a common emission time to within its tolerance
+    (``SAME_SHOT_SIGMAS`` sigmas of clock and GPS error). With ``same_place_as`` (an earlier shot's
+    arrivals) the source must also be within ``FOLLOW_UP_M`` of a point that explains that shot,
+    fired at its own time: a follow-up at the same place. Arrivals without a position never fit with
+    others. Searched coarse-to-fine on a grid in a local metric frame, keeping every cell that could
+    hold a solution, so the answer is never a false "no".
     """
-    if any(a.obs is None for a in arrivals):
-        return len(arrivals) == 1 and within is None
-    obs = [a.obs for a in arrivals if a.obs is not None]
+    if any(a.obs is None for a in [*arrivals, *same_place_as]):
+        return len(arrivals) == 1 and not same_place_as
+    for group in (arrivals, same_place_as):
+        # Cheap exits first: pairwise, sound cannot arrive further apart than the devices are.
+        for i in range(len(group)):
+            for j in range(i + 1, len(group)):
+                a, b = group[i], group[j]
+                slack = (a.tolerance_m(speed_of_sound) + b.tolerance_m(speed_of_sound)) / speed_of_sound
+                if not could_be_same_event(a.obs, b.obs, speed_of_sound=speed_of_sound,  # type: ignore[arg-type]
+                                           hearing_range_m=hearing_range_m, slack_s=slack):
+                    return False
+    members = [*arrivals, *same_place_as]
+    obs = [a.obs for a in members if a.obs is not None]
     if not obs:
         return False
-    # Cheap exits first: pairwise, sound cannot arrive further apart than the devices are.
-    for i in range(len(obs)):
-        for j in range(i + 1, len(obs)):
-            if not could_be_same_event(obs[i], obs[j], speed_of_sound=speed_of_sound,
-                                       hearing_range_m=hearing_range_m, slack_s=_slack_s(arrivals[i], arrivals[j])):
-                return False
+    # The grid is over the earlier shot's source when there is one; the follow-up's source is within
+    # FOLLOW_UP_M of it, which moves every distance by at most that much.
+    moved = np.array([FOLLOW_UP_M if same_place_as else 0.0] * len(arrivals) + [0.0] * len(same_place_as))
+    label = np.array([0] * len(arrivals) + [1] * len(same_place_as))
     frame = LocalFrame(*_mean_latlon(obs))
     pos = np.array([frame.to_xy(o.lat, o.lon) for o in obs])
-    reach = np.array([hearing_range_m + o.gps_accuracy_m for o in obs])
+    reach = np.array([hearing_range_m + o.gps_accuracy_m for o in obs]) + moved
     t0 = min(o.t for o in obs)
     range_m = np.array([(o.t - t0) * speed_of_sound for o in obs])
-    tol = np.array([a.tolerance_m(speed_of_sound) for a in arrivals])
+    tol = np.array([a.tolerance_m(speed_of_sound) for a in members]) + moved
     lo, hi = (pos - reach[:, None]).max(axis=0), (pos + reach[:, None]).min(axis=0)
-    centre_xy: np.ndarray | None = None
-    area_r = 0.0
-    if within is not None:
-        area_r = within.radius_m
-        centre_xy = np.array(frame.to_xy(within.lat, within.lon))
-        lo = np.maximum(lo, centre_xy - within.radius_m)
-        hi = np.minimum(hi, centre_xy + within.radius_m)
     if np.any(lo > hi):
         return False
     half = float(max(hi - lo)) / 2 / 16 + 1e-6
@@ -450,28 +453,27 @@ def shot_fits(
     ys = np.arange(lo[1] + half, hi[1] + half, 2 * half)
     cells = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
     floor = max(0.5, _REFINE_SHARE * float(tol.min()))
+    groups = [label == g for g in (0, 1) if np.any(label == g)]
     while True:
-        slack = half * math.sqrt(2)  # how much any distance can change inside a cell
+        cell_slack = half * math.sqrt(2)  # how much any distance can change inside a cell
         dist = np.linalg.norm(cells[:, None, :] - pos[None, :, :], axis=2)
         offset = range_m[None, :] - dist  # emission time (as metres) each arrival implies
-        spread = (offset - tol).max(axis=1) - (offset + tol).min(axis=1)
+        # Each shot has its own emission time: the arrivals' intervals must overlap within each shot.
+        spread = np.max(
+            [(offset[:, g] - tol[g]).max(axis=1) - (offset[:, g] + tol[g]).min(axis=1) for g in groups], axis=0
+        )
         hearing = (dist - reach[None, :]).max(axis=1)
-        inside = np.zeros(len(cells)) if centre_xy is None else np.linalg.norm(cells - centre_xy, axis=1) - area_r
-        if np.any((spread <= 0) & (hearing <= 0) & (inside <= 0)):
+        if np.any((spread <= 0) & (hearing <= 0)):
             return True  # a cell centre is itself a solution
-        possible = (spread <= 2 * slack) & (hearing <= slack) & (inside <= slack)
+        possible = (spread <= 2 * cell_slack) & (hearing <= cell_slack)
         if not possible.any():
             return False
-        if slack <= floor or possible.sum() * 4 > _MAX_CELLS:
+        if cell_slack <= floor or possible.sum() * 4 > _MAX_CELLS:
             # Every remaining cell is within `floor` of fitting: as good as a fit at this precision.
             return True
         half /= 2
         kept = cells[possible]
         cells = np.concatenate([kept + half * np.array(d) for d in ((-1, -1), (-1, 1), (1, -1), (1, 1))])
-
-
-def _slack_s(a: Arrival, b: Arrival) -> float:
-    return SAME_SHOT_SIGMAS * (a.timing_sigma_s + b.timing_sigma_s)
 
 
 def align_shots(
@@ -528,28 +530,27 @@ class Verdict:
     shot: int | None = None
 
 
-def follow_up_place(place: Place, *, hearing_range_m: float) -> tuple[Place, float]:
-    """Where a follow-up shot may come from, and how far its devices may be from the place's point.
-
-    The source may have moved ``FOLLOW_UP_M`` from anywhere the incident's own shot may have come
-    from; every device hearing it must be in earshot of the incident's point (plus that move), so
-    two shootings kilometres apart in the same minute are never one incident just because a
-    single-device fix has a hearing-range-wide circle.
-    """
-    return Place(place.lat, place.lon, place.radius_m + FOLLOW_UP_M), hearing_range_m + FOLLOW_UP_M
-
-
 def _at_place(
-    arrivals: Sequence[Arrival], place: Place | None, *, speed_of_sound: float, hearing_range_m: float
+    arrivals: Sequence[Arrival], incident: OpenIncident, *, speed_of_sound: float, hearing_range_m: float
 ) -> bool:
-    if place is None or any(a.obs is None for a in arrivals):
+    """Could these arrivals be a follow-up shot at the incident's place?
+
+    Physics: one source within ``FOLLOW_UP_M`` of a point that explains the incident's first shot.
+    Policy on top: every device must be in earshot (plus that move) of the incident's located
+    point, so two shootings kilometres apart in the same minute are never one incident just because
+    a one-device fix has a circle as wide as the hearing range.
+    """
+    place = incident.place
+    if place is None or not incident.shots or any(a.obs is None for a in arrivals):
         return False
-    area, earshot = follow_up_place(place, hearing_range_m=hearing_range_m)
     for a in arrivals:
         assert a.obs is not None
-        if haversine_m(a.obs.lat, a.obs.lon, place.lat, place.lon) - a.obs.gps_accuracy_m > earshot:
+        distance = haversine_m(a.obs.lat, a.obs.lon, place.lat, place.lon)
+        if distance - a.obs.gps_accuracy_m > hearing_range_m + FOLLOW_UP_M:
             return False
-    return shot_fits(arrivals, speed_of_sound=speed_of_sound, hearing_range_m=hearing_range_m, within=area)
+    founding = [a for a in incident.shots[0] if a.obs is not None]
+    return shot_fits(arrivals, speed_of_sound=speed_of_sound, hearing_range_m=hearing_range_m,
+                     same_place_as=founding)
 
 
 def place_arrival(
@@ -579,7 +580,7 @@ def place_arrival(
             candidate = [*shot, arrival]
             if not shot_fits(candidate, **kw):
                 continue
-            if index == 0 or _at_place(candidate, incident.place, **kw):
+            if index == 0 or _at_place(candidate, incident, **kw):
                 return Verdict("join", incident.key, index)
             return Verdict("split", incident.key, index)
     best: tuple[float, int] | None = None
@@ -588,7 +589,7 @@ def place_arrival(
             if any(a.device == arrival.device for shot in incident.shots for a in shot):
                 return Verdict("join", incident.key, None)
             continue
-        if incident.place is not None and _at_place([arrival], incident.place, **kw):
+        if incident.place is not None and _at_place([arrival], incident, **kw):
             distance = haversine_m(arrival.obs.lat, arrival.obs.lon, incident.place.lat, incident.place.lon)
             if best is None or distance < best[0]:
                 best = (distance, incident.key)

@@ -27,7 +27,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import butter, sosfilt
 
-from core.geo import SPEED_OF_SOUND_M_S, destination_point, haversine_m
+from core.geo import FOLLOW_UP_M, SPEED_OF_SOUND_M_S, destination_point, haversine_m
 from devices.agent.sources import AudioBlock, Position
 
 SPEED_OF_SOUND = SPEED_OF_SOUND_M_S  # the one value in core.geo; the name is kept for callers here
@@ -119,6 +119,8 @@ class TruthEvent:
     longitude: float
     audible: int = 0  # devices within hearing range
     first_arrival: float | None = None  # when the nearest device heard it
+    # (device name, arrival on that device's clock) for every device in range: matches detections to shots
+    heard_by: tuple[tuple[str, float], ...] = ()
 
 
 def random_point(rng: np.random.Generator, center: tuple[float, float], radius_m: float) -> tuple[float, float]:
@@ -328,18 +330,33 @@ def schedule_shot(
 ) -> TruthEvent:
     """Send one gunshot to every device in range; returns the event with who could hear it."""
     shot = bank.shots[int(rng.integers(len(bank.shots)))]
-    audible = 0
-    first: float | None = None
-    for device, source in zip(devices, sources, strict=True):
+    heard = hearers(event, devices, hearing_range_m)
+    source_of = {id(device): source for device, source in zip(devices, sources, strict=True)}
+    for device, distance, arrival in heard:
+        source_of[id(device)].schedule(arrival - LEAD_S, burst_with(bank, rng, propagate(shot, distance)))
+    return heard_event(event, heard)
+
+
+def hearers(
+    event: TruthEvent, devices: Sequence[SimDevice], hearing_range_m: float
+) -> list[tuple[SimDevice, float, float]]:
+    """(device, distance, true arrival time) for every device within hearing range of the shot."""
+    heard = []
+    for device in devices:
         position = device.position_at(event.time)
         distance = haversine_m(event.latitude, event.longitude, position.latitude, position.longitude)
-        if distance > hearing_range_m:
-            continue
-        audible += 1
-        arrival = arrival_time(event.time, distance)
-        first = arrival if first is None else min(first, arrival)
-        source.schedule(arrival - LEAD_S, burst_with(bank, rng, propagate(shot, distance)))
-    return TruthEvent(event.index, event.time, event.latitude, event.longitude, audible, first)
+        if distance <= hearing_range_m:
+            heard.append((device, distance, arrival_time(event.time, distance)))
+    return heard
+
+
+def heard_event(event: TruthEvent, heard: Sequence[tuple[SimDevice, float, float]]) -> TruthEvent:
+    """The event with who could hear it, and when each device's (slightly wrong) clock says it did."""
+    return TruthEvent(
+        event.index, event.time, event.latitude, event.longitude, len(heard),
+        min((arrival for _, _, arrival in heard), default=None),
+        tuple((device.name, arrival + device.clock_offset_s) for device, _, arrival in heard),
+    )
 
 
 # --- ground truth against what the platform did ----------------------------------------------------
@@ -354,10 +371,94 @@ class ObservedIncident:
     radius_m: float | None
     method: str
     device_count: int
+    key: int | None = None
+    # (device name, event time) of each detection: ties the incident to the shots it holds
+    detections: tuple[tuple[str, float], ...] = ()
+    shots: int = 0
+
+
+# A detection is of a shot when its time is this close to the shot's arrival on that device's clock
+# (trigger onsets are millisecond-accurate; shots at one device are seconds apart).
+DETECTION_MATCH_S = 0.1
+# Two shots this close may be one incident: the joining rule's "same place" (a source within
+# core.geo.FOLLOW_UP_M of one that explains the first shot) plus each arrival's timing tolerance.
+FOLLOW_UP_SHARE_M = 2 * FOLLOW_UP_M
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 3) if values else None
+
+
+def _shot_of(name: str, at: float, events: Sequence[TruthEvent]) -> int | None:
+    best: tuple[float, int] | None = None
+    for event in events:
+        for heard_name, heard_at in event.heard_by:
+            gap = abs(heard_at - at)
+            if heard_name == name and gap <= DETECTION_MATCH_S and (best is None or gap < best[0]):
+                best = (gap, event.index)
+    return None if best is None else best[1]
+
+
+def _holders(
+    events: Sequence[TruthEvent], incidents: Sequence[ObservedIncident]
+) -> tuple[dict[int, list[int]], dict[int, set[int]], dict[int, int]]:
+    """Shot index -> positions of incidents holding its detections; incident position -> shot indices;
+    shot index -> detections of it."""
+    holders: dict[int, list[int]] = {}
+    shots_in: dict[int, set[int]] = {}
+    devices: dict[int, int] = {}
+    for position, incident in enumerate(incidents):
+        for name, at in incident.detections:
+            index = _shot_of(name, at, events)
+            if index is None:
+                continue  # a nuisance sound taken for a shot
+            shots_in.setdefault(position, set()).add(index)
+            devices[index] = devices.get(index, 0) + 1
+            if position not in holders.setdefault(index, []):
+                holders[index].append(position)
+    return holders, shots_in, devices
+
+
+def shot_verdicts(
+    events: Sequence[TruthEvent], incidents: Sequence[ObservedIncident], *, follow_up_m: float = FOLLOW_UP_SHARE_M
+) -> list[dict[str, object]]:
+    """Per fired shot: which incidents hold its detections, how many devices, where they put it.
+
+    ``ok`` is the joining rule's promise: a detected shot is exactly one incident, that incident holds
+    no other shot, and the shot lies inside the incident's uncertainty circle. A shot nobody detected
+    is not ``ok`` either when it was audible (it is a miss, reported as such).
+    """
+    holders, shots_in, devices = _holders(events, incidents)
+    verdicts: list[dict[str, object]] = []
+    for event in events:
+        found = holders.get(event.index, [])
+        verdict: dict[str, object] = {
+            "shot": event.index + 1, "audible": event.audible, "devices": devices.get(event.index, 0),
+            "incidents": [incidents[p].key for p in found], "shared_with": [], "shared_m": [], "error_m": None,
+            "radius_m": None, "method": None, "ok": event.audible == 0,
+        }
+        if len(found) == 1:
+            incident = incidents[found[0]]
+            others = sorted(shots_in[found[0]] - {event.index})
+            verdict["shared_with"] = [i + 1 for i in others]
+            by_index = {e.index: e for e in events}
+            apart = [haversine_m(event.latitude, event.longitude, by_index[i].latitude, by_index[i].longitude)
+                     for i in others]
+            verdict["shared_m"] = [round(m) for m in apart]
+            # Another shot at the same place within the quiet window is a follow-up by the rule's own
+            # definition, not a separate shooting absorbed.
+            follow_up = any(m <= follow_up_m for m in apart)
+            others = [i for i, m in zip(others, apart, strict=True) if m > follow_up_m]
+            verdict["method"] = incident.method
+            verdict["radius_m"] = None if incident.radius_m is None else round(incident.radius_m, 1)
+            if incident.latitude is not None and incident.longitude is not None:
+                error = haversine_m(event.latitude, event.longitude, incident.latitude, incident.longitude)
+                verdict["error_m"] = round(error, 1)
+                # A follow-up is located by the incident's first shot: it may be off by the move too.
+                allowed = (incident.radius_m or 0.0) + (follow_up_m if follow_up else 0.0)
+                verdict["ok"] = not others and error <= allowed
+        verdicts.append(verdict)
+    return verdicts
 
 
 def ground_truth_report(
@@ -367,40 +468,42 @@ def ground_truth_report(
     match_window_s: float = 10.0,
     match_radius_m: float = 3000.0,
 ) -> dict[str, object]:
-    """Match each audible shot to the incident the platform opened for it, and score the rest."""
-    unmatched = list(range(len(incidents)))
+    """Match each audible shot to the incident the platform opened for it, and score the rest.
+
+    When the incidents carry their detections and the shots who heard them, shots and incidents are
+    matched by detection (exact: it shows a shot split over incidents, or two shots in one, and adds
+    a per-shot verdict); otherwise by time and place.
+    """
+    by_detection = any(event.heard_by for event in events) and any(inc.detections for inc in incidents)
+    if by_detection:
+        holders, shots_in, _ = _holders(events, incidents)
+        matched = {
+            position: holders[event.index][0]
+            for position, event in enumerate(events)
+            if holders.get(event.index) and incidents[holders[event.index][0]].latitude is not None
+        }
+        false_incidents = len(incidents) - len(shots_in)
+    else:
+        matched = _match_by_time_and_place(events, incidents, match_window_s, match_radius_m)
+        false_incidents = len(incidents) - len(matched)
     errors: dict[str, list[float]] = {}
     latencies: list[float] = []
-    detected = 0
     audible = [event for event in events if event.audible > 0]
-    for event in audible:
-        assert event.first_arrival is not None
-        best: tuple[float, int] | None = None
-        for i in unmatched:
-            inc = incidents[i]
-            if inc.latitude is None or inc.longitude is None:
-                continue
-            gap = abs(inc.first_detected_at - event.first_arrival)
-            distance = haversine_m(event.latitude, event.longitude, inc.latitude, inc.longitude)
-            if gap <= match_window_s and distance <= match_radius_m and (best is None or gap < best[0]):
-                best = (gap, i)
-        if best is None:
-            continue
-        incident = incidents[best[1]]
-        unmatched.remove(best[1])
-        detected += 1
-        assert incident.latitude is not None and incident.longitude is not None
+    for position, incident_position in matched.items():
+        event, incident = events[position], incidents[incident_position]
+        assert incident.latitude is not None and incident.longitude is not None and event.first_arrival is not None
         error = haversine_m(event.latitude, event.longitude, incident.latitude, incident.longitude)
         errors.setdefault(incident.method or "unknown", []).append(error)
         latencies.append(incident.opened_at - event.first_arrival)
+    detected = len(matched)
     all_errors = [e for values in errors.values() for e in values]
-    return {
+    report: dict[str, object] = {
         "events": len(events),
         "audible_events": len(audible),
         "detected": detected,
         "detection_rate": round(detected / len(audible), 3) if audible else None,
         "missed": len(audible) - detected,
-        "false_incidents": len(unmatched),
+        "false_incidents": false_incidents,
         "localisation_error_m": {
             "p50": _percentile(all_errors, 50),
             "p95": _percentile(all_errors, 95),
@@ -412,3 +515,32 @@ def ground_truth_report(
         },
         "shot_to_incident_latency_s": {"p50": _percentile(latencies, 50), "p95": _percentile(latencies, 95)},
     }
+    if by_detection:
+        verdicts = shot_verdicts(events, incidents)
+        report["shots"] = verdicts
+        report["one_incident_per_shot"] = all(bool(v["ok"]) for v in verdicts if v["devices"])
+    return report
+
+
+def _match_by_time_and_place(
+    events: Sequence[TruthEvent], incidents: Sequence[ObservedIncident], window_s: float, radius_m: float
+) -> dict[int, int]:
+    """Event position -> incident position: the closest-in-time located incident near each audible shot."""
+    unmatched = list(range(len(incidents)))
+    matched: dict[int, int] = {}
+    for position, event in enumerate(events):
+        if event.audible == 0 or event.first_arrival is None:
+            continue
+        best: tuple[float, int] | None = None
+        for i in unmatched:
+            inc = incidents[i]
+            if inc.latitude is None or inc.longitude is None:
+                continue
+            gap = abs(inc.first_detected_at - event.first_arrival)
+            distance = haversine_m(event.latitude, event.longitude, inc.latitude, inc.longitude)
+            if gap <= window_s and distance <= radius_m and (best is None or gap < best[0]):
+                best = (gap, i)
+        if best is not None:
+            unmatched.remove(best[1])
+            matched[position] = best[1]
+    return matched
