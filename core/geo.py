@@ -13,7 +13,7 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from scipy.optimize import least_squares
-from scipy.spatial import ConvexHull
+from scipy.spatial import ConvexHull, cKDTree
 from scipy.stats import chi2
 
 # IUGG mean Earth radius: the usual choice for spherical (haversine) distances.
@@ -431,49 +431,98 @@ def shot_fits(
                 if not could_be_same_event(a.obs, b.obs, speed_of_sound=speed_of_sound,  # type: ignore[arg-type]
                                            hearing_range_m=hearing_range_m, slack_s=slack):
                     return False
-    members = [*arrivals, *same_place_as]
-    obs = [a.obs for a in members if a.obs is not None]
-    if not obs:
+    obs = [a.obs for a in [*arrivals, *same_place_as] if a.obs is not None]
+    if not arrivals or not obs:
         return False
-    # The grid is over the earlier shot's source when there is one; the follow-up's source is within
-    # FOLLOW_UP_M of it, which moves every distance by at most that much.
-    moved = np.array([FOLLOW_UP_M if same_place_as else 0.0] * len(arrivals) + [0.0] * len(same_place_as))
-    label = np.array([0] * len(arrivals) + [1] * len(same_place_as))
     frame = LocalFrame(*_mean_latlon(obs))
-    pos = np.array([frame.to_xy(o.lat, o.lon) for o in obs])
-    reach = np.array([hearing_range_m + o.gps_accuracy_m for o in obs]) + moved
-    t0 = min(o.t for o in obs)
-    range_m = np.array([(o.t - t0) * speed_of_sound for o in obs])
-    tol = np.array([a.tolerance_m(speed_of_sound) for a in members]) + moved
-    lo, hi = (pos - reach[:, None]).max(axis=0), (pos + reach[:, None]).min(axis=0)
-    if np.any(lo > hi):
-        return False
-    half = float(max(hi - lo)) / 2 / 16 + 1e-6
-    xs = np.arange(lo[0] + half, hi[0] + half, 2 * half)
-    ys = np.arange(lo[1] + half, hi[1] + half, 2 * half)
-    cells = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
-    floor = max(0.5, _REFINE_SHARE * float(tol.min()))
-    groups = [label == g for g in (0, 1) if np.any(label == g)]
-    while True:
-        cell_slack = half * math.sqrt(2)  # how much any distance can change inside a cell
-        dist = np.linalg.norm(cells[:, None, :] - pos[None, :, :], axis=2)
-        offset = range_m[None, :] - dist  # emission time (as metres) each arrival implies
-        # Each shot has its own emission time: the arrivals' intervals must overlap within each shot.
-        spread = np.max(
-            [(offset[:, g] - tol[g]).max(axis=1) - (offset[:, g] + tol[g]).min(axis=1) for g in groups], axis=0
-        )
-        hearing = (dist - reach[None, :]).max(axis=1)
-        if np.any((spread <= 0) & (hearing <= 0)):
-            return True  # a cell centre is itself a solution
-        possible = (spread <= 2 * cell_slack) & (hearing <= cell_slack)
-        if not possible.any():
+    near: tuple[np.ndarray, float] | None = None
+    if same_place_as:
+        # Where the earlier shot may have come from, to a resolution well inside FOLLOW_UP_M.
+        region = _Search(frame, same_place_as, speed_of_sound, hearing_range_m).region(FOLLOW_UP_M / 6)
+        if region is None:
             return False
-        if cell_slack <= floor or possible.sum() * 4 > _MAX_CELLS:
-            # Every remaining cell is within `floor` of fitting: as good as a fit at this precision.
-            return True
-        half /= 2
-        kept = cells[possible]
-        cells = np.concatenate([kept + half * np.array(d) for d in ((-1, -1), (-1, 1), (1, -1), (1, 1))])
+        near = region
+    return _Search(frame, arrivals, speed_of_sound, hearing_range_m).fits(near)
+
+
+class _Search:
+    """Coarse-to-fine grid search for source points that explain a group of arrivals.
+
+    A cell survives while some point inside it could still be a solution: each distance changes by at
+    most the cell's half-diagonal within it, so cells are judged with that much extra room and only
+    dropped when no point inside can fit. A cell centre that fits exactly is a witness.
+    """
+
+    def __init__(self, frame: LocalFrame, arrivals: Sequence[Arrival], speed: float, hearing_range_m: float) -> None:
+        obs = [a.obs for a in arrivals if a.obs is not None]
+        self.pos = np.array([frame.to_xy(o.lat, o.lon) for o in obs])
+        self.reach = np.array([hearing_range_m + o.gps_accuracy_m for o in obs])
+        t0 = min(o.t for o in obs)
+        self.range_m = np.array([(o.t - t0) * speed for o in obs])
+        self.tol = np.array([a.tolerance_m(speed) for a in arrivals])
+
+    def _start(self) -> tuple[np.ndarray, float] | None:
+        lo = (self.pos - self.reach[:, None]).max(axis=0)
+        hi = (self.pos + self.reach[:, None]).min(axis=0)
+        if np.any(lo > hi):
+            return None
+        half = float(max(hi - lo)) / 2 / 16 + 1e-6
+        xs = np.arange(lo[0] + half, hi[0] + half, 2 * half)
+        ys = np.arange(lo[1] + half, hi[1] + half, 2 * half)
+        return np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2), half
+
+    def _judge(self, cells: np.ndarray, half: float, extra: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(witness, possible) per cell; ``extra`` is each cell's distance beyond an outside constraint."""
+        room = half * math.sqrt(2)
+        dist = np.linalg.norm(cells[:, None, :] - self.pos[None, :, :], axis=2)
+        offset = self.range_m[None, :] - dist  # the emission time (as metres) each arrival implies
+        spread = (offset - self.tol).max(axis=1) - (offset + self.tol).min(axis=1)
+        hearing = (dist - self.reach[None, :]).max(axis=1)
+        outside = np.zeros(len(cells)) if extra is None else extra
+        witness = (spread <= 0) & (hearing <= 0) & (outside <= 0)
+        return witness, (spread <= 2 * room) & (hearing <= room) & (outside <= room)
+
+    @staticmethod
+    def _split(cells: np.ndarray, half: float) -> np.ndarray:
+        return np.concatenate([cells + half * np.array(d) for d in ((-1, -1), (-1, 1), (1, -1), (1, 1))])
+
+    def fits(self, near: tuple[np.ndarray, float] | None = None) -> bool:
+        """Whether a solution exists (within FOLLOW_UP_M of a ``near`` region point, when given)."""
+        start = self._start()
+        if start is None:
+            return False
+        cells, half = start
+        floor = max(0.5, _REFINE_SHARE * float(self.tol.min()))
+        tree = cKDTree(near[0]) if near is not None else None
+        while True:
+            extra = None
+            if tree is not None and near is not None:
+                extra = tree.query(cells)[0] - near[1] - FOLLOW_UP_M
+            witness, possible = self._judge(cells, half, extra)
+            if witness.any():
+                return True
+            if not possible.any():
+                return False
+            if half * math.sqrt(2) <= floor or possible.sum() * 4 > _MAX_CELLS:
+                # Every remaining cell is within `floor` of fitting: as good as a fit at this precision.
+                return True
+            half /= 2
+            cells = self._split(cells[possible], half)
+
+    def region(self, resolution_m: float) -> tuple[np.ndarray, float] | None:
+        """Centres of cells that may hold a solution, refined to ``resolution_m``, and their half-diagonal."""
+        start = self._start()
+        if start is None:
+            return None
+        cells, half = start
+        while True:
+            _, possible = self._judge(cells, half, None)
+            if not possible.any():
+                return None
+            if half * math.sqrt(2) <= resolution_m or possible.sum() * 4 > _MAX_CELLS:
+                return cells[possible], half * math.sqrt(2)
+            half /= 2
+            cells = self._split(cells[possible], half)
 
 
 def align_shots(
