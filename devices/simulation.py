@@ -44,6 +44,8 @@ NUISANCE_CATEGORIES = (
     "door_slam", "knock", "door_knock", "car_horn", "dog_bark", "clapping", "drilling", "jackhammer",
     "fireworks", "firecracker", "metal_impact", "keys_drop", "siren", "scream", "street_music",
 )
+# Recordings whose own background is louder than this (relative to the blast) are not used as shots.
+SHOT_MAX_FLOOR_DB = -20.0
 BED_CATEGORIES = ("air_conditioner", "engine_idling", "children_playing", "street_music")
 
 
@@ -171,11 +173,16 @@ class SoundBank:
         rng.shuffle(rows)  # type: ignore[arg-type]
         root = manifest.parent
 
-        def pick(predicate: Callable[[dict[str, str]], bool]) -> list[np.ndarray]:
-            chosen = [row for row in rows if predicate(row)][:limit]
+        def pick(predicate: Callable[[dict[str, str]], bool], count: int = limit) -> list[np.ndarray]:
+            chosen = [row for row in rows if predicate(row)][:count]
             return [_read_mono(root / row["file"]) for row in chosen]
 
-        shots = [_crop_around_peak(x, 1.5) for x in pick(lambda r: r["label"] == "gunshot")]
+        # A recording's own ambience (the range, the street where it was made) is loud next to its
+        # microphone and does not travel a kilometre with the blast. Played back as if it did, the
+        # "shot" never decays and the trigger rightly ignores it, on every device at once: the
+        # shot is missed outright. Keep the recordings whose blast stands clear of their own floor.
+        candidates = [_crop_around_peak(x, 1.5) for x in pick(lambda r: r["label"] == "gunshot", limit * 4)]
+        shots = [x for x in candidates if own_floor_db(x) <= SHOT_MAX_FLOOR_DB][:limit]
         nuisances = [_crop_around_peak(x, 3.0) for x in pick(lambda r: r["category"] in NUISANCE_CATEGORIES)]
         beds = pick(lambda r: r["category"] in BED_CATEGORIES and float(r["duration_s"]) >= 3.0)
         if not shots or not beds:
@@ -205,6 +212,17 @@ def _read_mono(path: Path) -> np.ndarray:
 
         mono = librosa.resample(mono, orig_sr=sr, target_sr=SAMPLE_RATE)
     return mono.astype(np.float32)
+
+
+def own_floor_db(x: np.ndarray) -> float:
+    """A recording's own background relative to its loudest moment: 20th percentile of 10 ms frame
+    energies against the loudest frame, in dB (negative)."""
+    frame = int(0.01 * SAMPLE_RATE)
+    n = len(x) // frame
+    if n == 0:
+        return 0.0
+    energy = 10 * np.log10(np.mean(np.square(x[: n * frame].reshape(n, frame), dtype=np.float64), axis=1) + 1e-12)
+    return float(np.percentile(energy, 20) - energy.max())
 
 
 def _crop_around_peak(x: np.ndarray, seconds: float) -> np.ndarray:
@@ -383,8 +401,9 @@ class ObservedIncident:
 
 
 # A detection is of a shot when its time is this close to the shot's arrival on that device's clock
-# (trigger onsets are millisecond-accurate; shots at one device are seconds apart).
-DETECTION_MATCH_S = 0.1
+# (a recording's blast may start up to 0.1 s into the played sound, and the trigger picks it within
+# tens of ms; shots at one device are seconds apart).
+DETECTION_MATCH_S = 0.3
 # Two shots this close may be one incident: the joining rule's "same place" (a source within
 # core.geo.FOLLOW_UP_M of one that explains the first shot) plus each arrival's timing tolerance.
 FOLLOW_UP_SHARE_M = 2 * FOLLOW_UP_M
