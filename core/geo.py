@@ -565,7 +565,7 @@ class OpenIncident:
 
     key: int
     place: Place | None
-    shots: Sequence[Sequence[Arrival]]  # from align_shots; shots[0] is the one its place comes from
+    shots: Sequence[Sequence[Arrival]]  # aligned (align_shots); shots[0] is the one its place comes from
 
 
 @dataclass(frozen=True)
@@ -612,9 +612,9 @@ def place_arrival(
     """THE joining rule: which open incident (if any) a new detection belongs to.
 
     1. The same shot as one of an incident's shots: one source explains that shot's arrivals and
-       this one. The incident's first shot defines its place; any later (follow-up) shot must also
-       come from there, so when this arrival proves a follow-up shot was fired elsewhere, that shot
-       is split off into an incident of its own (verdict ``split``).
+       this one. The incident's ``shots[0]`` (its best-heard shot) defines its place; every other
+       (follow-up) shot must also come from there, so when this arrival proves a follow-up shot was
+       fired elsewhere, that shot is split off into an incident of its own (verdict ``split``).
     2. Else a follow-up shot at an incident's place: this device is in earshot of it and a source
        there could be heard by it (the nearest such place wins). A device without a position can only
        follow up an incident it is already part of.

@@ -19,6 +19,8 @@ from detection.models import Clip
 # Timing uncertainty per clock source for TDOA: GPS/PPS-disciplined clocks are good to about a
 # millisecond, NTP over the internet to about ten.
 CLOCK_SIGMA_S = {"gps": 0.002, "ntp": 0.010}
+# TDOA fixes from this many devices are trusted (README: with 3, one in five falls back).
+TRUSTED_FIX_DEVICES = 4
 
 
 def observation(lat: float, lon: float, at: datetime, accuracy_m: float) -> Observation:
@@ -47,7 +49,7 @@ def detection_arrival(detection: Detection) -> Arrival:
 
 def incident_shots(detections: Sequence[Detection]) -> list[list[Detection]]:
     """An incident's detections aligned into distinct shots (``core.geo.align_shots``), the shot its
-    place comes from first: the earliest shot heard by a device with a position.
+    place and location come from first.
 
     The same alignment decides joins, picks the detections TDOA compares, and counts shots.
     """
@@ -55,7 +57,14 @@ def incident_shots(detections: Sequence[Detection]) -> list[list[Detection]]:
     groups = align_shots([detection_arrival(d) for d in ordered], speed_of_sound=SPEED_OF_SOUND_M_S,
                          hearing_range_m=settings.ALERT_HEARING_RANGE_M)
     shots = [[ordered[i] for i in group] for group in groups]
-    founding = next((i for i, shot in enumerate(shots) if shot[0].has_position), 0)
+    # A shot heard by one device places the incident only within the hearing range, and every shot in
+    # that circle would pass for a follow-up: the place comes from the best-heard shot (the earliest
+    # one heard by TRUSTED_FIX_DEVICES, else the one heard by most), never from a worse one.
+    founding = max(
+        range(len(shots)),
+        key=lambda i: (min(sum(d.has_position for d in shots[i]), TRUSTED_FIX_DEVICES), -i),
+        default=0,
+    )
     return [shots[founding], *shots[:founding], *shots[founding + 1 :]] if shots else []
 
 
@@ -98,8 +107,8 @@ def _estimate(group: list[Detection]) -> tuple[float, float, float, str, float |
 def incident_refresh(incident: Incident) -> bool:
     """Recompute the incident's aggregates, shot count and location; True when the location changed.
 
-    The location comes from the incident's first shot only: TDOA must compare arrival times of one
-    shot, never a follow-up's.
+    The location comes from one shot only (TDOA must compare arrival times of one shot): the one
+    ``incident_shots`` puts first.
     """
     detections = list(
         Detection.objects.filter(incident=incident).only(
