@@ -144,7 +144,8 @@ def replay_seeds(seeds: range | list[int], options: ReplayOptions | None = None)
         "one_incident": sum(1 for v in heard if v["ok"]),
         "split": sum(1 for v in heard if len(v["incidents"]) > 1),
         "shared": sum(1 for v in heard if v["shared_with"]),
-        "follow_ups": sum(1 for v in heard if v["shared_with"] and v["ok"]),
+        "follow_ups": sum(1 for v in heard if v["shared_with"] and v["ok"] and not v["confusable_with"]),
+        "confusable": sum(1 for v in heard if v["confusable_with"] and v["ok"]),
         "outside_radius": sum(
             1 for v in heard
             if len(v["incidents"]) == 1 and v["error_m"] is not None and v["error_m"] > (v["radius_m"] or 0)

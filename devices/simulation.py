@@ -407,6 +407,8 @@ DETECTION_MATCH_S = 0.3
 # Two shots this close may be one incident: the joining rule's "same place" (a source within
 # core.geo.FOLLOW_UP_M of one that explains the first shot) plus each arrival's timing tolerance.
 FOLLOW_UP_SHARE_M = 2 * FOLLOW_UP_M
+# Fewest devices that give a shot a position of its own (TDOA needs three).
+PLACEABLE_DEVICES = 3
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:
@@ -458,7 +460,8 @@ def shot_verdicts(
         found = holders.get(event.index, [])
         verdict: dict[str, object] = {
             "shot": event.index + 1, "audible": event.audible, "devices": devices.get(event.index, 0),
-            "incidents": [incidents[p].key for p in found], "shared_with": [], "shared_m": [], "error_m": None,
+            "incidents": [incidents[p].key for p in found], "shared_with": [], "shared_m": [],
+            "confusable_with": [], "error_m": None,
             "radius_m": None, "method": None, "ok": event.audible == 0,
         }
         if len(found) == 1:
@@ -472,15 +475,22 @@ def shot_verdicts(
             # Another shot at the same place within the quiet window is a follow-up by the rule's own
             # definition, not a separate shooting absorbed.
             follow_up = any(m <= follow_up_m for m in apart)
-            others = [i for i, m in zip(others, apart, strict=True) if m > follow_up_m]
+            far = [i for i, m in zip(others, apart, strict=True) if m > follow_up_m]
+            # A shot heard by fewer than PLACEABLE_DEVICES has no position of its own (one device: a
+            # 1.5 km circle; two: a hyperbola), so nothing can tell it from a follow-up of a shot
+            # whose place it could have come from. Such pairs are reported, not failed.
+            placeable = devices.get(event.index, 0) >= PLACEABLE_DEVICES
+            confusable = [i for i in far if not placeable or devices.get(i, 0) < PLACEABLE_DEVICES]
+            verdict["confusable_with"] = [i + 1 for i in confusable]
             verdict["method"] = incident.method
             verdict["radius_m"] = None if incident.radius_m is None else round(incident.radius_m, 1)
             if incident.latitude is not None and incident.longitude is not None:
                 error = haversine_m(event.latitude, event.longitude, incident.latitude, incident.longitude)
                 verdict["error_m"] = round(error, 1)
-                # A follow-up is located by the incident's first shot: it may be off by the move too.
+                # A follow-up is located by the incident's best-heard shot: it may be off by the move too.
                 allowed = (incident.radius_m or 0.0) + (follow_up_m if follow_up else 0.0)
-                verdict["ok"] = not others and error <= allowed
+                located = error <= allowed or (bool(confusable) and not placeable)
+                verdict["ok"] = len(confusable) == len(far) and located
         verdicts.append(verdict)
     return verdicts
 

@@ -232,25 +232,30 @@ def test_per_shot_verdicts_show_splits_merges_and_follow_ups() -> None:
     far = destination_point(*CENTER, 90, 1400)
     near = destination_point(*CENTER, 0, 100)
     events = [
-        TruthEvent(0, 100.0, *CENTER, audible=2, first_arrival=101.0, heard_by=(("a", 101.0), ("b", 101.5))),
-        TruthEvent(1, 145.0, *far, audible=2, first_arrival=146.0, heard_by=(("a", 146.0), ("c", 146.2))),
+        TruthEvent(0, 100.0, *CENTER, audible=3, first_arrival=101.0,
+                   heard_by=(("a", 101.0), ("b", 101.5), ("e", 101.6))),
+        TruthEvent(1, 145.0, *far, audible=3, first_arrival=146.0,
+                   heard_by=(("a", 146.0), ("c", 146.2), ("f", 146.3))),
         TruthEvent(2, 160.0, *near, audible=1, first_arrival=161.0, heard_by=(("b", 161.0),)),
         TruthEvent(3, 200.0, *far, audible=2, first_arrival=201.0, heard_by=(("c", 201.0), ("d", 201.3))),
         TruthEvent(4, 300.0, *CENTER, audible=1, first_arrival=301.0, heard_by=(("a", 301.0),)),
     ]
+    first = (("a", 101.02), ("b", 101.5), ("e", 101.6))
+    second = (("a", 146.0), ("c", 146.21), ("f", 146.3))
     incidents = [
-        # Shot 1, its follow-up shot 3 100 m away, and shot 2 (1.4 km away) absorbed.
-        _observed(1, 101.0, CENTER, (("a", 101.02), ("b", 101.5), ("a", 146.0), ("c", 146.21), ("b", 161.0))),
+        # Shot 1, its follow-up shot 3 100 m away, and shot 2 (1.4 km away, three devices) absorbed.
+        _observed(1, 101.0, CENTER, (*first, *second, ("b", 161.0))),
         _observed(2, 201.0, far, (("c", 201.0),)),  # shot 4 split over two incidents
         _observed(3, 201.3, far, (("d", 201.3),)),
         _observed(4, 500.0, CENTER, (("a", 500.0),)),  # a door slam taken for a shot
     ]
     report = ground_truth_report(events, incidents)
     verdicts = {v["shot"]: v for v in report["shots"]}
-    assert verdicts[1]["incidents"] == [1] and verdicts[1]["devices"] == 2
+    assert verdicts[1]["incidents"] == [1] and verdicts[1]["devices"] == 3
     assert verdicts[1]["shared_with"] == [2, 3] and verdicts[1]["ok"] is False  # shot 2 is 1.4 km away
     assert verdicts[2]["ok"] is False and verdicts[2]["error_m"] == pytest.approx(1400, abs=1)
-    assert verdicts[3]["shared_m"][0] == 100 and verdicts[3]["ok"] is False  # shot 2 shares it too
+    # Shot 3, heard by one device, cannot be told from a follow-up of shot 2 either: reported as such.
+    assert verdicts[3]["shared_m"][0] == 100 and verdicts[3]["confusable_with"] == [2]
     assert verdicts[4]["incidents"] == [2, 3] and verdicts[4]["ok"] is False
     assert verdicts[5]["devices"] == 0 and verdicts[5]["ok"] is False  # audible, missed
     assert report["one_incident_per_shot"] is False
@@ -259,8 +264,8 @@ def test_per_shot_verdicts_show_splits_merges_and_follow_ups() -> None:
 
     # The same night done right: every shot its own incident, the follow-up 100 m away with shot 1.
     right = [
-        _observed(1, 101.0, CENTER, (("a", 101.0), ("b", 101.5), ("b", 161.0)), radius=30.0),
-        _observed(2, 146.0, far, (("a", 146.0), ("c", 146.2))),
+        _observed(1, 101.0, CENTER, (*first, ("b", 161.0))),
+        _observed(2, 146.0, far, second),
         _observed(3, 201.0, far, (("c", 201.0), ("d", 201.3))),
         _observed(4, 301.0, CENTER, (("a", 301.0),)),
     ]
@@ -268,3 +273,18 @@ def test_per_shot_verdicts_show_splits_merges_and_follow_ups() -> None:
     assert report["one_incident_per_shot"] is True
     assert {v["shot"]: v["ok"] for v in report["shots"]} == {1: True, 2: True, 3: True, 4: True, 5: True}
     assert report["false_incidents"] == 0 and report["detected"] == 5
+
+
+def test_a_shot_too_few_devices_heard_to_place_is_reported_as_confusable_not_failed() -> None:
+    far = destination_point(*CENTER, 90, 900)
+    events = [
+        TruthEvent(0, 100.0, *CENTER, audible=3, first_arrival=101.0,
+                   heard_by=(("a", 101.0), ("b", 101.2), ("c", 101.4))),
+        TruthEvent(1, 130.0, *far, audible=1, first_arrival=131.0, heard_by=(("a", 131.0),)),
+    ]
+    incident = _observed(1, 101.0, CENTER, (("a", 101.0), ("b", 101.2), ("c", 101.4), ("a", 131.0)))
+    report = ground_truth_report(events, [incident])
+    verdicts = {v["shot"]: v for v in report["shots"]}
+    assert verdicts[1]["confusable_with"] == [2] and verdicts[1]["ok"] is True
+    assert verdicts[2]["confusable_with"] == [1] and verdicts[2]["ok"] is True
+    assert verdicts[2]["error_m"] == pytest.approx(900, abs=1)

@@ -299,8 +299,11 @@ class Command(BaseCommand):
             f"{summary['heard']} detected)",
             f"  one incident each     {summary['one_incident']} of {summary['heard']} "
             f"({summary['follow_ups']} of them follow-ups within {FOLLOW_UP_SHARE_M:.0f} m of another shot)",
+            f"  ... of them heard by < 3 devices, sharing with a shot further away (no position of their own "
+            f"to tell them from a follow-up): {summary['confusable']}",
             f"  split over incidents  {summary['split']}",
-            f"  sharing an incident   {summary['shared'] - summary['follow_ups']} (shots further apart)",
+            f"  sharing an incident   {summary['shared'] - summary['follow_ups'] - summary['confusable']} "
+            "(placeable shots further apart)",
             f"  outside the radius    {summary['outside_radius']}",
             f"  false incidents       {summary['false_incidents']}",
             f"  location error m      p50 {summary['error_m_p50']}  p95 {summary['error_m_p95']}",
@@ -320,6 +323,8 @@ class Command(BaseCommand):
                 line += " with shot(s) " + ", ".join(
                     f"{s} ({m} m away)" for s, m in zip(v["shared_with"], v["shared_m"], strict=True)
                 )
+            if v["confusable_with"]:
+                line += " — too few devices to tell apart"
             self.stdout.write(line if v["ok"] else self.style.WARNING(line + "  ✗"))
 
     def _print_report(self, report: dict[str, Any]) -> None:
