@@ -146,10 +146,7 @@ def replay_seeds(seeds: range | list[int], options: ReplayOptions | None = None)
         "shared": sum(1 for v in heard if v["shared_with"]),
         "follow_ups": sum(1 for v in heard if v["shared_with"] and v["ok"] and not v["confusable_with"]),
         "confusable": sum(1 for v in heard if v["confusable_with"] and v["ok"]),
-        "outside_radius": sum(
-            1 for v in heard
-            if len(v["incidents"]) == 1 and v["error_m"] is not None and v["error_m"] > (v["radius_m"] or 0)
-        ),
+        "outside_radius": sum(1 for v in heard if v["located"] is False and not v["confusable_with"]),
         "false_incidents": sum(r["false_incidents"] for r in reports),
         "error_m_p50": round(float(np.percentile(errors, 50)), 1) if errors else None,
         "error_m_p95": round(float(np.percentile(errors, 95)), 1) if errors else None,

@@ -461,7 +461,7 @@ def shot_verdicts(
         verdict: dict[str, object] = {
             "shot": event.index + 1, "audible": event.audible, "devices": devices.get(event.index, 0),
             "incidents": [incidents[p].key for p in found], "shared_with": [], "shared_m": [],
-            "confusable_with": [], "error_m": None,
+            "confusable_with": [], "error_m": None, "located": None,
             "radius_m": None, "method": None, "ok": event.audible == 0,
         }
         if len(found) == 1:
@@ -489,6 +489,7 @@ def shot_verdicts(
                 verdict["error_m"] = round(error, 1)
                 # A follow-up is located by the incident's best-heard shot: it may be off by the move too.
                 allowed = (incident.radius_m or 0.0) + (follow_up_m if follow_up else 0.0)
+                verdict["located"] = error <= allowed
                 located = error <= allowed or (bool(confusable) and not placeable)
                 verdict["ok"] = len(confusable) == len(far) and located
         verdicts.append(verdict)

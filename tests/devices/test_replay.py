@@ -12,13 +12,13 @@ import pytest
 from devices.replay import ReplayOptions, replay_seed, replay_seeds
 from devices.simulation import FOLLOW_UP_SHARE_M
 
-SEEDS = range(10)  # 80 shots; about 25 s of CPU
+SEEDS = range(8)  # 64 shots; about 20 s of CPU on a quiet machine
 
 
 @pytest.mark.django_db
 def test_every_fired_shot_is_exactly_one_incident_located_within_its_radius() -> None:
     summary = replay_seeds(SEEDS)
-    assert summary["heard"] >= 70
+    assert summary["heard"] >= 55
     assert summary["false_incidents"] == 0
     assert summary["split"] == 0
     assert summary["outside_radius"] == 0
