@@ -396,7 +396,7 @@ class Arrival:
 
 @dataclass(frozen=True)
 class Place:
-    """Where an incident is on the map: its located point and uncertainty radius."""
+    """Where an incident is on the map: its located point and uncertainty radius (from ``shots[0]``)."""
 
     lat: float
     lon: float
@@ -409,6 +409,7 @@ def shot_fits(
     speed_of_sound: float = SPEED_OF_SOUND_M_S,
     hearing_range_m: float = 1500.0,
     same_place_as: Sequence[Arrival] = (),
+    located: Place | None = None,
 ) -> bool:
     """Whether ONE shot (one source point, one emission time) explains every arrival.
 
@@ -416,7 +417,8 @@ def shot_fits(
     must match distance / speed of sound after a common emission time to within its tolerance
     (``SAME_SHOT_SIGMAS`` sigmas of clock and GPS error). With ``same_place_as`` (an earlier shot's
     arrivals) the source must also be within ``FOLLOW_UP_M`` of a point that explains that shot,
-    fired at its own time: a follow-up at the same place. Arrivals without a position never fit with
+    fired at its own time: a follow-up at the same place; ``located`` (that shot's fix and its 95 %
+    radius) narrows where that was, when it agrees. Arrivals without a position never fit with
     others. Searched coarse-to-fine on a grid in a local metric frame, keeping every cell that could
     hold a solution, so the answer is never a false "no".
     """
@@ -441,7 +443,15 @@ def shot_fits(
         region = _Search(frame, same_place_as, speed_of_sound, hearing_range_m).region(FOLLOW_UP_M / 6)
         if region is None:
             return False
-        near = region
+        points, room = region
+        if located is not None:
+            # Every arrival fitting within 4 sigmas is a wide net when the layout is poor (a long arc);
+            # the fix's own 95 % region is the tighter, honest answer where the two agree.
+            centre = np.array(frame.to_xy(located.lat, located.lon))
+            inside = np.linalg.norm(points - centre, axis=1) <= located.radius_m + room
+            if inside.any():
+                points = points[inside]
+        near = (points, room)
     return _Search(frame, arrivals, speed_of_sound, hearing_range_m).fits(near)
 
 
@@ -599,7 +609,7 @@ def _at_place(
             return False
     founding = [a for a in incident.shots[0] if a.obs is not None]
     return shot_fits(arrivals, speed_of_sound=speed_of_sound, hearing_range_m=hearing_range_m,
-                     same_place_as=founding)
+                     same_place_as=founding, located=place)
 
 
 def place_arrival(
