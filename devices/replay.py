@@ -135,7 +135,9 @@ def replay_seeds(seeds: range | list[int], options: ReplayOptions | None = None)
     reports = [replay_seed(seed, options) for seed in seeds]
     verdicts = [v for r in reports for v in r.get("shots", [])]
     heard = [v for v in verdicts if v["devices"]]
-    errors = sorted(v["error_m"] for v in heard if v["ok"] and v["error_m"] is not None)
+    # Location error of shots with a place of their own (one that shares an incident with a shot it
+    # cannot be told from is "located" wherever that shot was).
+    errors = sorted(v["error_m"] for v in heard if v["ok"] and v["error_m"] is not None and not v["confusable_with"])
     return {
         "seeds": len(reports),
         "shots": len(verdicts),
