@@ -5,10 +5,13 @@ from django.contrib.auth import login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.throttling import ScopedRateThrottle
 
 from accounts.forms import OwnerSignUpForm, PoliceSignUpForm
 from accounts.services import police_account_requested
+from gunwatch.parsers import SafeJSONParser
+from gunwatch.throttling import RequestFieldThrottle
 
 
 def signup(request: HttpRequest) -> HttpResponse:
@@ -34,8 +37,18 @@ def signup_police(request: HttpRequest) -> HttpResponse:
     )
 
 
-class TokenApi(ObtainAuthToken):
-    """``POST /api/v1/auth/token`` {username, password} → {"token"}."""
+class LoginAccountThrottle(RequestFieldThrottle):
+    scope = "login_account"
+    field = "username"
 
-    throttle_classes = [ScopedRateThrottle]
+
+class TokenApi(ObtainAuthToken):
+    """``POST /api/v1/auth/token`` {username, password} → {"token"}.
+
+    Throttled per address and per account, so guessing one account's password from many addresses
+    (or behind a spoofed X-Forwarded-For) is slowed down too.
+    """
+
+    parser_classes = [SafeJSONParser, FormParser, MultiPartParser]
+    throttle_classes = [ScopedRateThrottle, LoginAccountThrottle]
     throttle_scope = "login"

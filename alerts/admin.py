@@ -3,11 +3,20 @@ from __future__ import annotations
 from django.contrib import admin
 from django.http import HttpRequest
 
-from alerts.models import Detection, Incident, IncidentEvent, Notification, PoliceStation
+from alerts.models import Detection, DispatchPolicy, Incident, IncidentEvent, Notification, PoliceStation
+
+
+class DispatchPolicyInline(admin.StackedInline):
+    """Set on the station: how strong evidence must be before its officers are told without review."""
+
+    model = DispatchPolicy
+    extra = 0
+    max_num = 1
 
 
 @admin.register(PoliceStation)
 class PoliceStationAdmin(admin.ModelAdmin):
+    inlines = [DispatchPolicyInline]
     list_display = ["name", "latitude", "longitude", "jurisdiction_radius_km", "has_polygon", "contact_email",
                     "contact_phone", "has_webhook", "is_active"]
     list_filter = ["is_active"]
@@ -59,14 +68,16 @@ class IncidentAdmin(admin.ModelAdmin):
     """Operators inspect incidents here; officers work them on the map and the incident page."""
 
     list_display = ["code", "first_detected_at", "status", "disposition", "device_count", "shots",
-                    "confidence", "location_method", "radius"]
-    list_filter = ["status", "disposition", "location_method"]
+                    "confidence", "location_method", "radius", "evidence_score", "dispatch", "dispatch_reason"]
+    list_filter = ["status", "disposition", "location_method", "dispatch", "dispatch_reason"]
     search_fields = ["code"]
     date_hierarchy = "first_detected_at"
     # Rounded for reading: metres to the metre, degrees to ~0.1 m, confidence to two places.
     readonly_fields = ["code", "first_detected_at", "last_detected_at", "position", "radius",
                        "location_method", "residual", "shots", "confidence", "device_count", "revision",
-                       "notified_at", "opened_at", "updated_at", "closed_at", "evidence_clip"]
+                       "notified_at", "opened_at", "updated_at", "closed_at", "evidence_clip",
+                       "evidence_score", "evidence_summary", "dispatch", "dispatch_reason", "dispatched_at",
+                       "review_deadline_at", "reviewed_by", "reviewed_at", "review_note"]
     raw_id_fields = ["stations"]
     inlines = [DetectionInline, IncidentEventInline]
     exclude = ["latitude", "longitude", "radius_m", "residual_m", "max_confidence"]

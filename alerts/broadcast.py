@@ -2,7 +2,9 @@
 
 Messages go to the group of every station the incident is routed to and to the "all" group
 (administrators, or every officer when POLICE_SEE_ALL_INCIDENTS is on); each consumer joins one
-of them and re-checks access per message.
+of them and re-checks access per message. Police groups hear of an incident only once it is
+dispatched (``alerts.services.review``); the reviewers' group hears of every change, so the review
+queue is live.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from alerts.models import Incident
 logger = logging.getLogger(__name__)
 
 ALL_GROUP = "incidents.all"
+REVIEW_GROUP = "incidents.review"
 EventKind = Literal["incident.opened", "incident.updated"]
 
 
@@ -30,6 +33,7 @@ class IncidentMessage(TypedDict):
     type: EventKind  # names the consumer handler: incident.opened -> incident_opened
     incident: dict[str, Any]
     station_ids: list[int]
+    dispatched: bool
 
 
 def station_group(station_id: int) -> str:
@@ -38,9 +42,11 @@ def station_group(station_id: int) -> str:
 
 def incident_message(incident: Incident, *, kind: EventKind) -> IncidentMessage:
     """The message for one incident: the list API's precise shape (what police see), plus its stations."""
+    if incident.just_dispatched:
+        kind = "incident.opened"  # new to police, whatever it was to the reviewers
     station_ids = sorted(station.pk for station in incident.stations.all())
     payload = dict(IncidentSerializer(incident, context={"precise": True}).data)
-    return {"type": kind, "incident": payload, "station_ids": station_ids}
+    return {"type": kind, "incident": payload, "station_ids": station_ids, "dispatched": incident.is_dispatched}
 
 
 def publish(message: IncidentMessage) -> None:
@@ -50,7 +56,9 @@ def publish(message: IncidentMessage) -> None:
         layer = get_channel_layer()
         if layer is None:
             return
-        groups = [ALL_GROUP, *(station_group(pk) for pk in message["station_ids"])]
+        groups = [REVIEW_GROUP]
+        if message["dispatched"]:
+            groups += [ALL_GROUP, *(station_group(pk) for pk in message["station_ids"])]
         if isinstance(layer, InMemoryChannelLayer):
             # Its queues belong to the server's own loop, which async_to_sync finds for us.
             async_to_sync(_send_all)(layer, groups, message)

@@ -35,6 +35,40 @@ class PoliceStation(models.Model):
         return self.name
 
 
+class DispatchPolicy(models.Model):
+    """How sure GunWatch must be before a station's officers are told (the admin sets one per station).
+
+    ``evidence`` dispatches at once when the incident's evidence score reaches ``strong_evidence`` and
+    sends everything else to the review queue; ``review_all`` reviews every incident; ``immediate``
+    dispatches every incident at once (GunWatch's behaviour before the review step). Stations without a
+    policy get ``ALERT_DISPATCH_DEFAULT_MODE``. An incident routed to several stations follows the
+    strictest of their policies: one reviewer decision then serves them all.
+    """
+
+    class Mode(models.TextChoices):
+        IMMEDIATE = "immediate", "Dispatch every incident at once"
+        EVIDENCE = "evidence", "Dispatch strong evidence at once, review the rest"
+        REVIEW_ALL = "review_all", "Review every incident first"
+
+    station = models.OneToOneField(PoliceStation, on_delete=models.CASCADE, related_name="dispatch_policy")
+    mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.EVIDENCE)
+    strong_evidence = models.FloatField(
+        default=0.9,
+        validators=[MinValueValidator(0), MaxValueValidator(1)],
+        help_text="Evidence score at or above which an incident is dispatched without review",
+    )
+    review_deadline_s = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(5), MaxValueValidator(3600)],
+        help_text="Seconds a reviewer has before the incident is dispatched unreviewed; empty: the site default",
+    )
+
+    class Meta:
+        verbose_name_plural = "dispatch policies"
+
+    def __str__(self) -> str:
+        return f"{self.station}: {self.get_mode_display()}"
+
+
 class Incident(models.Model):
     """One gunfire event, possibly heard by several devices, and what the police did about it.
 
@@ -56,6 +90,17 @@ class Incident(models.Model):
         NO_EVIDENCE = "no_evidence", "No evidence found"
         OTHER_SOURCE = "other_source", "Other source (fireworks, vehicle …)"
         FALSE_ALARM = "false_alarm", "False alarm"
+
+    class Dispatch(models.TextChoices):
+        DISPATCHED = "dispatched", "Dispatched to police"
+        REVIEW = "review", "Waiting for review"
+        HELD = "held", "Held: below its devices' alert thresholds"
+        DISMISSED = "dismissed", "Dismissed in review"
+
+    class DispatchReason(models.TextChoices):
+        POLICY = "policy", "Evidence met the station policy"
+        REVIEWED = "reviewed", "Confirmed by a reviewer"
+        UNREVIEWED = "unreviewed", "Unreviewed: review deadline passed"
 
     class LocationMethod(models.TextChoices):
         SINGLE = "single", "One device"
@@ -79,11 +124,28 @@ class Incident(models.Model):
         "detection.Clip", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     stations = models.ManyToManyField(PoliceStation, blank=True, related_name="incidents")
+    # How sure we are (alerts.services.evidence) and whether police have been told (alerts.services.review).
+    evidence_score = models.FloatField(default=0)
+    evidence_summary = models.CharField(max_length=200, blank=True)
+    # Incidents made outside the recording path (admin, fixtures) count as dispatched.
+    dispatch = models.CharField(max_length=16, choices=Dispatch.choices, default=Dispatch.DISPATCHED)
+    dispatch_reason = models.CharField(max_length=16, choices=DispatchReason.choices, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    review_deadline_at = models.DateTimeField(null=True, blank=True)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    review_note = models.CharField(max_length=300, blank=True)
     revision = models.PositiveIntegerField(default=1)
     notified_at = models.DateTimeField(null=True, blank=True)
     opened_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     closed_at = models.DateTimeField(null=True, blank=True)
+
+    # In memory only: set by the dispatch in this transaction, so the broadcast announces the incident to
+    # police as new ("incident.opened", with the map's banner and beep) even when it was a later join.
+    just_dispatched = False
 
     class Meta:
         ordering = ["-first_detected_at", "-id"]
@@ -93,7 +155,12 @@ class Incident(models.Model):
                          condition=~Q(status="closed")),
             models.Index(fields=["updated_at"], name="alerts_incident_updated"),
             models.Index(fields=["first_detected_at"], name="alerts_incident_first"),
+            # The review queue and the deadline sweep read only incidents waiting for a reviewer.
+            models.Index(fields=["review_deadline_at"], name="alerts_incident_review",
+                         condition=Q(dispatch__in=["review", "held"])),
         ]
+        # Granted by an administrator to staff or approved police: the review queue.
+        permissions = [("reviewer", "Can review incidents before dispatch")]
 
     def __str__(self) -> str:
         return f"incident {self.code}"
@@ -101,6 +168,10 @@ class Incident(models.Model):
     @property
     def is_open(self) -> bool:
         return self.status != self.Status.CLOSED
+
+    @property
+    def is_dispatched(self) -> bool:
+        return self.dispatch == self.Dispatch.DISPATCHED
 
     @property
     def has_location(self) -> bool:
@@ -160,6 +231,12 @@ class IncidentEvent(models.Model):
         ON_SCENE = "on_scene", "On scene"
         CLOSED = "closed", "Closed"
         NOTE = "note", "Note"
+        REVIEW_QUEUED = "review_queued", "Sent to review"
+        HELD = "held", "Held below device threshold"
+        DISPATCHED = "dispatched", "Dispatched to police"
+        CONFIRMED = "confirmed", "Confirmed in review"
+        DISMISSED = "dismissed", "Dismissed in review"
+        ESCALATED = "escalated", "Dispatched unreviewed"
 
     incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="events")
     kind = models.CharField(max_length=24, choices=Kind.choices)

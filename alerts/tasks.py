@@ -55,3 +55,27 @@ def requeue_stale_notifications() -> int:
     ]
     enqueue_notifications(stale)
     return len(stale)
+
+
+@shared_task(name="alerts.tasks.escalate_review")
+def escalate_review(incident_id: int) -> bool:
+    """Countdown task: dispatch the incident unreviewed if its review deadline passed undecided."""
+    from alerts.services.review import incident_escalate
+
+    return incident_escalate(incident_id=incident_id)
+
+
+@shared_task(name="alerts.tasks.escalate_overdue_reviews")
+def escalate_overdue_reviews() -> int:
+    """Periodic: the sweep behind the countdowns (a lost task, a broker outage, a restart)."""
+    from alerts.services.review import incidents_escalate_overdue
+
+    return incidents_escalate_overdue()
+
+
+@shared_task(name="alerts.tasks.calibrate_devices")
+def calibrate_devices() -> int:
+    """Periodic: adapt every active device's alert threshold to the false-alarm budget."""
+    from alerts.services.calibration import devices_calibrate
+
+    return len(devices_calibrate())

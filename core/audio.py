@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,16 @@ AUDIO_ERROR_CODES = (
     "non_finite",
     "too_short",
     "too_long",
+    "unsupported_sample_rate",
+    "too_many_channels",
 )
+
+# What an upload may be unless the caller says otherwise (the server passes its settings). Below 8 kHz a
+# gunshot's crack is gone; above 192 kHz no microphone a device carries adds anything but decoded bytes. The
+# detector mixes to mono, so more than a stereo pair is only a way to multiply the decoded size.
+DEFAULT_MIN_SAMPLE_RATE = 8_000
+DEFAULT_MAX_SAMPLE_RATE = 192_000
+DEFAULT_MAX_CHANNELS = 2
 
 # Below one LSB of 16-bit audio: treat as digital silence.
 SILENCE_PEAK = 1e-6
@@ -75,31 +85,105 @@ def _read_bytes(source: bytes | str | Path | BinaryIO) -> bytes:
     raise AudioError("not_audio", f"unsupported audio source type {type(source).__name__}")
 
 
-def decode(source: bytes | str | Path | BinaryIO) -> tuple[np.ndarray, int]:
-    """Decode any libsndfile-readable audio to mono float32; raise AudioError for anything bad."""
-    data = _read_bytes(source)
+def _libsndfile_error(exc: sf.LibsndfileError, data: bytes) -> AudioError:
+    text = str(exc)
+    unsupported = _sniff_unsupported(data[:16])
+    if unsupported and "ecognised" in text:
+        return AudioError("unsupported_format", f"{unsupported} is not a supported format")
+    if "ecognised" in text or "unknown format" in text.lower():
+        return AudioError("not_audio", "the data is not a recognised audio format")
+    return AudioError("corrupt", f"the audio data is damaged: {text}")
+
+
+# libsndfile decoders (FLAC, Vorbis, MP3) raise plain RuntimeErrors mid-stream on truncation.
+_DECODER_ERRORS = (RuntimeError, ValueError, TypeError, EOFError, OverflowError, MemoryError)
+
+
+@dataclass(frozen=True)
+class AudioHeader:
+    """What the container says about its audio, read without decoding a single sample."""
+
+    sample_rate: int
+    channels: int
+    frames: int | None  # None where the container does not say (a streamed FLAC, some Ogg files)
+
+
+
+def _declared_frames(frames: int) -> int | None:
+    # libsndfile reports an unknown length as 0 or as SF_COUNT_MAX.
+    return frames if 0 < frames < 2**62 else None
+
+
+def read_header(data: bytes) -> AudioHeader:
+    """The sample rate, channel count and length the container declares; raise AudioError if unreadable."""
     if not data:
         raise AudioError("empty", "the audio file is empty (0 bytes)")
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
-            sr = int(f.samplerate)
-            declared = f.frames
-            y = f.read(dtype="float32", always_2d=True)
+            return AudioHeader(int(f.samplerate), int(f.channels), _declared_frames(f.frames))
     except sf.LibsndfileError as exc:
-        text = str(exc)
-        unsupported = _sniff_unsupported(data[:16])
-        if unsupported and "ecognised" in text:
-            raise AudioError("unsupported_format", f"{unsupported} is not a supported format") from exc
-        if "ecognised" in text or "unknown format" in text.lower():
-            raise AudioError("not_audio", "the data is not a recognised audio format") from exc
-        raise AudioError("corrupt", f"the audio data is damaged: {text}") from exc
-    except (RuntimeError, ValueError, TypeError, EOFError, OverflowError, MemoryError) as exc:
-        # libsndfile decoders (FLAC, Vorbis, MP3) raise plain RuntimeErrors mid-stream on truncation.
+        raise _libsndfile_error(exc, data) from exc
+    except _DECODER_ERRORS as exc:
+        raise AudioError("corrupt", f"the audio data is damaged: {exc}") from exc
+
+
+def check_header(
+    header: AudioHeader,
+    *,
+    max_s: float,
+    min_rate: int = DEFAULT_MIN_SAMPLE_RATE,
+    max_rate: int = DEFAULT_MAX_SAMPLE_RATE,
+    max_channels: int = DEFAULT_MAX_CHANNELS,
+) -> None:
+    """Refuse, from the header alone, audio outside the limits: a decompression bomb is never decoded."""
+    if header.sample_rate <= 0:
+        raise AudioError("corrupt", "the audio header declares no sample rate")
+    if not min_rate <= header.sample_rate <= max_rate:
+        raise AudioError(
+            "unsupported_sample_rate",
+            f"the sample rate is {header.sample_rate} Hz; {min_rate}-{max_rate} Hz is accepted",
+        )
+    if header.channels > max_channels:
+        raise AudioError(
+            "too_many_channels", f"the audio has {header.channels} channels; at most {max_channels} accepted"
+        )
+    if header.frames is not None and header.frames > max_frames(max_s, header.sample_rate):
+        duration = header.frames / header.sample_rate
+        raise AudioError("too_long", f"the audio is {duration:.1f} s long; at most {max_s:g} s allowed")
+
+
+def max_frames(max_s: float, sample_rate: int) -> int:
+    """The most samples per channel a clip of at most ``max_s`` seconds can hold."""
+    return math.ceil(max_s * sample_rate)
+
+
+def decode(source: bytes | str | Path | BinaryIO, *, max_s: float | None = None) -> tuple[np.ndarray, int]:
+    """Decode any libsndfile-readable audio to mono float32; raise AudioError for anything bad.
+
+    With ``max_s`` no more than that many seconds are ever decoded, whatever the header claims: longer
+    audio is refused as ``too_long`` once the decoder has produced one sample beyond the limit.
+    """
+    data = _read_bytes(source)
+    if not data:
+        raise AudioError("empty", "the audio file is empty (0 bytes)")
+    limit: int | None = None
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            sr = int(f.samplerate)
+            declared = _declared_frames(f.frames)
+            if max_s is not None and sr > 0:
+                limit = max_frames(max_s, sr)
+            y = f.read(frames=-1 if limit is None else limit + 1, dtype="float32", always_2d=True)
+    except sf.LibsndfileError as exc:
+        raise _libsndfile_error(exc, data) from exc
+    except _DECODER_ERRORS as exc:
         raise AudioError("corrupt", f"the audio data is damaged: {exc}") from exc
     if sr <= 0:
         raise AudioError("corrupt", "the audio header declares no sample rate")
+    if limit is not None and y.shape[0] > limit:
+        raise AudioError("too_long", f"the audio is longer than {max_s:g} s")
     # Some decoders stop early without an error on truncated data; the header still knows better.
-    if 0 < declared < 2**62 and y.shape[0] < declared:
+    if declared is not None and y.shape[0] < declared:
         raise AudioError("corrupt", f"the audio is truncated ({y.shape[0]} of {declared} samples)")
     if y.shape[0] == 0:
         if len(data) > 1024:  # a header with nothing decodable behind it (e.g. a cut Ogg stream)
@@ -203,8 +287,20 @@ def check_wav(data: bytes) -> None:
         raise AudioError("corrupt", f"the WAV file is truncated ({available} of {declared} data bytes)")
 
 
-def inspect(data: bytes, *, min_s: float, max_s: float) -> InspectedAudio:
-    """Decode and validate an upload completely; raise AudioError (with a stable code) if it is bad."""
+def inspect(
+    data: bytes,
+    *,
+    min_s: float,
+    max_s: float,
+    min_rate: int = DEFAULT_MIN_SAMPLE_RATE,
+    max_rate: int = DEFAULT_MAX_SAMPLE_RATE,
+    max_channels: int = DEFAULT_MAX_CHANNELS,
+) -> InspectedAudio:
+    """Decode and validate an upload completely; raise AudioError (with a stable code) if it is bad.
+
+    The header is checked first (rate, channels, declared length) and decoding is bounded by ``max_s``,
+    so what a small compressed file costs in memory is at most ``max_s`` x rate x channels samples.
+    """
     if not data:
         raise AudioError("empty", "the audio file is empty (0 bytes)")
     container = sniff_container(data[:16])
@@ -215,7 +311,8 @@ def inspect(data: bytes, *, min_s: float, max_s: float) -> InspectedAudio:
         raise AudioError("unsupported_format", "only WAV, FLAC, OGG (Vorbis or Opus) and MP3 are accepted")
     if container == "wav":
         check_wav(data)
-    samples, sample_rate = decode(data)
+    check_header(read_header(data), max_s=max_s, min_rate=min_rate, max_rate=max_rate, max_channels=max_channels)
+    samples, sample_rate = decode(data, max_s=max_s)
     validate(samples, sample_rate, min_s=min_s, max_s=max_s)
     return InspectedAudio(
         samples=samples,

@@ -8,6 +8,7 @@ from typing import Any
 from django.db.models import Q, QuerySet
 
 from accounts.permissions import has_police_access
+from alerts.selectors import incidents_for_police
 from detection.models import Classification, Clip, ModelVersion
 
 
@@ -36,11 +37,14 @@ def clips_with_expired_audio(*, now: datetime) -> QuerySet[Clip]:
 
 def clip_evidence_visible_to(user: Any, clip: Clip) -> bool:
     """Who may hear a clip or see its spectrogram: its device's owner (whatever is still kept), and
-    approved police for clips judged to be gunshots (evidence), whichever station they serve."""
+    approved police for clips judged to be gunshots (evidence) of an incident they may see, by the same
+    rule as the incident itself (routed to their station, or all with POLICE_SEE_ALL_INCIDENTS/admin)."""
     if clip.device.owner_id == user.pk:
         return True
     try:
         is_gunshot = clip.classification.is_gunshot
     except Classification.DoesNotExist:
         is_gunshot = False
-    return is_gunshot and has_police_access(user)
+    if not (is_gunshot and has_police_access(user)):
+        return False
+    return incidents_for_police(user).filter(detections__clip=clip).exists()

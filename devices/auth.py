@@ -10,7 +10,8 @@ from rest_framework.permissions import BasePermission
 from rest_framework.throttling import SimpleRateThrottle
 
 from devices.models import Device, DeviceToken
-from devices.services import device_token_authenticate
+from devices.services import device_token_authenticate, normalise_pairing_code
+from gunwatch.throttling import RequestFieldThrottle
 
 
 class DevicePrincipal:
@@ -75,6 +76,16 @@ class DeviceRateThrottle(SimpleRateThrottle):
         if isinstance(request.user, DevicePrincipal):
             return self.cache_format % {"scope": self.scope, "ident": request.user.device.pk}
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class PairingCodeThrottle(RequestFieldThrottle):
+    """Attempts per pairing code, from whatever address they come."""
+
+    scope = "pairing_code"
+    field = "pairing_code"
+
+    def normalise(self, value: str) -> str:
+        return normalise_pairing_code(value)
 
 
 class DeviceTokenScheme(OpenApiAuthenticationExtension):

@@ -71,6 +71,17 @@ class Device(models.Model):
         help_text="Overrides the model's decision threshold for this device",
     )
 
+    # Per-device calibration (alerts.services.calibration): the threshold a detection's score must reach
+    # to count as evidence, adapted to the device's nuisance rate and kept within bounds.
+    alert_threshold = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0), MaxValueValidator(1)],
+        help_text="Calibrated alert threshold; empty: the model's threshold",
+    )
+    nuisance_per_day = models.FloatField(null=True, blank=True, help_text="False alarms a day at the current threshold")
+    calibrated_at = models.DateTimeField(null=True, blank=True)
+    calibration_flag = models.CharField(max_length=300, blank=True, help_text="Why the last calibration needs a look")
+    calibration_flagged_at = models.DateTimeField(null=True, blank=True)
+
     pairing_code_digest = models.CharField(max_length=64, blank=True)
     pairing_expires_at = models.DateTimeField(null=True, blank=True)
     paired_at = models.DateTimeField(null=True, blank=True)

@@ -157,6 +157,8 @@ HEALTH_FIELDS = (
     "free_storage_mb",
     "queue_length",
     "dropped_clips",
+    "rejected_clips",
+    "set_aside_clips",
     "clock_source",
 )
 

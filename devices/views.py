@@ -140,6 +140,8 @@ HEALTH_DISPLAY: dict[str, tuple[str, Any]] = {
     "free_storage_mb": ("Free storage", lambda v: _megabytes(float(v))),
     "queue_length": ("Clips waiting to upload", lambda v: f"{int(v)}"),
     "dropped_clips": ("Clips dropped (queue full)", lambda v: f"{int(v)}"),
+    "rejected_clips": ("Clips the server refused (kept on the device)", lambda v: f"{int(v)}"),
+    "set_aside_clips": ("Clips set aside after repeated server errors (kept on the device)", lambda v: f"{int(v)}"),
     "clock_source": ("Clock", lambda v: CLOCKS.get(str(v), f"{v} (not precise enough to locate by timing)")),
 }
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+import django_filters
+from django import forms
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, JsonResponse
+from django_filters.fields import IsoDateTimeField
 from rest_framework import exceptions, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
@@ -52,6 +57,14 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     """
     if isinstance(exc, ApplicationError):
         return Response(error_body(exc.message, exc.code, exc.extra), status=exc.status_code)
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        message = f"The request body is larger than {limit} bytes."
+        return Response(error_body(message, "too_large", {"max_bytes": limit}), status=413)
+    if isinstance(exc, SuspiciousOperation):
+        # Too many form fields or files, a malformed multipart body: the client's fault, and Django's
+        # own handler would say 400 too, but as an HTML page.
+        return Response(error_body(f"Malformed request: {exc}", "bad_request"), status=400)
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(detail=exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
     if isinstance(exc, Http404):
@@ -103,6 +116,31 @@ def json_error_view(status_code: int, message: str, code: str):  # type: ignore[
         return html_views[status_code](request, exception)
 
     return view
+
+
+# PostgreSQL stores offsets up to 15:59; beyond that a query or insert fails with DataError. No place on
+# earth is more than 14 hours from UTC, so a larger offset is a broken client, not a time zone.
+MAX_UTC_OFFSET = timedelta(hours=15, minutes=59)
+UTC_OFFSET_MESSAGE = "Give the time with a UTC offset between -15:59 and +15:59."
+
+
+def utc_offset_is_plausible(value: datetime) -> bool:
+    offset = value.utcoffset()
+    return offset is None or abs(offset) <= MAX_UTC_OFFSET
+
+
+class _PlausibleIsoDateTimeField(IsoDateTimeField):
+    def to_python(self, value: Any) -> datetime | None:
+        parsed = super().to_python(value)
+        if parsed is not None and not utc_offset_is_plausible(parsed):
+            raise forms.ValidationError(UTC_OFFSET_MESSAGE, code="invalid")
+        return parsed
+
+
+class IsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """django-filter's ISO 8601 filter, refusing offsets the database cannot compare with (400, not 500)."""
+
+    field_class = _PlausibleIsoDateTimeField
 
 
 class Pagination(PageNumberPagination):

@@ -14,7 +14,10 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from gunwatch import http_server  # noqa: E402
 from gunwatch.routing import websocket_urlpatterns  # noqa: E402
+
+http_server.install()
 
 application = ProtocolTypeRouter(
     {

@@ -217,6 +217,9 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(minutes=1),
     },
     "requeue-stuck-clips": {"task": "detection.tasks.requeue_stuck_clips", "schedule": timedelta(minutes=5)},
+    # Backs up the per-incident countdown: an incident past its review deadline is dispatched unreviewed.
+    "escalate-overdue-reviews": {"task": "alerts.tasks.escalate_overdue_reviews", "schedule": timedelta(seconds=10)},
+    "calibrate-devices": {"task": "alerts.tasks.calibrate_devices", "schedule": timedelta(hours=1)},
 }
 
 # --- Auth -----------------------------------------------------------------------------------
@@ -308,8 +311,15 @@ SPECTACULAR_SETTINGS = {
 CLIP_MAX_BYTES = env_int("CLIP_MAX_BYTES", 10 * 1024 * 1024)
 CLIP_MAX_SECONDS = env_float("CLIP_MAX_SECONDS", 30.0)
 CLIP_MIN_SECONDS = env_float("CLIP_MIN_SECONDS", 0.1)
+# Checked from the header before decoding: outside these the detector learns nothing, and the decoded size grows.
+CLIP_MIN_SAMPLE_RATE = env_int("CLIP_MIN_SAMPLE_RATE", 8_000)
+CLIP_MAX_SAMPLE_RATE = env_int("CLIP_MAX_SAMPLE_RATE", 192_000)
+CLIP_MAX_CHANNELS = env_int("CLIP_MAX_CHANNELS", 2)
 # A device clock this far ahead of ours is wrong, and its timestamps would mislead localisation.
 CLIP_MAX_CLOCK_SKEW = timedelta(seconds=env_int("CLIP_MAX_CLOCK_SKEW_S", 300))
+# Older than this is a wrong clock, not a queue: a device offline for a week still gets through, a clock
+# that never got set (1970) does not open an incident in the past.
+CLIP_MAX_AGE = timedelta(hours=env_int("CLIP_MAX_AGE_H", 7 * 24))
 # A clip still 'processing' after this long lost its worker; another task may reclaim it.
 CLIP_PROCESSING_STALE_AFTER = timedelta(minutes=env_int("CLIP_PROCESSING_STALE_MIN", 10))
 CLIP_MAX_ATTEMPTS = env_int("CLIP_MAX_ATTEMPTS", 3)
@@ -361,6 +371,23 @@ ALERT_COARSE_DECIMALS = env_int("ALERT_COARSE_DECIMALS", 2)
 ALERT_WEBHOOK_TIMEOUT_S = env_float("ALERT_WEBHOOK_TIMEOUT_S", 5.0)
 # How far back the police map loads incidents when it opens.
 ALERT_MAP_HOURS = env_int("ALERT_MAP_HOURS", 24)
+# --- Trust: evidence, dispatch policy, review, calibration (README "Alerts police can trust") ---
+# Stations without a DispatchPolicy: "immediate" (every incident at once), "evidence" or "review_all".
+ALERT_DISPATCH_DEFAULT_MODE = env_str("ALERT_DISPATCH_DEFAULT_MODE", "immediate")
+ALERT_STRONG_EVIDENCE = env_float("ALERT_STRONG_EVIDENCE", 0.9)
+# Seconds a reviewer has before an incident is dispatched marked "unreviewed".
+ALERT_REVIEW_DEADLINE_S = env_int("ALERT_REVIEW_DEADLINE_S", 45)
+# Devices closer than this to each other count as one witness (two units in one flat hear the same thing).
+ALERT_INDEPENDENT_M = env_float("ALERT_INDEPENDENT_M", 30.0)
+# TDOA residual at which "positions agree" halves the evidence.
+ALERT_RESIDUAL_SCALE_M = env_float("ALERT_RESIDUAL_SCALE_M", 50.0)
+ALERT_FALSE_ALARM_BUDGET_PER_DAY = env_float("ALERT_FALSE_ALARM_BUDGET_PER_DAY", 1.0)
+ALERT_CALIBRATION_DAYS = env_int("ALERT_CALIBRATION_DAYS", 14)
+# A calibrated threshold never goes above this, so a noisy device is never silently muted.
+ALERT_THRESHOLD_MAX = env_float("ALERT_THRESHOLD_MAX", 0.97)
+# A threshold move of at least this share of the adjustable range (model threshold to ALERT_THRESHOLD_MAX)
+# is flagged to the owner and the administrators.
+ALERT_THRESHOLD_FLAG_SHIFT = env_float("ALERT_THRESHOLD_FLAG_SHIFT", 0.5)
 POLICE_SEE_ALL_INCIDENTS = env_bool("POLICE_SEE_ALL_INCIDENTS", False)
 SMS_BACKEND = env_str("SMS_BACKEND", "alerts.transports.ConsoleSmsBackend")
 SMS_GATEWAY_URL = env_str("SMS_GATEWAY_URL")
@@ -391,7 +418,38 @@ if ACCESS_LOG:
     LOGGING["handlers"]["access"] = {"class": "logging.FileHandler", "filename": ACCESS_LOG, "formatter": "plain"}
     LOGGING["loggers"]["django.channels.server"] = {"handlers": ["access"], "level": "INFO", "propagate": False}
 
+# --- Hostile input, proxies and TLS ---------------------------------------------------------
+# JSON nested deep enough to exhaust the stack answers 400 instead of 500.
+REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = [
+    "gunwatch.parsers.SafeJSONParser",
+    "rest_framework.parsers.FormParser",
+    "rest_framework.parsers.MultiPartParser",
+]
+# Every operation's schema lists the error answers it can give (401, 403, 429, ...).
+REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "gunwatch.schema.AutoSchema"
+# Proxies in front of the app that append to X-Forwarded-For. 0 (the default) ignores the header: a
+# client could otherwise pick a new address per request and never meet the per-address throttles.
+REST_FRAMEWORK["NUM_PROXIES"] = env_int("NUM_PROXIES", 0)
+# Budgets that do not depend on the address: per account for logins, per code for pairing.
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].update(  # type: ignore[attr-defined]
+    {
+        "login_account": env_str("THROTTLE_LOGIN_ACCOUNT", "10/min"),
+        "pairing_code": env_str("THROTTLE_PAIRING_CODE", "10/min"),
+    }
+)
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
     CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", True)
+    # Production runs behind a TLS-terminating proxy that sets X-Forwarded-Proto (and must overwrite
+    # a client's own); plain-HTTP requests are redirected and browsers told to stay on HTTPS.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    # The load balancer's health probe often speaks plain HTTP on the private side.
+    SECURE_REDIRECT_EXEMPT = [r"^health$"]
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+    if not SECURE_HSTS_PRELOAD:
+        # Preloading is a commitment only the domain's owner can make (it is hard to undo), so it is
+        # opt-in, and check --deploy's reminder about it (W021) is silenced until then.
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]

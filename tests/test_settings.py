@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
+import subprocess
+import sys
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -35,3 +39,33 @@ def test_secret_can_come_from_a_file(monkeypatch, tmp_path) -> None:  # type: ig
     monkeypatch.setenv("GW_PROBE_FILE", str(tmp_path / "missing"))
     with pytest.raises(ImproperlyConfigured):
         gw_settings.env_secret("GW_PROBE")
+
+
+def _check_deploy(tmp_path, **overrides: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"}}
+    env.update(
+        {
+            "DEBUG": "false",
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            "ALLOWED_HOSTS": "gunwatch.example.org",
+            "SITE_URL": "https://gunwatch.example.org",
+            "GUNWATCH_VAR_DIR": str(tmp_path),
+            **overrides,
+        }
+    )
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_a_production_start_passes_check_deploy_without_warnings(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    result = _check_deploy(tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_check_deploy_still_warns_when_hsts_and_the_redirect_are_switched_off(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    result = _check_deploy(tmp_path, SECURE_HSTS_SECONDS="0", SECURE_SSL_REDIRECT="false")
+    assert result.returncode != 0
+    assert "security.W004" in result.stderr + result.stdout and "security.W008" in result.stderr + result.stdout

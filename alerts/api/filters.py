@@ -8,15 +8,16 @@ from accounts.permissions import has_police_access
 from alerts.messages import coarse_location
 from alerts.models import Incident
 from alerts.selectors import incidents_in_bbox
+from gunwatch.api import IsoDateTimeFilter
 
 
 class IncidentFilterSet(django_filters.FilterSet):
     """``since``/``until`` bound the first detection; ``updated_after`` is the map's catch-up;
     ``status`` takes a comma list; ``bbox`` is min_lon,min_lat,max_lon,max_lat."""
 
-    since = django_filters.IsoDateTimeFilter(field_name="first_detected_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="first_detected_at", lookup_expr="lte")
-    updated_after = django_filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="gt")
+    since = IsoDateTimeFilter(field_name="first_detected_at", lookup_expr="gte")
+    until = IsoDateTimeFilter(field_name="first_detected_at", lookup_expr="lte")
+    updated_after = IsoDateTimeFilter(field_name="updated_at", lookup_expr="gt")
     status = django_filters.BaseInFilter(field_name="status")
     bbox = django_filters.CharFilter(method="filter_bbox")
 

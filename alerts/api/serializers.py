@@ -27,6 +27,7 @@ class IncidentSerializer(serializers.ModelSerializer):
             "id", "status", "status_display", "disposition", "first_detected_at", "last_detected_at",
             "opened_at", "updated_at", "closed_at", "latitude", "longitude", "radius_m", "location_method",
             "residual_m", "shots", "max_confidence", "device_count", "revision", "url", "evidence", "stations",
+            "evidence_score", "evidence_summary", "dispatch", "dispatch_reason", "dispatched_at",
         ]
         read_only_fields = fields
 
@@ -137,3 +138,28 @@ class TransitionInputSerializer(serializers.Serializer):
     action = serializers.ChoiceField(choices=ACTIONS)
     disposition = serializers.ChoiceField(choices=Incident.Disposition.choices, required=False, allow_blank=True)
     note = serializers.CharField(required=False, allow_blank=True, max_length=500)
+
+
+class OutcomeRowSerializer(serializers.Serializer):
+    """One model version's, station's or device's outcomes (``alerts.selectors.OutcomeRow``)."""
+
+    key = serializers.CharField()
+    incidents = serializers.IntegerField()
+    dispatched = serializers.IntegerField()
+    confirmed_gunfire = serializers.IntegerField()
+    false_alarms = serializers.IntegerField()
+    other_sources = serializers.IntegerField()
+    no_evidence = serializers.IntegerField()
+    dismissed_in_review = serializers.IntegerField()
+    unreviewed = serializers.IntegerField()
+    open = serializers.IntegerField()
+    confirmed_share = serializers.FloatField(allow_null=True)
+    median_review_s = serializers.FloatField(allow_null=True)
+    median_ack_s = serializers.FloatField(allow_null=True)
+
+
+class OutcomesSerializer(serializers.Serializer):
+    by = serializers.ChoiceField(choices=["model", "station", "device"])
+    since = serializers.DateTimeField()
+    until = serializers.DateTimeField(allow_null=True)
+    results = OutcomeRowSerializer(many=True)

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from alerts.api.views import IncidentViewSet
+from alerts.api.views import IncidentViewSet, OutcomesView
 
 router = SimpleRouter(trailing_slash=False)
 router.register("incidents", IncidentViewSet, basename="incident")
 
-urlpatterns = router.urls
+urlpatterns = [*router.urls, path("outcomes", OutcomesView.as_view(), name="outcomes-api")]

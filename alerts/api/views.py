@@ -3,18 +3,27 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from accounts.permissions import IsPerson, IsPolice, has_police_access
 from alerts import services
 from alerts.api.filters import IncidentFilterSet
-from alerts.api.serializers import IncidentDetailSerializer, IncidentSerializer, TransitionInputSerializer
+from alerts.api.serializers import (
+    IncidentDetailSerializer,
+    IncidentSerializer,
+    OutcomesSerializer,
+    TransitionInputSerializer,
+)
 from alerts.models import Incident
-from alerts.selectors import incidents_visible_to
+from alerts.selectors import OUTCOME_DIMENSIONS, incidents_visible_to, outcomes
+from alerts.views_outcomes import outcomes_window
 
 UUID_REGEX = "[0-9a-fA-F-]{36}"
 
@@ -63,3 +72,21 @@ class IncidentViewSet(viewsets.ReadOnlyModelViewSet):
             **serializer.validated_data,
         )
         return Response(self.get_serializer(incident).data)
+
+
+class OutcomesView(APIView):
+    """Outcomes per model version, station or device (``by``), over ``since``/``until`` (ISO; default the
+    last 90 days): incidents, what became of them, median seconds to review and to acknowledge. Staff only."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(parameters=[OpenApiParameter("by", str, enum=list(OUTCOME_DIMENSIONS)),
+                               OpenApiParameter("since", str), OpenApiParameter("until", str)],
+                   responses={200: OutcomesSerializer})
+    def get(self, request: Request) -> Response:
+        by = request.query_params.get("by", "station")
+        if by not in OUTCOME_DIMENSIONS:
+            raise ValidationError({"by": [f"Use one of {', '.join(OUTCOME_DIMENSIONS)}."]})
+        since, until = outcomes_window(request.query_params)  # type: ignore[arg-type]
+        rows = [row.as_dict() for row in outcomes(by, since=since, until=until)]
+        return Response(OutcomesSerializer({"by": by, "since": since, "until": until, "results": rows}).data)

@@ -63,6 +63,9 @@ def _contact_rows(contact: TrustedContact) -> list[Notification]:
 
 
 def notifications_for_stations(incident: Incident, stations: Iterable[PoliceStation]) -> list[int]:
+    """The stations' rows, once the incident is dispatched (``alerts.services.review``); none before."""
+    if not incident.is_dispatched:
+        return []
     rows: list[Notification] = []
     for station in stations:
         fields = {

@@ -31,6 +31,7 @@ from alerts.services.locating import (
     incident_shots,
 )
 from alerts.services.recipients import notifications_enqueue, notifications_for_device, notifications_for_stations
+from alerts.services.review import incident_policy_apply
 from alerts.services.timeline import incident_event_add
 from core.geo import Arrival, OpenIncident, bounding_box, place_arrival
 from detection.models import Classification, Clip
@@ -260,6 +261,8 @@ def _record(classification: Classification, sighting: Sighting) -> _Outcome:
         notification_ids += _split_off(split_from, incident, moved)
     relocated = incident_refresh(incident)
     new_stations = incident_route(incident) if (opened or relocated) else []
+    # Trust hook (issue 11): evidence score and the stations' dispatch policy, before any station is told.
+    incident_policy_apply(incident, opened=opened)
     if opened or new_device:
         notification_ids += notifications_for_device(incident, device)
     if new_stations:
@@ -295,4 +298,6 @@ def _split_off(source: Incident, incident: Incident, moved: list[Detection]) -> 
         data={"incident": str(source.code)},
     )
     incident_refresh(source)
+    # Its evidence changed (fewer devices): score it again under its stations' policy.
+    incident_policy_apply(source, opened=False)
     return [pk for device in devices for pk in notifications_for_device(incident, device)]

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
 from detection.models import Clip, ModelVersion
 from detection.services import clip_result
+from gunwatch.api import UTC_OFFSET_MESSAGE, utc_offset_is_plausible
 
 
 class AwareDateTimeField(serializers.DateTimeField):
@@ -15,13 +17,20 @@ class AwareDateTimeField(serializers.DateTimeField):
 
     default_error_messages = {
         "naive": "Give the time with a UTC offset, e.g. 2026-01-31T12:00:00.123Z.",
+        "offset": UTC_OFFSET_MESSAGE,
     }
 
     def to_internal_value(self, value: Any) -> Any:
         if isinstance(value, str):
-            parsed = parse_datetime(value.strip())
+            try:
+                parsed = parse_datetime(value.strip())
+            except ValueError:
+                # Well-formed but impossible (minute 99, 30 February): Django's parser raises here.
+                self.fail("invalid", format="ISO 8601")
             if parsed is not None and timezone.is_naive(parsed):
                 self.fail("naive")
+            if parsed is not None and not utc_offset_is_plausible(parsed):
+                self.fail("offset")
         return super().to_internal_value(value)
 
 
@@ -34,6 +43,20 @@ class ClipUploadInputSerializer(serializers.Serializer):
     accuracy_m = serializers.FloatField(min_value=0, max_value=100_000, required=False, allow_null=True)
     trigger_offset_s = serializers.FloatField(min_value=0, required=False, allow_null=True)
     clock_source = serializers.ChoiceField(choices=["system", "ntp", "gps"], required=False, default="")
+
+    def validate_recorded_at(self, value: Any) -> Any:
+        # A device that queued clips offline sends them late, but not this late: beyond CLIP_MAX_AGE the clock
+        # is wrong (never set: 1970, year 1), and an incident dated then would mislead the police (and year 1
+        # overflows the worker's date arithmetic). The future bound (clock skew) is the service's.
+        age = timezone.now() - value
+        if age > settings.CLIP_MAX_AGE:
+            limit_h = settings.CLIP_MAX_AGE.total_seconds() / 3600
+            raise serializers.ValidationError(
+                f"recorded_at is {age.days} days in the past; at most {limit_h:g} h is accepted: check the device "
+                "clock.",
+                code="recorded_too_old",
+            )
+        return value
 
 
 class ClipAcceptedSerializer(serializers.Serializer):

@@ -37,6 +37,7 @@ from detection.selectors import model_version_active
 from devices.auth import DevicePrincipal, DeviceRateThrottle, DeviceTokenAuthentication, IsDevice, request_device
 from devices.models import Device
 from gunwatch.exceptions import ApplicationError
+from gunwatch.schema import ErrorSerializer
 
 # Multipart boundaries and the small form fields around the audio part.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -142,6 +143,9 @@ class DeviceDataPurgeApi(APIView):
         return self._purge(request, id)
 
 
+NO_ACTIVE_MODEL = OpenApiResponse(response=ErrorSerializer, description="No model version is active.")
+
+
 class _ActiveModelMixin:
     authentication_classes = DEVICE_OR_USER_AUTH
     permission_classes = [IsAuthenticated]
@@ -160,7 +164,7 @@ class _ActiveModelMixin:
 class ActiveModelApi(_ActiveModelMixin, APIView):
     """Metadata of the active model version (devices compare its sha256 with what they run)."""
 
-    @extend_schema(responses={200: ModelVersionSerializer})
+    @extend_schema(responses={200: ModelVersionSerializer, 404: NO_ACTIVE_MODEL})
     def get(self, request: Request) -> Response:
         return Response(ModelVersionSerializer(self.active()).data)
 
@@ -168,7 +172,10 @@ class ActiveModelApi(_ActiveModelMixin, APIView):
 class ActiveModelDownloadApi(_ActiveModelMixin, APIView):
     """The active model as TorchScript, with its sha256 and version in headers."""
 
-    @extend_schema(responses={(200, "application/octet-stream"): OpenApiResponse(description="TorchScript file")})
+    @extend_schema(
+        responses={(200, "application/octet-stream"): OpenApiResponse(description="TorchScript file"),
+                   404: NO_ACTIVE_MODEL}
+    )
     def get(self, request: Request) -> FileResponse:
         model_version = self.active()
         export = services.model_version_torchscript(model_version=model_version)

@@ -60,7 +60,14 @@ def audio_inspect(upload: IO[bytes] | bytes, *, size: int | None = None) -> audi
     if len(data) > settings.CLIP_MAX_BYTES:
         raise _too_large(len(data))
     try:
-        return audio.inspect(data, min_s=settings.CLIP_MIN_SECONDS, max_s=settings.CLIP_MAX_SECONDS)
+        return audio.inspect(
+            data,
+            min_s=settings.CLIP_MIN_SECONDS,
+            max_s=settings.CLIP_MAX_SECONDS,
+            min_rate=settings.CLIP_MIN_SAMPLE_RATE,
+            max_rate=settings.CLIP_MAX_SAMPLE_RATE,
+            max_channels=settings.CLIP_MAX_CHANNELS,
+        )
     except AudioError as exc:
         raise _audio_error(exc) from exc
 

@@ -89,10 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="what disciplines the system clock; 'gps' only if chrony/ntpd is fed by GPS/PPS",
     )
     other.add_argument("--heartbeat-s", type=float, default=60.0, help="until the server sets its own interval")
+    other.add_argument(
+        "--max-attempts",
+        type=int,
+        default=5,
+        help="failed uploads of one clip before it is set aside (if later clips get through)",
+    )
 
     status = sub.add_parser("status", parents=[common], help="pairing, queue, last heartbeat and upload")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--spool", type=Path)
+
+    requeue = sub.add_parser(
+        "requeue-held", parents=[common], help="put clips set aside after server errors back in the queue"
+    )
+    requeue.add_argument("--spool", type=Path)
     return parser
 
 
@@ -104,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     store = ConfigStore(resolve_config_path(getattr(args, "config", None)))
-    handler = {"pair": cmd_pair, "run": cmd_run, "status": cmd_status}[args.command]
+    handler = {"pair": cmd_pair, "run": cmd_run, "status": cmd_status, "requeue-held": cmd_requeue_held}[args.command]
     return handler(args, store)
 
 
@@ -163,6 +174,7 @@ def cmd_run(args: argparse.Namespace, store: ConfigStore) -> int:
         heartbeat_interval_s=args.heartbeat_s,
         spool_max_items=args.spool_max_clips,
         spool_max_bytes=int(args.spool_max_mb * 1024 * 1024),
+        max_attempts=max(1, args.max_attempts),
     )
     agent = Agent(store, source, options, positions=positions, stop=stop)
     previous_handlers = _stop_on_signals(stop)
@@ -204,6 +216,18 @@ def _stop_on_signals(stop: threading.Event) -> dict[int, Any]:
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous[signum] = signal.signal(signum, lambda *_: stop.set())
     return previous
+
+
+# -- requeue-held ----------------------------------------------------------------------------------------
+
+
+def cmd_requeue_held(args: argparse.Namespace, store: ConfigStore) -> int:
+    """After the server was fixed: the set-aside clips go out again with the next run, in their old place."""
+    config = store.load()
+    spool_path = args.spool or Path(config.state.get("spool_dir") or store.directory / "spool")
+    moved = Spool(spool_path).requeue_held() if spool_path.exists() else 0
+    print(f"{moved} set-aside clips are back in the queue ({spool_path})")
+    return 0
 
 
 # -- status ----------------------------------------------------------------------------------------------
@@ -267,7 +291,8 @@ def format_status(r: dict[str, Any]) -> str:
     else:
         lines.append(
             f"queue:           {q['count']} clips, {q['bytes'] / 1e6:.2f} MB, oldest {q['oldest_recorded_at'] or '—'}; "
-            f"dropped {q['dropped']}, rejected {q['rejected']} ({r['spool_dir']})"
+            f"dropped {q['dropped']}, rejected {q['rejected']}, set aside {q.get('set_aside', 0)} "
+            f"({r['spool_dir']})"
         )
     lines.append("last heartbeat:  " + _describe(r["last_heartbeat"], r["last_heartbeat_error"]))
     lines.append("last upload:     " + _describe(r["last_upload"], r["last_upload_error"]))
@@ -283,7 +308,7 @@ def format_status(r: dict[str, Any]) -> str:
         c = r["counters"]
         lines.append(
             f"last run:        {c.get('triggers')} triggers, {c.get('queued')} queued, "
-            f"{c.get('uploaded')} uploaded, {c.get('rejected')} rejected, "
+            f"{c.get('uploaded')} uploaded, {c.get('rejected')} rejected, {c.get('set_aside', 0)} set aside, "
             f"{c.get('filtered_onboard')} filtered on the device"
         )
     return "\n".join(lines)

@@ -3,6 +3,12 @@
 The spool is the hand-over point: a clip is on disk before anything tries to send it, and it leaves the
 disk only after the server acknowledged it (or refused it for good), so a crash, a reboot or an outage
 at any moment loses nothing that was already captured.
+
+Clips go out oldest first, but one clip the server cannot take must not hold back the rest (gunshots
+included): once the oldest clip has failed ``max_attempts`` times, the next clip is sent at once. If that
+one fails too, it is an outage and the order stays. If it gets through, the old clip is tried once more
+straight away, and failing then, next to a success, it is set aside (``held/``: kept, counted, reported in
+heartbeats) and the rest go out.
 """
 
 from __future__ import annotations
@@ -23,8 +29,8 @@ from devices.agent.config import AgentConfig, ConfigStore
 from devices.agent.health import LevelMeter, read_battery_pct, system_uptime_s
 from devices.agent.model import ModelStore, OnboardScorer, model_identity
 from devices.agent.sources import AudioBlock, NoPosition, PositionProvider
-from devices.agent.spool import Spool, disk_free_mb
-from devices.agent.timeutil import detect_clock_source, iso_utc, parse_iso
+from devices.agent.spool import Spool, SpoolItem, disk_free_mb
+from devices.agent.timeutil import boot_id, clock_plausible, detect_clock_source, iso_utc, parse_iso
 from devices.agent.trigger import Capture, ClipCapture, TriggerSettings
 
 log = logging.getLogger(__name__)
@@ -52,6 +58,7 @@ class RunOptions:
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 300.0
     auth_recheck_s: float = 30.0
+    max_attempts: int = 5
 
 
 @dataclass
@@ -61,6 +68,7 @@ class Counters:
     queued: int = 0
     uploaded: int = 0
     rejected: int = 0
+    set_aside: int = 0
 
 
 class Agent:
@@ -97,7 +105,12 @@ class Agent:
         self._client_token: str | None = None
         self._client: ApiClient | None = None
         self._started = time.monotonic()
+        self._boot_id = boot_id()
         self._capture: ClipCapture | None = None
+        # The oldest clip once it failed max_attempts times: the next upload probes with a later clip.
+        self._suspect: str | None = None
+        # The suspect after a later clip got through: one more failure and it is set aside.
+        self._confirming: str | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -200,6 +213,9 @@ class Agent:
             "onboard_score": score,
             "model_version": self._model_version if score is not None else None,
             "captured_at": _now(),
+            # With these a stamp from a clock that was not set yet can be corrected once it is (same boot).
+            "monotonic_start_s": round(clip.start_time - (time.time() - time.monotonic()), 6),
+            "boot_id": self._boot_id,
         }
         self.spool.put(clip.samples, clip.sample_rate, meta)
         self.counters.queued += 1
@@ -254,10 +270,20 @@ class Agent:
             client = self._client_or_wait()
             if client is None:
                 continue
-            item = self.spool.oldest()
-            if item is None:
+            items = self.spool.items()
+            if not items:
                 self._wake_uploader.wait(1.0)
                 self._wake_uploader.clear()
+                continue
+            head = items[0]
+            if self._suspect != head.name:
+                self._suspect = None
+            if self._confirming != head.name:
+                self._confirming = None
+            probing = self._suspect is not None and len(items) > 1
+            item = self._clock_checked(items[1] if probing else head)
+            if item is None:
+                self.stop.wait(min(10.0, self.options.backoff_cap_s))  # the clock is not set: no stamp is right
                 continue
             try:
                 body = client.upload_clip(item.audio_path, _upload_fields(item.meta))
@@ -271,8 +297,23 @@ class Agent:
                 self.spool.reject(item, exc.as_dict())
                 self.counters.rejected += 1
                 self._record_upload(item.meta, ok=False, error=exc.as_dict())
+                if probing:
+                    self._suspect, self._confirming = None, head.name  # the server is up and judging clips
                 continue
             except TransientError as exc:
+                if probing:
+                    self._suspect = None  # a later clip fails too: an outage, not a poison clip; keep the order
+                elif self._confirming == item.name and _blames_the_clip(exc):
+                    self._set_aside(self.spool.note_failure(item, exc.as_dict()))
+                    continue
+                elif _blames_the_clip(exc):
+                    item = self.spool.note_failure(item, exc.as_dict())
+                    if item.failures >= self.options.max_attempts and len(items) > 1:
+                        self._suspect = item.name
+                        log.warning("clip %s failed %d times (%s); trying the next clip", item.client_id,
+                                    item.failures, exc)
+                        self._record_upload(item.meta, ok=False, error=exc.as_dict(), retry_in_s=0.0)
+                        continue  # probe at once, while the server is in the state that just failed this clip
                 delay = backoff.next_delay(exc.retry_after)
                 log.warning("upload of %s failed (%s); retrying in %.1f s", item.client_id, exc, delay)
                 self._record_upload(item.meta, ok=False, error=exc.as_dict(), retry_in_s=round(delay, 1))
@@ -282,6 +323,50 @@ class Agent:
             self.spool.remove(item)
             self.counters.uploaded += 1
             self._record_upload(item.meta, ok=True, response=body)
+            if probing:
+                self._suspect, self._confirming = None, head.name
+            elif self._confirming == item.name:
+                self._confirming = None  # it went through after all: the failures were an outage's
+
+    def _clock_checked(self, item: SpoolItem) -> SpoolItem | None:
+        """The clip with a true recorded_at, or None while the device clock is still unset.
+
+        A clip stamped before the clock was set (1970) is re-stamped from the monotonic clock once the wall
+        clock is right, if it was captured in this boot. From an earlier boot nothing can correct it: it is
+        sent as it is and the server refuses it for good (recorded_too_old), so it ends in rejected/, kept.
+        """
+        try:
+            stamped = parse_iso(item.meta["recorded_at"]).timestamp()
+        except (KeyError, ValueError):
+            return item
+        if clock_plausible(stamped):
+            return item
+        same_boot = self._boot_id is not None and item.meta.get("boot_id") == self._boot_id
+        monotonic_start = item.meta.get("monotonic_start_s")
+        if not same_boot or not isinstance(monotonic_start, int | float):
+            return item
+        now = time.time()
+        if not clock_plausible(now):
+            log.warning("the device clock is not set (%s); clips wait until it is", iso_utc(now))
+            return None
+        corrected = iso_utc(monotonic_start + (now - time.monotonic()))
+        log.info("clip %s stamped %s by an unset clock: now %s", item.client_id, item.meta["recorded_at"], corrected)
+        return self.spool.update_meta(item, recorded_at=corrected, recorded_at_unset_clock=item.meta["recorded_at"])
+
+    def _set_aside(self, item: SpoolItem) -> None:
+        log.error(
+            "clip %s set aside after %d failed attempts while later clips got through; it stays in %s",
+            item.client_id,
+            item.failures,
+            self.spool.held_dir,
+        )
+        self.spool.set_aside(item)
+        self._suspect = self._confirming = None
+        self.counters.set_aside += 1
+        self.store.update_state(
+            last_set_aside={"at": _now(), "client_id": item.client_id, "recorded_at": item.meta.get("recorded_at"),
+                            "failures": item.failures, "error": item.meta.get("last_error")}
+        )
 
     def _record_upload(self, meta: dict[str, Any], *, ok: bool, **details: Any) -> None:
         entry = {"at": _now(), "ok": ok, "client_id": meta["client_id"], "recorded_at": meta["recorded_at"]}
@@ -315,6 +400,8 @@ class Agent:
             "free_storage_mb": round(disk_free_mb(self.options.spool_dir), 1),
             "queue_length": stats.count,
             "dropped_clips": stats.dropped,
+            "rejected_clips": stats.rejected,
+            "set_aside_clips": stats.set_aside,
             "clock_source": self.clock_source,
         }
 
@@ -399,6 +486,12 @@ class Agent:
 
     def _save_counters(self) -> None:
         self.store.update_state(counters=dataclasses.asdict(self.counters), agent_stopped_at=_now())
+
+
+def _blames_the_clip(exc: TransientError) -> bool:
+    """Whether a failed upload counts against the clip: not when the server said when to come back (a 429
+    rate limit, a 503 outage with Retry-After); a 500 or a connection dropped while it read the clip does."""
+    return exc.status not in {429, 503} and exc.retry_after is None
 
 
 def _upload_fields(meta: dict[str, Any]) -> dict[str, Any]:

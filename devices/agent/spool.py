@@ -7,6 +7,10 @@ last: a clip exists for the uploader only once both files are complete, so a pow
 whole clip or debris that :meth:`Spool.recover` sweeps away. Names start with a nanosecond timestamp, so
 sorting by name is delivery order (oldest first). When the queue is full the oldest clips are dropped and
 counted in ``state.json``; that count is what heartbeats and ``status`` report.
+
+A clip leaves the queue without being delivered in two other ways, and stays on disk in both: ``rejected/``
+holds clips the server refused for good (a 4xx), ``held/`` those set aside after the server failed on them
+again and again while it took later clips (a poison clip must not hold back the gunshots behind it).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -32,6 +37,7 @@ AUDIO_SUFFIX = ".flac"
 META_SUFFIX = ".json"
 STATE_FILE = "state.json"
 REJECTED_DIR = "rejected"
+HELD_DIR = "held"
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,11 @@ class SpoolItem:
     @property
     def client_id(self) -> str:
         return str(self.meta["client_id"])
+
+    @property
+    def failures(self) -> int:
+        """Failed attempts the server (or the way to it) is to blame for, not the device."""
+        return int(self.meta.get("failures", 0))
 
     def size_bytes(self) -> int:
         total = 0
@@ -59,6 +70,7 @@ class SpoolStats:
     bytes: int
     dropped: int
     rejected: int
+    set_aside: int
     oldest_recorded_at: str | None
 
     def as_dict(self) -> dict[str, Any]:
@@ -67,6 +79,7 @@ class SpoolStats:
             "bytes": self.bytes,
             "dropped": self.dropped,
             "rejected": self.rejected,
+            "set_aside": self.set_aside,
             "oldest_recorded_at": self.oldest_recorded_at,
         }
 
@@ -82,6 +95,7 @@ class Spool:
     ) -> None:
         self.directory = directory
         self.rejected_dir = directory / REJECTED_DIR
+        self.held_dir = directory / HELD_DIR
         self.max_items = max_items
         self.max_bytes = max_bytes
         self.max_rejected = max_rejected
@@ -89,6 +103,7 @@ class Spool:
         self._lock = threading.RLock()
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.rejected_dir.mkdir(exist_ok=True, mode=0o700)
+        self.held_dir.mkdir(exist_ok=True, mode=0o700)
 
     # -- writing -------------------------------------------------------------------------------------
 
@@ -164,6 +179,7 @@ class Spool:
             bytes=sum(item.size_bytes() for item in items),
             dropped=self.dropped,
             rejected=len(list(self.rejected_dir.glob("*" + META_SUFFIX))),
+            set_aside=len(list(self.held_dir.glob("*" + META_SUFFIX))),
             oldest_recorded_at=items[0].meta.get("recorded_at") if items else None,
         )
 
@@ -180,23 +196,51 @@ class Spool:
 
     def reject(self, item: SpoolItem, error: dict[str, Any]) -> Path | None:
         """Park a clip the server refused for good, with the reason, so that it is not retried forever."""
+        return self._move_aside(item, self.rejected_dir, rejected_at=_utc_now_iso(), error=error)
+
+    def set_aside(self, item: SpoolItem, error: dict[str, Any] | None = None) -> Path | None:
+        """Move a clip the server keeps failing on out of the queue (into ``held/``), so later clips go out."""
+        error = error or item.meta.get("last_error")
+        return self._move_aside(item, self.held_dir, set_aside_at=_utc_now_iso(), error=error)
+
+    def note_failure(self, item: SpoolItem, error: dict[str, Any]) -> SpoolItem:
+        """Count one more failed attempt in the clip's sidecar, so the count survives a restart."""
+        return self.update_meta(item, failures=item.failures + 1, last_error=error, last_failed_at=_utc_now_iso())
+
+    def update_meta(self, item: SpoolItem, **changes: Any) -> SpoolItem:
+        """Rewrite a queued clip's sidecar (atomically) with ``changes``."""
+        meta = dict(item.meta, **changes)
         with self._lock:
-            if not item.audio_path.exists():
-                return None
-            meta = dict(item.meta, rejected_at=_utc_now_iso(), error=error)
-            target_meta = self.rejected_dir / item.meta_path.name
-            _atomic_write(target_meta, lambda fh: fh.write(_json_bytes(meta)))
-            os.replace(item.audio_path, self.rejected_dir / item.audio_path.name)
-            with contextlib.suppress(FileNotFoundError):
-                item.meta_path.unlink()
-            _fsync_dir(self.directory)
-            self._prune_rejected()
-        return target_meta
+            if not item.meta_path.exists():
+                return item  # dropped for space meanwhile
+            _atomic_write(item.meta_path, lambda fh: fh.write(_json_bytes(meta)))
+        return SpoolItem(item.name, item.audio_path, item.meta_path, meta)
 
     def rejected(self) -> list[dict[str, Any]]:
-        return [
-            json.loads(path.read_text(encoding="utf-8")) for path in sorted(self.rejected_dir.glob("*" + META_SUFFIX))
-        ]
+        return _read_metas(self.rejected_dir)
+
+    def held(self) -> list[dict[str, Any]]:
+        return _read_metas(self.held_dir)
+
+    def requeue_held(self) -> int:
+        """Put every set-aside clip back in the queue, in its old place (e.g. after a server fix)."""
+        moved = 0
+        with self._lock:
+            for meta_path in sorted(self.held_dir.glob("*" + META_SUFFIX)):
+                audio_path = meta_path.with_suffix(AUDIO_SUFFIX)
+                if not audio_path.exists():
+                    meta_path.unlink(missing_ok=True)
+                    continue
+                meta = json.loads(meta_path.read_text(encoding="utf-8"))
+                for key in ("failures", "last_error", "last_failed_at", "set_aside_at", "error"):
+                    meta.pop(key, None)
+                os.replace(audio_path, self.directory / audio_path.name)
+                # The sidecar last: only then is the clip visible to the uploader again.
+                _atomic_write(self.directory / meta_path.name, partial(_write_json, meta))
+                meta_path.unlink(missing_ok=True)
+                moved += 1
+            _fsync_dir(self.directory)
+        return moved
 
     def recover(self) -> int:
         """Delete debris of interrupted writes (temporary files, half clips). Call once at start-up."""
@@ -222,8 +266,22 @@ class Spool:
         item.meta_path.unlink(missing_ok=True)
         item.audio_path.unlink(missing_ok=True)
 
-    def _prune_rejected(self) -> None:
-        metas = sorted(self.rejected_dir.glob("*" + META_SUFFIX))
+    def _move_aside(self, item: SpoolItem, folder: Path, **extra: Any) -> Path | None:
+        with self._lock:
+            if not item.audio_path.exists():
+                return None
+            meta = dict(item.meta, **extra)
+            target_meta = folder / item.meta_path.name
+            _atomic_write(target_meta, lambda fh: fh.write(_json_bytes(meta)))
+            os.replace(item.audio_path, folder / item.audio_path.name)
+            with contextlib.suppress(FileNotFoundError):
+                item.meta_path.unlink()
+            _fsync_dir(self.directory)
+            self._prune(folder)
+        return target_meta
+
+    def _prune(self, folder: Path) -> None:
+        metas = sorted(folder.glob("*" + META_SUFFIX))
         for meta_path in metas[: max(0, len(metas) - self.max_rejected)]:
             meta_path.unlink(missing_ok=True)
             meta_path.with_suffix(AUDIO_SUFFIX).unlink(missing_ok=True)
@@ -241,12 +299,20 @@ class Spool:
         _atomic_write(self.directory / STATE_FILE, lambda fh: fh.write(_json_bytes(state)))
 
 
+def _read_metas(folder: Path) -> list[dict[str, Any]]:
+    return [json.loads(path.read_text(encoding="utf-8")) for path in sorted(folder.glob("*" + META_SUFFIX))]
+
+
 def disk_free_mb(path: Path) -> float:
     return shutil.disk_usage(path).free / (1024 * 1024)
 
 
 def _json_bytes(data: dict[str, Any]) -> bytes:
     return json.dumps(data, indent=2, sort_keys=True).encode("utf-8")
+
+
+def _write_json(data: dict[str, Any], handle: BinaryIO) -> None:
+    handle.write(_json_bytes(data))
 
 
 def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:

@@ -5,8 +5,15 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 from datetime import UTC, datetime
+from pathlib import Path
 
 CLOCK_SOURCES = ("system", "ntp", "gps")
+
+# No clip can have been recorded before this agent was written: a clock earlier than this was never set (a
+# Raspberry Pi without a real-time clock boots in 1970 until NTP answers). The server refuses such stamps
+# (recorded_too_old), so the agent corrects them itself when it can (see runner.Agent._clock_checked).
+CLOCK_FLOOR = datetime(2025, 1, 1, tzinfo=UTC).timestamp()
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 # From <sys/timex.h>: the kernel clears STA_UNSYNC while NTP/chrony (or a GPS/PPS-fed daemon) disciplines it.
 _STA_UNSYNC = 0x0040
@@ -21,6 +28,18 @@ def iso_utc(epoch_s: float) -> str:
 
 def parse_iso(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def clock_plausible(epoch_s: float) -> bool:
+    return epoch_s >= CLOCK_FLOOR
+
+
+def boot_id() -> str | None:
+    """This boot's identity: a monotonic time means something only within the boot that measured it."""
+    try:
+        return _BOOT_ID.read_text().strip() or None
+    except OSError:
+        return None
 
 
 class _Timex(ctypes.Structure):

@@ -5,6 +5,7 @@ from typing import Any
 import phonenumbers
 from rest_framework import serializers
 
+from accounts.permissions import is_person
 from devices.models import Device, TrustedContact
 
 
@@ -123,6 +124,8 @@ class HeartbeatInputSerializer(serializers.Serializer):
     free_storage_mb = serializers.FloatField(min_value=0, required=False, allow_null=True)
     queue_length = serializers.IntegerField(min_value=0, required=False, allow_null=True)
     dropped_clips = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+    rejected_clips = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+    set_aside_clips = serializers.IntegerField(min_value=0, required=False, allow_null=True)
     clock_source = serializers.ChoiceField(choices=["system", "ntp", "gps"], required=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -175,9 +178,8 @@ class TrustedContactSerializer(serializers.ModelSerializer):
         fields = super().get_fields()
         user = getattr(self.context.get("request"), "user", None)
         # Contacts may only be limited to the caller's own devices (none while the schema is generated).
-        owner_devices = (
-            Device.objects.filter(owner=user) if user is not None and user.is_authenticated else Device.objects.none()
-        )
+        # is_person, not is_authenticated: a device is authenticated too, and is nobody's owner.
+        owner_devices = Device.objects.filter(owner=user) if is_person(user) else Device.objects.none()
         fields["devices"].child_relation.queryset = owner_devices
         return fields
 

@@ -25,7 +25,13 @@ from devices.api.serializers import (
     TokenSerializer,
     TrustedContactSerializer,
 )
-from devices.auth import DeviceRateThrottle, DeviceTokenAuthentication, IsDevice, request_device
+from devices.auth import (
+    DeviceRateThrottle,
+    DeviceTokenAuthentication,
+    IsDevice,
+    PairingCodeThrottle,
+    request_device,
+)
 from devices.filters import DeviceFilterSet, TrustedContactFilterSet
 from devices.models import Device, TrustedContact
 from gunwatch.api import OwnedQuerysetMixin
@@ -91,7 +97,7 @@ class PairApi(APIView):
 
     authentication_classes: list[Any] = []
     permission_classes: list[Any] = []
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [ScopedRateThrottle, PairingCodeThrottle]
     throttle_scope = "pairing"
 
     @extend_schema(request=PairInputSerializer, responses={201: TokenSerializer})

@@ -80,6 +80,9 @@
     box.appendChild(el("div", null, data.shots + " shot(s), confidence " + data.max_confidence.toFixed(2) +
       ", " + data.device_count + " device(s)"));
     if (data.radius_m !== null) box.appendChild(el("div", "muted", "±" + Math.round(data.radius_m) + " m (" + data.location_method + ")"));
+    if (data.evidence_summary) box.appendChild(el("div", "gw-evidence", data.evidence_summary));
+    if (data.dispatch_reason === "unreviewed") box.appendChild(el("div", "badge gw-unreviewed", "Unreviewed"));
+    else if (data.dispatch_reason === "reviewed") box.appendChild(el("div", "badge", "Confirmed in review"));
     var link = el("a", null, "Open incident");
     link.href = data.url;
     box.appendChild(link);
@@ -109,6 +112,8 @@
     place(data, item.appendChild(el("div", "gw-place")));
     item.appendChild(el("div", "muted", data.shots + " shot(s) · conf " + data.max_confidence.toFixed(2) + " · " +
       data.device_count + " device(s) · " + ago(data.first_detected_at)));
+    if (data.evidence_summary) item.appendChild(el("div", "gw-evidence", data.evidence_summary));
+    if (data.dispatch_reason === "unreviewed") item.appendChild(el("span", "badge gw-unreviewed", "Unreviewed"));
     return item;
   }
 

@@ -75,6 +75,12 @@ async def test_opened_and_updated_messages_are_exactly_these(police_user, owner)
             "spectrogram_url": f"/clips/{clip}/spectrogram.png",
         },
         "stations": ["Mitte"],
+        # Issue 11: how sure we are, and how it reached police (the station has no policy: immediate).
+        "evidence_score": 0.607,
+        "evidence_summary": "Moderate evidence (0.61): single device, noisy location (±1525 m)",
+        "dispatch": "dispatched",
+        "dispatch_reason": "policy",
+        "dispatched_at": "2026-03-14T21:30:02Z",
     }
     assert opened == {"type": "incident.opened", "incident": incident_fields}
     assert updated == {

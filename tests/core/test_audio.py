@@ -98,6 +98,45 @@ def test_validate_accepts_normal_audio():
     audio.validate(sine(440, 1.0), SR, min_s=0.5, max_s=30)
 
 
+def test_read_header_reports_rate_channels_and_length_without_decoding():
+    header = audio.read_header(_bytes(np.zeros((SR * 2, 2), dtype=np.float32), "FLAC", "PCM_16"))
+    assert header == audio.AudioHeader(sample_rate=SR, channels=2, frames=SR * 2)
+
+
+@pytest.mark.parametrize(
+    ("header", "code"),
+    [
+        (audio.AudioHeader(1, 1, 10), "unsupported_sample_rate"),
+        (audio.AudioHeader(7_999, 1, 8_000), "unsupported_sample_rate"),
+        (audio.AudioHeader(384_000, 1, 384_000), "unsupported_sample_rate"),
+        (audio.AudioHeader(SR, 3, SR), "too_many_channels"),
+        (audio.AudioHeader(SR, 1, SR * 30 + 1), "too_long"),
+        (audio.AudioHeader(0, 1, SR), "corrupt"),
+    ],
+)
+def test_check_header_codes(header, code):
+    with pytest.raises(AudioError) as info:
+        audio.check_header(header, max_s=30)
+    assert info.value.code == code
+
+
+@pytest.mark.parametrize(
+    "header",
+    [audio.AudioHeader(8_000, 1, 8_000), audio.AudioHeader(192_000, 2, 192_000 * 30), audio.AudioHeader(SR, 1, None)],
+)
+def test_check_header_accepts_the_edges_and_unknown_lengths(header):
+    audio.check_header(header, max_s=30)
+
+
+def test_decode_with_max_s_stops_one_sample_past_the_limit():
+    data = _bytes(sine(440, 3.0), "FLAC", "PCM_16")
+    with pytest.raises(AudioError) as info:
+        audio.decode(data, max_s=2.0)
+    assert info.value.code == "too_long"
+    y, sr = audio.decode(data, max_s=3.0)
+    assert y.shape == (SR * 3,) and sr == SR
+
+
 def test_audio_error_rejects_unknown_code():
     with pytest.raises(ValueError):
         AudioError("bogus", "x")

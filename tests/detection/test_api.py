@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from django.conf import settings as django_settings
 from django.core.files.storage import default_storage
@@ -19,6 +20,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from core import audio
 from detection.models import Classification, Clip, ModelVersion
 from devices.models import Device
 from tests.conftest import client_for
@@ -171,7 +173,39 @@ def _nan_wav() -> bytes:
     return encode(y, fmt="WAV", subtype="FLOAT")
 
 
+def _silence_flac(seconds: float, *, sr: int = 48000, channels: int = 1) -> bytes:
+    """Seconds of digital silence as FLAC: an hour of it is about half a megabyte (a decompression bomb)."""
+    buffer = io.BytesIO()
+    block = np.zeros((sr * 60, channels), dtype=np.int16)
+    with sf.SoundFile(buffer, "w", sr, channels, format="FLAC", subtype="PCM_16") as f:
+        for _ in range(int(seconds // 60)):
+            f.write(block)
+    return buffer.getvalue()
+
+
+def _hide_flac_length(data: bytes) -> bytes:
+    # STREAMINFO's 36-bit total-samples field set to 0, as a streaming encoder writes it: "length unknown".
+    out = bytearray(data)
+    out[18:26] = (int.from_bytes(out[18:26], "big") & ~((1 << 36) - 1)).to_bytes(8, "big")
+    return bytes(out)
+
+
+HOUR_OF_SILENCE = _silence_flac(3600)
+
+
+def _wav_rate(sr: int, seconds: float = 1.0) -> bytes:
+    """A tone lasting ``seconds`` at sample rate ``sr`` (1 Hz x 10 s = the 10-sample file from the report)."""
+    n = max(10, int(sr * seconds))
+    return encode(np.resize(sine(), n), sr=sr, fmt="WAV", subtype="PCM_16")
+
+
 BAD_AUDIO = {
+    "rate-1-hz": (_wav_rate(1, 10.0), 400, "unsupported_sample_rate"),
+    "rate-4-khz": (_wav_rate(4000), 400, "unsupported_sample_rate"),
+    "rate-384-khz": (_wav_rate(384_000), 400, "unsupported_sample_rate"),
+    "eight-channels": (encode(np.tile(sine()[:, None], (1, 8))), 400, "too_many_channels"),
+    "bomb-hour-of-silence": (HOUR_OF_SILENCE, 400, "too_long"),
+    "bomb-length-hidden": (_hide_flac_length(HOUR_OF_SILENCE), 400, "too_long"),
     "text": (b"this is not audio at all " * 20, 415, "not_audio"),
     "html": (b"<!doctype html><html><body>oops</body></html>", 415, "not_audio"),
     "aiff": (encode(sine(), fmt="AIFF", subtype="PCM_16"), 415, "unsupported_format"),
@@ -194,6 +228,55 @@ def test_bad_audio_is_refused_and_nothing_is_written(device_client: APIClient, c
     body = assert_error(post_clip(device_client, data), status, code)
     assert body["message"].startswith("audio: ")
     assert_nothing_written()
+
+
+def test_a_bomb_is_refused_from_its_header_without_decoding(device_client: APIClient, monkeypatch: Any) -> None:
+    assert len(HOUR_OF_SILENCE) < 1_000_000  # small on the wire, ~700 MB as float samples
+    decoded: list[int] = []
+    real_decode = audio.decode
+    monkeypatch.setattr(audio, "decode", lambda *a, **k: decoded.append(1) or real_decode(*a, **k))
+    body = assert_error(post_clip(device_client, HOUR_OF_SILENCE), 400, "too_long")
+    assert "3600" in body["message"]
+    assert decoded == []
+    assert_nothing_written()
+
+
+def test_a_bomb_that_hides_its_length_is_decoded_only_up_to_the_limit(monkeypatch: Any) -> None:
+    # No header length to check: the decoder is asked for at most max_s x rate + 1 samples, never the hour.
+    asked: list[int] = []
+    real_read = sf.SoundFile.read
+
+    def read(self: sf.SoundFile, frames: int = -1, *args: Any, **kwargs: Any) -> Any:
+        asked.append(frames)
+        return real_read(self, frames, *args, **kwargs)
+
+    monkeypatch.setattr(sf.SoundFile, "read", read)
+    with pytest.raises(audio.AudioError) as caught:
+        audio.inspect(_hide_flac_length(HOUR_OF_SILENCE), min_s=0.1, max_s=30.0)
+    assert caught.value.code == "too_long"
+    assert asked == [30 * 48000 + 1]
+
+
+def test_sample_rate_and_channel_limits_come_from_settings(device_client: APIClient, settings: Any) -> None:
+    stereo = encode(np.tile(sine()[:, None], (1, 2)))
+    assert post_clip(device_client, stereo).status_code == 202
+    assert post_clip(device_client, _wav_rate(8000)).status_code == 202
+    settings.CLIP_MAX_CHANNELS = 1
+    body = assert_error(post_clip(device_client, encode(np.tile(sine(freq=500)[:, None], (1, 2)))), 400,
+                        "too_many_channels")
+    assert body["extra"]["field"] == "audio"
+    settings.CLIP_MIN_SAMPLE_RATE = 16000
+    assert_error(post_clip(device_client, _wav_rate(11025)), 400, "unsupported_sample_rate")
+    settings.CLIP_MAX_SAMPLE_RATE = 384_000
+    assert post_clip(device_client, _wav_rate(384_000)).status_code == 202
+    assert Clip.objects.count() == 3
+
+
+def test_predict_refuses_a_bomb_too(owner_client: APIClient, negative_model: ModelVersion) -> None:
+    response = owner_client.post(
+        "/api/v1/predict", {"audio": SimpleUploadedFile("bomb.flac", HOUR_OF_SILENCE)}, format="multipart"
+    )
+    assert_error(response, 400, "too_long")
 
 
 def test_clip_length_limits_come_from_settings(device_client: APIClient, settings: Any) -> None:
@@ -241,6 +324,10 @@ def test_default_byte_limit_is_ten_megabytes(device_client: APIClient) -> None:
         ({"client_id": "not-a-uuid"}, "invalid", "client_id"),
         ({"recorded_at": "yesterday"}, "invalid", "recorded_at"),
         ({"recorded_at": "2026-01-31T12:00:00.123"}, "naive", "recorded_at"),
+        # An unset device clock: year 1 crashed the worker's date arithmetic, 1970 opened an incident in 1970.
+        ({"recorded_at": "0001-01-01T00:00:00Z"}, "recorded_too_old", "recorded_at"),
+        ({"recorded_at": "1970-01-01T00:00:07.250Z"}, "recorded_too_old", "recorded_at"),
+        ({"recorded_at": "2000-01-01T00:00:00+05:00"}, "recorded_too_old", "recorded_at"),
     ],
 )
 def test_invalid_fields_are_refused(device_client: APIClient, fields: dict[str, Any], code: str, field: str) -> None:
@@ -260,6 +347,21 @@ def test_timestamp_far_in_the_future_is_refused(device_client: APIClient, settin
     settings.CLIP_MAX_CLOCK_SKEW = timedelta(seconds=10)
     assert_error(post_clip(device_client, encode(sine(freq=300)), recorded_at=timezone.now() + timedelta(minutes=1)),
                  400, "recorded_in_future")
+
+
+def test_timestamp_older_than_the_max_age_is_refused(device_client: APIClient, settings: Any) -> None:
+    # A device that queued its clips offline for days still delivers them; beyond CLIP_MAX_AGE it is a clock fault.
+    assert timedelta(days=7) == django_settings.CLIP_MAX_AGE
+    six_days = timezone.now() - timedelta(days=6)
+    assert post_clip(device_client, encode(sine()), recorded_at=six_days).status_code == 202
+    eight_days = timezone.now() - timedelta(days=8)
+    body = assert_error(post_clip(device_client, encode(sine(freq=400)), recorded_at=eight_days), 400,
+                        "recorded_too_old")
+    assert "recorded_at" in body["extra"]["fields"]
+    settings.CLIP_MAX_AGE = timedelta(hours=1)
+    assert_error(post_clip(device_client, encode(sine(freq=600)), recorded_at=timezone.now() - timedelta(hours=2)),
+                 400, "recorded_too_old")
+    assert Clip.objects.count() == 1
 
 
 @pytest.mark.parametrize("missing", ["audio", "recorded_at", "client_id"])

@@ -102,6 +102,8 @@ class FakeGunWatch:
 
     `clip_responses` queues canned answers (status, headers, body) for the next clip uploads; a status of
     "lost" stores the clip but answers 500, as when the acknowledgement is lost on the way back.
+    With `poison_first_clip` set, the first clip uploaded is one the server always fails on (500), as a
+    server bug triggered by that clip's data would.
     """
 
     good_code = "PAIR1234"
@@ -113,6 +115,8 @@ class FakeGunWatch:
         self.revoked = False
         self.clips: dict[str, int] = {}  # client_id -> clip id
         self.clip_responses: list[tuple[int | str, dict[str, str], Any]] = []
+        self.poison_first_clip = False
+        self.poisoned: str | None = None
         self.settings: dict[str, Any] = {"heartbeat_interval_s": 60, "sensitivity_threshold": None}
         self.active_model: dict[str, Any] | None = None
         self.model_bytes = b""
@@ -206,6 +210,10 @@ class FakeGunWatch:
 
     def _clip(self, r: Recorded) -> tuple[int, dict[str, str], Any]:
         client_id = r.fields["client_id"]
+        if self.poison_first_clip and self.poisoned is None:
+            self.poisoned = client_id
+        if client_id == self.poisoned:
+            return 500, {}, _error("Server error.", "server_error")
         if self.clip_responses:
             status, headers, body = self.clip_responses.pop(0)
             if status != "lost":

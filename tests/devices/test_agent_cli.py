@@ -11,6 +11,7 @@ import os
 import socket
 import stat
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from devices.agent import FIRMWARE_VERSION
+from devices.agent import FIRMWARE_VERSION, runner
 from devices.agent.cli import main
 from devices.agent.client import (
     ApiClient,
@@ -43,7 +44,7 @@ from devices.agent.sources import (
     parse_position,
 )
 from devices.agent.spool import Spool
-from devices.agent.timeutil import parse_iso
+from devices.agent.timeutil import boot_id, parse_iso
 from tests.devices.agent_support import (
     SR,
     FakeGunWatch,
@@ -316,6 +317,110 @@ def test_a_permanent_client_error_parks_the_clip_in_rejected_and_never_retries_i
     assert rejected["client_id"] == refused
     assert rejected["error"]["status"] == 400
     assert rejected["error"]["code"] == "invalid"
+
+
+def test_a_poison_clip_is_set_aside_after_max_attempts_and_the_rest_go_out(
+    fake: FakeGunWatch, config_path: Path, shots_wav: Path
+) -> None:
+    pair(config_path, fake)
+    fake.poison_first_clip = True
+    agent = make_agent(config_path, shots_wav, max_attempts=3)
+    assert agent.run() == EXIT_OK  # the queue drained: the poison clip no longer blocks it
+
+    attempts = [u.fields["client_id"] for u in fake.uploads()]
+    assert attempts.count(fake.poisoned) == 4  # max_attempts, then once more right after a later clip got through
+    assert len(fake.clips) == len(SHOTS) - 1  # every later clip was delivered
+    assert fake.poisoned not in fake.clips
+    spool = spool_of(config_path)
+    [held] = spool.held()
+    assert held["client_id"] == fake.poisoned
+    assert held["failures"] == 4
+    assert held["error"]["status"] == 500
+    assert len(list(spool.held_dir.glob("*.flac"))) == 1  # the audio is kept
+    assert agent.counters.set_aside == 1
+    payload = agent.heartbeat_payload()
+    assert (payload["set_aside_clips"], payload["queue_length"], payload["rejected_clips"]) == (1, 0, 0)
+    assert fake.heartbeats()[-1].json["set_aside_clips"] == 1  # the final heartbeat told the server
+
+    # Once the server is fixed, the operator puts it back and it goes out.
+    fake.poisoned = "fixed"
+    assert spool.requeue_held() == 1
+    assert make_agent(config_path, shots_wav).run() == EXIT_OK
+    assert held["client_id"] in fake.clips
+
+
+def test_an_outage_is_not_mistaken_for_a_poison_clip(fake: FakeGunWatch, config_path: Path, shots_wav: Path) -> None:
+    # Every upload fails for a while (each clip would reach max_attempts): nothing is set aside, the order holds.
+    pair(config_path, fake)
+    fake.clip_responses = [(500, {}, {"message": "down", "code": "server_error", "extra": {}})] * 12
+    agent = make_agent(config_path, shots_wav, max_attempts=2)
+    assert agent.run() == EXIT_OK
+
+    assert spool_of(config_path).held() == []
+    assert agent.counters.set_aside == 0
+    assert len(fake.clips) == len(SHOTS)
+    oldest = fake.uploads()[0].fields["client_id"]
+    assert oldest in fake.clips
+    # The oldest clip was retried right after the first later clip got through, and delivered.
+    assert fake.uploads()[13].fields["client_id"] == oldest
+
+
+def test_rate_limits_and_announced_outages_do_not_count_against_a_clip(
+    fake: FakeGunWatch, config_path: Path, shots_wav: Path
+) -> None:
+    pair(config_path, fake)
+    fake.clip_responses = [
+        (429, {"Retry-After": "0"}, {"message": "slow down", "code": "throttled", "extra": {}}),
+        (503, {"Retry-After": "0"}, {"message": "database down", "code": "unavailable", "extra": {}}),
+    ] * 3
+    assert make_agent(config_path, shots_wav, max_attempts=1).run() == EXIT_OK
+    assert spool_of(config_path).held() == []
+    assert len(fake.clips) == len(SHOTS)
+
+
+def _spool_unset_clock_clip(config: Path, *, boot: str | None, seconds_ago: float = 5.0) -> str:
+    meta = {
+        "client_id": str(uuid.uuid4()),
+        "recorded_at": "1970-01-01T00:01:40.000Z",  # a Pi without a real-time clock, before NTP answered
+        "monotonic_start_s": time.monotonic() - seconds_ago,
+        "boot_id": boot,
+    }
+    spool_of(config).put(shots_in_noise([0.5], 2.0), SR, meta)
+    return meta["client_id"]
+
+
+def test_a_clip_stamped_before_the_clock_was_set_is_restamped_from_the_monotonic_clock(
+    fake: FakeGunWatch, config_path: Path, quiet_wav: Path
+) -> None:
+    pair(config_path, fake)
+    client_id = _spool_unset_clock_clip(config_path, boot=boot_id(), seconds_ago=5.0)
+    assert make_agent(config_path, quiet_wav).run() == EXIT_OK
+
+    [upload] = [u for u in fake.uploads() if u.fields["client_id"] == client_id]
+    sent = parse_iso(upload.fields["recorded_at"]).timestamp()
+    assert time.time() - 30 < sent < time.time() - 4.9
+
+
+def test_while_the_clock_is_unset_clips_wait_instead_of_being_refused(
+    fake: FakeGunWatch, config_path: Path, quiet_wav: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pair(config_path, fake)
+    _spool_unset_clock_clip(config_path, boot=boot_id())
+    monkeypatch.setattr(runner, "clock_plausible", lambda epoch_s: False)
+    assert make_agent(config_path, quiet_wav, drain_timeout_s=0.5).run() == EXIT_NOT_DRAINED
+    assert fake.uploads() == []
+    assert len(spool_of(config_path)) == 1 and spool_of(config_path).rejected() == []
+
+
+def test_a_clip_from_an_earlier_boot_with_an_unset_clock_is_sent_as_it_is(
+    fake: FakeGunWatch, config_path: Path, quiet_wav: Path
+) -> None:
+    # Nothing on the device can say when it was recorded; the server decides (the real one refuses it).
+    pair(config_path, fake)
+    client_id = _spool_unset_clock_clip(config_path, boot="an-earlier-boot")
+    assert make_agent(config_path, quiet_wav).run() == EXIT_OK
+    [upload] = [u for u in fake.uploads() if u.fields["client_id"] == client_id]
+    assert upload.fields["recorded_at"] == "1970-01-01T00:01:40.000Z"
 
 
 def test_a_revoked_token_pauses_uploads_keeps_the_queue_and_resumes_after_pairing_again(

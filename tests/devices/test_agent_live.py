@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import requests
 
+from detection import services as detection_services
 from detection.models import Clip, ModelVersion
 from devices.agent.cli import main
 from devices.agent.runner import EXIT_AUTH, EXIT_NOT_DRAINED, EXIT_OK
@@ -129,7 +130,7 @@ def test_clips_queued_while_the_server_is_down_arrive_exactly_once_when_it_is_ba
     assert len(queued) == len(SHOTS)
     assert Clip.objects.count() == 0
     backup = tmp_path / "backup"
-    shutil.copytree(config.parent / "spool", backup, ignore=shutil.ignore_patterns("rejected", "state.json"))
+    shutil.copytree(config.parent / "spool", backup, ignore=shutil.ignore_patterns("rejected", "held", "state.json"))
 
     # Back online: the next run delivers the backlog, oldest first.
     assert run_once(config, quiet_wav) == EXIT_OK
@@ -180,6 +181,65 @@ def test_a_revoked_token_keeps_the_queue_until_the_device_is_paired_again(
     assert run_once(config, quiet_wav) == EXIT_OK
     assert Clip.objects.filter(device=device).count() == len(SHOTS)
     assert state(config).get("auth_error") is None
+
+
+def test_a_clip_the_server_fails_on_is_set_aside_and_the_later_clips_arrive(
+    live_server: Any, owner: Owner, config: Path, shots_wav: Path, quiet_wav: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    device = pair(config, live_server.url, owner.add_device()["pairing_code"])
+    # A server bug that one clip's data triggers: every upload of the first clip seen answers 500.
+    real_upload = detection_services.clip_upload
+    poisoned: list[uuid.UUID] = []
+
+    def failing_upload(**kwargs: Any) -> Any:
+        if not poisoned:
+            poisoned.append(kwargs["client_id"])
+        if kwargs["client_id"] == poisoned[0]:
+            raise RuntimeError("a bug this clip triggers")
+        return real_upload(**kwargs)
+
+    monkeypatch.setattr(detection_services, "clip_upload", failing_upload)
+    assert run_once(config, shots_wav, "--position", POSITION, "--max-attempts", "2") == EXIT_OK
+
+    stored = {c.client_id for c in Clip.objects.filter(device=device)}
+    assert len(stored) == len(SHOTS) - 1  # the later clips (gunshots all) were not held back
+    assert poisoned[0] not in stored
+    [held] = Spool(config.parent / "spool").held()
+    assert held["client_id"] == str(poisoned[0])
+    assert held["error"]["status"] == 500
+    device.refresh_from_db()
+    assert device.health["set_aside_clips"] == 1  # the last heartbeat told the server, which stored it
+    assert device.health["rejected_clips"] == 0
+    assert device.health["queue_length"] == 0
+
+    # The bug is fixed; the operator puts the clip back and it arrives, once.
+    monkeypatch.setattr(detection_services, "clip_upload", real_upload)
+    assert agent(config, "requeue-held") == 0
+    assert run_once(config, quiet_wav) == EXIT_OK
+    assert Clip.objects.filter(device=device).count() == len(SHOTS)
+    device.refresh_from_db()
+    assert device.health["set_aside_clips"] == 0
+
+
+def test_a_clip_stamped_by_an_unset_clock_is_refused_for_good_and_does_not_block_the_rest(
+    live_server: Any, owner: Owner, config: Path, shots_wav: Path, quiet_wav: Path
+) -> None:
+    device = pair(config, live_server.url, owner.add_device()["pairing_code"])
+    down = closed_port_url()
+    assert run_once(config, shots_wav, "--server", down, "--drain-timeout", "1") == EXIT_NOT_DRAINED
+    # The first clip was stamped before the clock was set (1970), from an earlier boot: nothing can correct it.
+    spool = Spool(config.parent / "spool")
+    first = spool.items()[0]
+    first.meta_path.write_text(json.dumps(dict(first.meta, recorded_at="1970-01-01T00:00:42.000Z", boot_id="gone")))
+
+    assert run_once(config, quiet_wav) == EXIT_OK
+    assert Clip.objects.filter(device=device).count() == len(SHOTS) - 1
+    assert not Clip.objects.filter(recorded_at__year__lt=2000).exists()
+    [rejected] = spool.rejected()
+    assert rejected["client_id"] == first.client_id
+    assert (rejected["error"]["status"], rejected["error"]["code"]) == (400, "recorded_too_old")
+    device.refresh_from_db()
+    assert device.health["rejected_clips"] == 1
 
 
 def test_the_active_model_is_downloaded_verified_and_filters_on_the_device(

@@ -120,6 +120,36 @@ def test_rejected_folder_is_bounded_too(tmp_path: Path) -> None:
     assert [r["client_id"] for r in spool.rejected()] == [i.client_id for i in items[2:]]
 
 
+def test_failures_are_counted_in_the_sidecar_and_survive_a_restart(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    item = spool.put(clip(), SR, meta())
+    error = {"status": 500, "code": "server_error", "message": "boom"}
+    item = spool.note_failure(spool.note_failure(item, error), error)
+    [again] = Spool(tmp_path).items()
+    assert (item.failures, again.failures) == (2, 2)
+    assert again.meta["last_error"] == error
+
+
+def test_set_aside_keeps_the_clip_counts_it_and_requeue_puts_it_back_in_its_place(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    first, second = spool.put(clip(), SR, meta()), spool.put(clip(seed=1), SR, meta())
+    first = spool.note_failure(first, {"status": 500})
+    spool.set_aside(first)
+
+    assert [i.client_id for i in spool.items()] == [second.client_id]
+    [held] = spool.held()
+    assert (held["client_id"], held["failures"], held["error"]) == (first.client_id, 1, {"status": 500})
+    assert (tmp_path / "held" / first.audio_path.name).exists()
+    assert (spool.stats().set_aside, spool.stats().rejected, spool.stats().count) == (1, 0, 1)
+
+    assert spool.requeue_held() == 1
+    assert [i.client_id for i in spool.items()] == [first.client_id, second.client_id]  # oldest first again
+    assert spool.items()[0].failures == 0
+    assert spool.held() == [] and spool.stats().set_aside == 0
+    data, sr = sf.read(spool.items()[0].audio_path)
+    assert sr == SR and len(data) == 2 * SR
+
+
 def test_remove_is_idempotent_for_clips_already_dropped(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
     item = spool.put(clip(), SR, meta())

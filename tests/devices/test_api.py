@@ -173,6 +173,17 @@ def test_heartbeat_records_position_and_health_and_returns_settings(paired_devic
     assert timedelta(seconds=179) < device.offline_after - device.last_heartbeat_at <= timedelta(seconds=180)
 
 
+def test_heartbeat_stores_the_clips_the_agent_set_aside_or_had_refused(paired_device) -> None:
+    device, token = paired_device
+    status, body = heartbeat(token, queue_length=0, dropped_clips=0, rejected_clips=2, set_aside_clips=1)
+    assert status == 200, body
+    device.refresh_from_db()
+    assert (device.health["rejected_clips"], device.health["set_aside_clips"]) == (2, 1)
+    status, body = heartbeat(token, set_aside_clips=-1)
+    assert (status, body["code"]) == (400, "min_value")
+    assert "set_aside_clips" in body["extra"]["fields"]
+
+
 def test_heartbeat_rejects_impossible_values(paired_device) -> None:
     _, token = paired_device
     status, body = heartbeat(token, latitude=123, longitude=13, battery_pct=150)
@@ -317,19 +328,16 @@ def test_openapi_schema_and_docs_are_served(owner_client: APIClient) -> None:
     assert owner_client.get("/api/docs/").status_code == 200
 
 
-def test_pairing_is_throttled(settings, owner_client: APIClient) -> None:
+def test_pairing_is_throttled(settings, monkeypatch: pytest.MonkeyPatch, owner_client: APIClient) -> None:
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK,
                                "DEFAULT_THROTTLE_RATES": {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"],
                                                           "pairing": "3/min"}}
     from rest_framework.throttling import ScopedRateThrottle
 
-    ScopedRateThrottle.THROTTLE_RATES = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
-    try:
-        statuses = [pair("WRONGCODE")[0] for _ in range(4)]
-    finally:
-        from rest_framework.settings import api_settings
-
-        ScopedRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
+    # monkeypatch restores the class attribute after the test; restoring it from api_settings inside the
+    # test leaked the 3/min rate to every later test of the worker (api_settings still held it then).
+    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"])
+    statuses = [pair("WRONGCODE")[0] for _ in range(4)]
     assert statuses == [400, 400, 400, 429]
 
 

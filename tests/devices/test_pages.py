@@ -176,3 +176,13 @@ def test_dashboard_is_a_health_view_in_natural_order(web, owner) -> None:
     for shown in ["Clips waiting to upload", "Free storage</dt><dd>2.0 GB", "-41.3 dBFS", "GPS (precise)",
                   "1 h 30 min"]:
         assert shown in detail
+
+
+def test_device_page_shows_clips_the_agent_set_aside_or_had_refused(web, owner) -> None:
+    from devices.services import heartbeat_record
+
+    device = DeviceFactory(owner=owner, name="Car")
+    heartbeat_record(device=device, data={"queue_length": 0, "rejected_clips": 2, "set_aside_clips": 1})
+    detail = web.get(f"/devices/{device.code}/").content.decode()
+    assert "Clips set aside after repeated server errors (kept on the device)</dt><dd>1" in detail
+    assert "Clips the server refused (kept on the device)</dt><dd>2" in detail

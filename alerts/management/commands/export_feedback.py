@@ -3,7 +3,10 @@
 ``manage.py export_feedback --out DIR`` writes DIR/manifest.csv (the columns of the shared data
 set's manifest: file,label,category,source,group,split_unit,license,duration_s) and the audio under
 DIR/clips/. Incidents closed as confirmed gunfire give ``gunshot`` clips; false alarms and other
-sources (fireworks …) give ``other`` clips, the hard negatives the next model most needs. Clips
+sources (fireworks …) give ``other`` clips, the hard negatives the next model most needs. Review
+decisions are labels too: an incident dismissed in review gives ``other`` clips (category
+``review_dismissed_<reason>``), one a reviewer confirmed gives ``gunshot`` clips (``review_confirmed``)
+until police close it, when their disposition decides (a no-evidence closure leaves it unlabelled). Clips
 whose audio was already deleted are skipped. Running it again over the same DIR rewrites the
 manifest and skips audio files already there.
 """
@@ -17,6 +20,7 @@ from typing import Any
 
 import soundfile
 from django.core.management.base import BaseCommand, CommandParser
+from django.db.models import Q
 
 from alerts.models import Detection, Incident
 
@@ -41,12 +45,12 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         out: Path = options["out"]
         (out / "clips").mkdir(parents=True, exist_ok=True)
+        police_verdict = Q(incident__status=Incident.Status.CLOSED, incident__disposition__in=list(LABELS))
+        reviewer_verdict = Q(incident__dispatch_reason=Incident.DispatchReason.REVIEWED) & ~Q(
+            incident__status=Incident.Status.CLOSED
+        )
         detections = (
-            Detection.objects.filter(
-                incident__status=Incident.Status.CLOSED,
-                incident__disposition__in=list(LABELS),
-                clip__audio_deleted_at__isnull=True,
-            )
+            Detection.objects.filter(police_verdict | reviewer_verdict, clip__audio_deleted_at__isnull=True)
             .exclude(clip__audio="")
             .select_related("incident", "clip", "device")
             .order_by("incident__first_detected_at", "event_at")
@@ -89,10 +93,11 @@ class Command(BaseCommand):
                     soundfile.write(target, samples, rate, format="FLAC")
         duration = clip.duration_s if clip.duration_s is not None else soundfile.info(str(target)).duration
         group = f"incident:{incident.code}"
+        label, category = feedback_label(incident)
         return {
             "file": relative,
-            "label": LABELS[incident.disposition],
-            "category": incident.disposition,
+            "label": label,
+            "category": category,
             "source": SOURCE,
             "group": group,
             # One event heard by several devices must stay on one side of a split.
@@ -100,3 +105,12 @@ class Command(BaseCommand):
             "license": LICENSE,
             "duration_s": round(duration, 3),
         }
+
+
+def feedback_label(incident: Incident) -> tuple[str, str]:
+    """(label, category) for an incident's clips: police's disposition first, else the reviewer's decision."""
+    if incident.dispatch == Incident.Dispatch.DISMISSED:
+        return LABELS[incident.disposition], f"review_dismissed_{incident.disposition}"
+    if incident.status == Incident.Status.CLOSED and incident.disposition in LABELS:
+        return LABELS[incident.disposition], incident.disposition
+    return "gunshot", "review_confirmed"

@@ -1,0 +1,133 @@
+"""Brute force behind a spoofed X-Forwarded-For: the limits hold (issue 13, item 11)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from accounts.models import User
+from devices.models import Device
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def private_throttle_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counters in this process only: with a shared Redis, another xdist worker's cache.clear() between two of
+    these requests would reset a budget mid-test."""
+    from django.core.cache.backends.locmem import LocMemCache
+    from rest_framework.throttling import SimpleRateThrottle
+
+    # LocMemCache instances of one name share their data: a fresh name is a fresh, empty cache.
+    monkeypatch.setattr(SimpleRateThrottle, "cache", LocMemCache(f"throttle-{uuid.uuid4()}", {}))
+    # The configured rates, whatever an earlier test in this worker left on the classes (DRF reads them once).
+    from django.conf import settings
+    from rest_framework.throttling import ScopedRateThrottle
+
+    rates = dict(settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"])
+    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", rates)
+    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", rates)
+
+
+def spoofed(i: int) -> dict[str, str]:
+    """A different made-up client address on every request, as a brute-forcer would send."""
+    return {"HTTP_X_FORWARDED_FOR": f"203.0.113.{i % 250}, 198.51.100.{i % 200}"}
+
+
+def distinct_code(i: int) -> str:
+    """A wrong pairing code per i that stays distinct after normalisation (which folds look-alike characters)."""
+    from devices.services import PAIRING_ALPHABET
+
+    return f"ZZZZ{PAIRING_ALPHABET[i // len(PAIRING_ALPHABET)]}{PAIRING_ALPHABET[i % len(PAIRING_ALPHABET)]}ZZ"
+
+
+def statuses(responses: list[Any]) -> list[int]:
+    return [response.status_code for response in responses]
+
+
+@pytest.fixture
+def rates(settings: Any) -> dict[str, str]:
+    return settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
+
+
+def _limit(rate: str) -> int:
+    return int(rate.split("/")[0])
+
+
+def test_x_forwarded_for_is_not_trusted_by_default(settings: Any) -> None:
+    assert settings.REST_FRAMEWORK["NUM_PROXIES"] == 0
+
+
+def test_login_per_address_holds_against_a_spoofed_header(owner: User, rates: dict[str, str]) -> None:
+    client = APIClient()
+    limit = _limit(rates["login"])
+    # A different account each time, so only the per-address budget can refuse.
+    answers = [client.post("/api/v1/auth/token", {"username": f"user{i}", "password": "x"}, **spoofed(i))
+               for i in range(limit + 1)]
+    assert statuses(answers)[:limit] == [400] * limit
+    assert answers[-1].status_code == 429
+    assert answers[-1].json()["code"] == "throttled" and "Retry-After" in answers[-1]
+
+
+def test_login_per_account_holds_from_many_addresses(owner: User, settings: Any, rates: dict[str, str]) -> None:
+    # Even with a proxy configured and honest per-request addresses, one account gets a bounded number of tries.
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    client = APIClient()
+    limit = _limit(rates["login_account"])
+    answers = [client.post("/api/v1/auth/token", {"username": "ALICE ", "password": f"guess{i}"},
+                           HTTP_X_FORWARDED_FOR=f"198.51.100.{i}") for i in range(limit + 1)]
+    assert statuses(answers)[:limit] == [400] * limit
+    assert answers[-1].status_code == 429
+    # The right password is refused too while the account's budget is spent: that is the point.
+    right = client.post("/api/v1/auth/token", {"username": "alice", "password": "correct-horse-battery"},
+                        HTTP_X_FORWARDED_FOR="198.51.100.250")
+    assert right.status_code == 429
+    # Another account is not affected.
+    other = client.post("/api/v1/auth/token", {"username": "someone-else", "password": "x"},
+                        HTTP_X_FORWARDED_FOR="198.51.100.251")
+    assert other.status_code == 400
+
+
+def test_with_one_proxy_the_address_it_appended_counts(owner: User, settings: Any, rates: dict[str, str]) -> None:
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    client = APIClient()
+    limit = _limit(rates["pairing"])
+    # The client forges the first entries; the proxy appends the real address last, and that is the one counted.
+    answers = [client.post("/api/v1/devices/pair", {"pairing_code": distinct_code(i)},
+                           HTTP_X_FORWARDED_FOR=f"203.0.113.{i % 250}, 192.0.2.7") for i in range(limit + 1)]
+    assert statuses(answers)[:limit] == [400] * limit
+    assert answers[-1].status_code == 429
+    fresh = client.post("/api/v1/devices/pair", {"pairing_code": "ZZZZ9999"}, HTTP_X_FORWARDED_FOR="192.0.2.8")
+    assert fresh.status_code == 400
+
+
+def test_pairing_per_address_holds_against_a_spoofed_header(rates: dict[str, str]) -> None:
+    client = APIClient()
+    limit = _limit(rates["pairing"])
+    answers = [client.post("/api/v1/devices/pair", {"pairing_code": distinct_code(i)}, **spoofed(i))
+               for i in range(limit + 1)]
+    assert statuses(answers)[:limit] == [400] * limit
+    assert answers[-1].status_code == 429
+
+
+def test_pairing_per_code_holds_from_many_addresses(device: Device, settings: Any, rates: dict[str, str]) -> None:
+    from devices import services
+
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}  # every try from its own address
+    issued = services.device_pairing_code_issue(device=device)
+    client = APIClient()
+    limit = _limit(rates["pairing_code"])
+    # Spelled differently each time (case, dashes): it is still the same code.
+    spellings = [issued.code.lower(), f"{issued.code[:4]}-{issued.code[4:]}", f" {issued.code} "]
+    answers = [client.post("/api/v1/devices/pair", {"pairing_code": spellings[i % 3], "firmware_version": "x" * 100},
+                           HTTP_X_FORWARDED_FOR=f"198.51.100.{i}") for i in range(limit)]
+    # An over-long firmware_version makes each try a 400 without using the code up.
+    assert statuses(answers) == [400] * limit
+    refused = client.post("/api/v1/devices/pair", {"pairing_code": issued.code}, HTTP_X_FORWARDED_FOR="198.51.100.99")
+    assert refused.status_code == 429
+    # Another code from the same addresses is still heard.
+    other = client.post("/api/v1/devices/pair", {"pairing_code": "ZZZZ9999"}, HTTP_X_FORWARDED_FOR="198.51.100.98")
+    assert other.status_code == 400
