@@ -13,7 +13,7 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from scipy.optimize import least_squares
-from scipy.spatial import ConvexHull
+from scipy.spatial import ConvexHull, cKDTree
 from scipy.stats import chi2
 
 # IUGG mean Earth radius: the usual choice for spherical (haversine) distances.
@@ -354,6 +354,307 @@ def could_be_same_event(
     if distance - gps > 2 * hearing_range_m:
         return False
     return abs(a.t - b.t) <= (distance + gps) / speed_of_sound + slack_s
+
+
+# --- Shots and incidents: THE joining rule -------------------------------------------------------
+#
+# A detection joins an incident only when it can be the same shot as one of the incident's shots, or
+# a follow-up shot at the incident's place. "The same shot" is decided on the whole group of
+# arrivals at once (one source point and one emission time explain all of them within each
+# detection's timing and GPS error), never pair by pair: two devices can each be pairwise compatible
+# with a third and still have heard two different shots. Everything the incidents code needs (the
+# join, the split of a wrongly absorbed shot, the shot groups that TDOA locates and that the shot
+# count counts) comes from the functions below.
+
+# A detection's timestamp may be off by this many of its sigmas (the TDOA solver's residual cut).
+SAME_SHOT_SIGMAS = MAX_RESIDUAL_SIGMA
+# How far a shooter may move between volleys and still be "the same place".
+FOLLOW_UP_M = 150.0
+# Grid refinement for the same-shot test: stop when a cell's half-diagonal is this share of the
+# tightest tolerance (the test is then at most that much looser than exact), or at 0.5 m.
+_REFINE_SHARE = 0.25
+_MAX_CELLS = 50_000
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """One device's detection of a shot: where it was, when it heard it, how much to trust the time.
+
+    ``obs`` is None when neither the clip nor the device had a position. ``timing_sigma_s`` is the
+    clock's 1-sigma error (a millisecond or two for GPS, ten for NTP, the join slack for a free clock).
+    """
+
+    device: int | str
+    obs: Observation | None
+    timing_sigma_s: float
+    at: float  # arrival time, epoch seconds (``obs.t`` when there is a position)
+
+    def tolerance_m(self, speed_of_sound: float) -> float:
+        gps = self.obs.gps_accuracy_m if self.obs is not None else 0.0
+        return SAME_SHOT_SIGMAS * math.hypot(self.timing_sigma_s * speed_of_sound, gps)
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where an incident is on the map: its located point and uncertainty radius (from ``shots[0]``)."""
+
+    lat: float
+    lon: float
+    radius_m: float
+
+
+def shot_fits(
+    arrivals: Sequence[Arrival],
+    *,
+    speed_of_sound: float = SPEED_OF_SOUND_M_S,
+    hearing_range_m: float = 1500.0,
+    same_place_as: Sequence[Arrival] = (),
+    located: Place | None = None,
+) -> bool:
+    """Whether ONE shot (one source point, one emission time) explains every arrival.
+
+    The source must be within hearing range (plus GPS accuracy) of every device, and each arrival
+    must match distance / speed of sound after a common emission time to within its tolerance
+    (``SAME_SHOT_SIGMAS`` sigmas of clock and GPS error). With ``same_place_as`` (an earlier shot's
+    arrivals) the source must also be within ``FOLLOW_UP_M`` of a point that explains that shot,
+    fired at its own time: a follow-up at the same place; ``located`` (that shot's fix and its 95 %
+    radius) narrows where that was, when it agrees. Arrivals without a position never fit with
+    others. Searched coarse-to-fine on a grid in a local metric frame, keeping every cell that could
+    hold a solution, so the answer is never a false "no".
+    """
+    if any(a.obs is None for a in [*arrivals, *same_place_as]):
+        return len(arrivals) == 1 and not same_place_as
+    for group in (arrivals, same_place_as):
+        # Cheap exits first: pairwise, sound cannot arrive further apart than the devices are.
+        for i in range(len(group)):
+            for j in range(i + 1, len(group)):
+                a, b = group[i], group[j]
+                slack = (a.tolerance_m(speed_of_sound) + b.tolerance_m(speed_of_sound)) / speed_of_sound
+                if not could_be_same_event(a.obs, b.obs, speed_of_sound=speed_of_sound,  # type: ignore[arg-type]
+                                           hearing_range_m=hearing_range_m, slack_s=slack):
+                    return False
+    obs = [a.obs for a in [*arrivals, *same_place_as] if a.obs is not None]
+    if not arrivals or not obs:
+        return False
+    frame = LocalFrame(*_mean_latlon(obs))
+    near: tuple[np.ndarray, float] | None = None
+    if same_place_as:
+        # Where the earlier shot may have come from, to a resolution well inside FOLLOW_UP_M.
+        region = _Search(frame, same_place_as, speed_of_sound, hearing_range_m).region(FOLLOW_UP_M / 6)
+        if region is None:
+            return False
+        points, room = region
+        if located is not None:
+            # Every arrival fitting within 4 sigmas is a wide net when the layout is poor (a long arc);
+            # the fix's own 95 % region is the tighter, honest answer where the two agree.
+            centre = np.array(frame.to_xy(located.lat, located.lon))
+            inside = np.linalg.norm(points - centre, axis=1) <= located.radius_m + room
+            if inside.any():
+                points = points[inside]
+        near = (points, room)
+    return _Search(frame, arrivals, speed_of_sound, hearing_range_m).fits(near)
+
+
+class _Search:
+    """Coarse-to-fine grid search for source points that explain a group of arrivals.
+
+    A cell survives while some point inside it could still be a solution: each distance changes by at
+    most the cell's half-diagonal within it, so cells are judged with that much extra room and only
+    dropped when no point inside can fit. A cell centre that fits exactly is a witness.
+    """
+
+    def __init__(self, frame: LocalFrame, arrivals: Sequence[Arrival], speed: float, hearing_range_m: float) -> None:
+        obs = [a.obs for a in arrivals if a.obs is not None]
+        self.pos = np.array([frame.to_xy(o.lat, o.lon) for o in obs])
+        self.reach = np.array([hearing_range_m + o.gps_accuracy_m for o in obs])
+        t0 = min(o.t for o in obs)
+        self.range_m = np.array([(o.t - t0) * speed for o in obs])
+        self.tol = np.array([a.tolerance_m(speed) for a in arrivals])
+
+    def _start(self) -> tuple[np.ndarray, float] | None:
+        lo = (self.pos - self.reach[:, None]).max(axis=0)
+        hi = (self.pos + self.reach[:, None]).min(axis=0)
+        if np.any(lo > hi):
+            return None
+        half = float(max(hi - lo)) / 2 / 16 + 1e-6
+        xs = np.arange(lo[0] + half, hi[0] + half, 2 * half)
+        ys = np.arange(lo[1] + half, hi[1] + half, 2 * half)
+        return np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2), half
+
+    def _judge(self, cells: np.ndarray, half: float, extra: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(witness, possible) per cell; ``extra`` is each cell's distance beyond an outside constraint."""
+        room = half * math.sqrt(2)
+        dist = np.linalg.norm(cells[:, None, :] - self.pos[None, :, :], axis=2)
+        offset = self.range_m[None, :] - dist  # the emission time (as metres) each arrival implies
+        spread = (offset - self.tol).max(axis=1) - (offset + self.tol).min(axis=1)
+        hearing = (dist - self.reach[None, :]).max(axis=1)
+        outside = np.zeros(len(cells)) if extra is None else extra
+        witness = (spread <= 0) & (hearing <= 0) & (outside <= 0)
+        return witness, (spread <= 2 * room) & (hearing <= room) & (outside <= room)
+
+    @staticmethod
+    def _split(cells: np.ndarray, half: float) -> np.ndarray:
+        return np.concatenate([cells + half * np.array(d) for d in ((-1, -1), (-1, 1), (1, -1), (1, 1))])
+
+    def fits(self, near: tuple[np.ndarray, float] | None = None) -> bool:
+        """Whether a solution exists (within FOLLOW_UP_M of a ``near`` region point, when given)."""
+        start = self._start()
+        if start is None:
+            return False
+        cells, half = start
+        floor = max(0.5, _REFINE_SHARE * float(self.tol.min()))
+        tree = cKDTree(near[0]) if near is not None else None
+        while True:
+            extra = None
+            if tree is not None and near is not None:
+                extra = tree.query(cells)[0] - near[1] - FOLLOW_UP_M
+            witness, possible = self._judge(cells, half, extra)
+            if witness.any():
+                return True
+            if not possible.any():
+                return False
+            if half * math.sqrt(2) <= floor or possible.sum() * 4 > _MAX_CELLS:
+                # Every remaining cell is within `floor` of fitting: as good as a fit at this precision.
+                return True
+            half /= 2
+            cells = self._split(cells[possible], half)
+
+    def region(self, resolution_m: float) -> tuple[np.ndarray, float] | None:
+        """Centres of cells that may hold a solution, refined to ``resolution_m``, and their half-diagonal."""
+        start = self._start()
+        if start is None:
+            return None
+        cells, half = start
+        while True:
+            _, possible = self._judge(cells, half, None)
+            if not possible.any():
+                return None
+            if half * math.sqrt(2) <= resolution_m or possible.sum() * 4 > _MAX_CELLS:
+                return cells[possible], half * math.sqrt(2)
+            half /= 2
+            cells = self._split(cells[possible], half)
+
+
+def align_shots(
+    arrivals: Sequence[Arrival],
+    *,
+    speed_of_sound: float = SPEED_OF_SOUND_M_S,
+    hearing_range_m: float = 1500.0,
+) -> list[list[int]]:
+    """Group arrivals into shots: indices into ``arrivals``, each group one shot, earliest shot first.
+
+    In time order, each arrival joins the earliest shot it fits (a device hears a shot once), else
+    starts a new one. Only shots begun within the longest possible skew are tried, so a long night
+    of follow-ups stays linear.
+    """
+    order = sorted(range(len(arrivals)), key=lambda i: arrivals[i].at)
+    groups: list[list[int]] = []
+    for i in order:
+        arrival = arrivals[i]
+        for group in groups:
+            members = [arrivals[j] for j in group]
+            if arrival.at - members[0].at > _max_skew_s([*members, arrival], speed_of_sound, hearing_range_m):
+                continue
+            if all(m.device != arrival.device for m in members) and shot_fits(
+                [*members, arrival], speed_of_sound=speed_of_sound, hearing_range_m=hearing_range_m
+            ):
+                group.append(i)
+                break
+        else:
+            groups.append([i])
+    return groups
+
+
+def _max_skew_s(arrivals: Sequence[Arrival], speed_of_sound: float, hearing_range_m: float) -> float:
+    return 2 * hearing_range_m / speed_of_sound + SAME_SHOT_SIGMAS * 2 * max(a.timing_sigma_s for a in arrivals) + 1.0
+
+
+@dataclass(frozen=True)
+class OpenIncident:
+    """What the rule needs to know about an open incident: its place and its shots (aligned arrivals)."""
+
+    key: int
+    place: Place | None
+    shots: Sequence[Sequence[Arrival]]  # aligned (align_shots); shots[0] is the one its place comes from
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """``join``: add to ``incident`` (as shot ``shot``, or a new follow-up shot when None);
+    ``split``: shot ``shot`` of ``incident`` is this one, heard elsewhere: move it to a new incident
+    with this arrival; ``open``: a new incident."""
+
+    action: Literal["join", "split", "open"]
+    incident: int | None = None
+    shot: int | None = None
+
+
+def _at_place(
+    arrivals: Sequence[Arrival], incident: OpenIncident, *, speed_of_sound: float, hearing_range_m: float
+) -> bool:
+    """Could these arrivals be a follow-up shot at the incident's place?
+
+    Physics: one source within ``FOLLOW_UP_M`` of a point that explains the incident's first shot.
+    Policy on top: every device must be in earshot (plus that move) of the incident's located
+    point, so two shootings kilometres apart in the same minute are never one incident just because
+    a one-device fix has a circle as wide as the hearing range.
+    """
+    place = incident.place
+    if place is None or not incident.shots or any(a.obs is None for a in arrivals):
+        return False
+    for a in arrivals:
+        assert a.obs is not None
+        distance = haversine_m(a.obs.lat, a.obs.lon, place.lat, place.lon)
+        if distance - a.obs.gps_accuracy_m > hearing_range_m + FOLLOW_UP_M:
+            return False
+    founding = [a for a in incident.shots[0] if a.obs is not None]
+    return shot_fits(arrivals, speed_of_sound=speed_of_sound, hearing_range_m=hearing_range_m,
+                     same_place_as=founding, located=place)
+
+
+def place_arrival(
+    arrival: Arrival,
+    incidents: Sequence[OpenIncident],
+    *,
+    speed_of_sound: float = SPEED_OF_SOUND_M_S,
+    hearing_range_m: float = 1500.0,
+) -> Verdict:
+    """THE joining rule: which open incident (if any) a new detection belongs to.
+
+    1. The same shot as one of an incident's shots: one source explains that shot's arrivals and
+       this one. The incident's ``shots[0]`` (its best-heard shot) defines its place; every other
+       (follow-up) shot must also come from there, so when this arrival proves a follow-up shot was
+       fired elsewhere, that shot is split off into an incident of its own (verdict ``split``).
+    2. Else a follow-up shot at an incident's place: this device is in earshot of it and a source
+       there could be heard by it (the nearest such place wins). A device without a position can only
+       follow up an incident it is already part of.
+    3. Else a new incident.
+    The quiet window (how long an incident stays joinable) is the caller's: it selects ``incidents``.
+    """
+    kw = {"speed_of_sound": speed_of_sound, "hearing_range_m": hearing_range_m}
+    for incident in incidents:
+        for index, shot in enumerate(incident.shots):
+            if any(a.device == arrival.device for a in shot):
+                continue
+            candidate = [*shot, arrival]
+            if not shot_fits(candidate, **kw):
+                continue
+            if index == 0 or _at_place(candidate, incident, **kw):
+                return Verdict("join", incident.key, index)
+            return Verdict("split", incident.key, index)
+    best: tuple[float, int] | None = None
+    for incident in incidents:
+        if arrival.obs is None:
+            if any(a.device == arrival.device for shot in incident.shots for a in shot):
+                return Verdict("join", incident.key, None)
+            continue
+        if incident.place is not None and _at_place([arrival], incident, **kw):
+            distance = haversine_m(arrival.obs.lat, arrival.obs.lon, incident.place.lat, incident.place.lon)
+            if best is None or distance < best[0]:
+                best = (distance, incident.key)
+    if best is not None:
+        return Verdict("join", best[1], None)
+    return Verdict("open")
 
 
 # --- GeoJSON polygons (police jurisdictions) ---------------------------------------------------

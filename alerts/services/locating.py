@@ -5,57 +5,85 @@ Called inside the joining transaction, on a locked (or new) incident row.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from django.conf import settings
-from django.db.models import Max, Min, Sum
 
 from alerts.models import Detection, Incident, IncidentEvent, PoliceStation
 from alerts.selectors import stations_for_point
 from alerts.services.timeline import incident_event_add
-from core.geo import SPEED_OF_SOUND_M_S, Observation, could_be_same_event, locate
+from core.geo import SAME_SHOT_SIGMAS, SPEED_OF_SOUND_M_S, Arrival, Observation, Place, align_shots, locate
 from detection.models import Clip
 
 # Timing uncertainty per clock source for TDOA: GPS/PPS-disciplined clocks are good to about a
 # millisecond, NTP over the internet to about ten.
 CLOCK_SIGMA_S = {"gps": 0.002, "ntp": 0.010}
+# TDOA fixes from this many devices are trusted (README: with 3, one in five falls back).
+TRUSTED_FIX_DEVICES = 4
 
 
 def observation(lat: float, lon: float, at: datetime, accuracy_m: float) -> Observation:
     return Observation(lat=lat, lon=lon, t=at.timestamp(), gps_accuracy_m=accuracy_m)
 
 
-def _same_shot_group(detections: list[Detection]) -> list[Detection]:
-    """Each device's earliest detection that one shot, the incident's first, can explain.
+def timing_sigma_s(clock_source: str) -> float:
+    """A clock's 1-sigma error. A free-running clock gets half the join slack per device, so two of
+    them may disagree by ``ALERT_JOIN_SLACK_S`` at the same-shot test's cut."""
+    if clock_source in settings.ALERT_TDOA_CLOCK_SOURCES:
+        return CLOCK_SIGMA_S.get(clock_source, 0.010)
+    return settings.ALERT_JOIN_SLACK_S / (2 * SAME_SHOT_SIGMAS)
 
-    Follow-up shots are left out: TDOA must compare arrival times of the same shot.
+
+def arrival(
+    device_id: int, lat: float | None, lon: float | None, at: datetime, accuracy_m: float, clock_source: str
+) -> Arrival:
+    obs = observation(lat, lon, at, accuracy_m) if lat is not None and lon is not None else None
+    return Arrival(device=device_id, obs=obs, timing_sigma_s=timing_sigma_s(clock_source), at=at.timestamp())
+
+
+def detection_arrival(detection: Detection) -> Arrival:
+    return arrival(detection.device_id, detection.latitude, detection.longitude, detection.event_at,
+                   detection.accuracy_m, detection.clock_source)
+
+
+def incident_shots(detections: Sequence[Detection]) -> list[list[Detection]]:
+    """An incident's detections aligned into distinct shots (``core.geo.align_shots``), the shot its
+    place and location come from first.
+
+    The same alignment decides joins, picks the detections TDOA compares, and counts shots.
     """
-    earliest: dict[int, Detection] = {}
-    for detection in sorted(detections, key=lambda d: d.event_at):
-        if detection.has_position:
-            earliest.setdefault(detection.device_id, detection)
-    group = sorted(earliest.values(), key=lambda d: d.event_at)
-    if not group:
-        return []
-    first = group[0]
-    anchor = observation(first.latitude, first.longitude, first.event_at, first.accuracy_m)  # type: ignore[arg-type]  # detections with a position only
-    return [first] + [
-        d
-        for d in group[1:]
-        if could_be_same_event(
-            anchor,
-            observation(d.latitude, d.longitude, d.event_at, d.accuracy_m),  # type: ignore[arg-type]  # as above
-            speed_of_sound=SPEED_OF_SOUND_M_S,
-            hearing_range_m=settings.ALERT_HEARING_RANGE_M,
-            slack_s=settings.ALERT_JOIN_SLACK_S,
-        )
-    ]
+    ordered = sorted(detections, key=lambda d: (d.event_at, d.pk or 0))
+    groups = align_shots([detection_arrival(d) for d in ordered], speed_of_sound=SPEED_OF_SOUND_M_S,
+                         hearing_range_m=settings.ALERT_HEARING_RANGE_M)
+    shots = [[ordered[i] for i in group] for group in groups]
+    # A shot heard by one device places the incident only within the hearing range, and every shot in
+    # that circle would pass for a follow-up: the place comes from the best-heard shot (the earliest
+    # one heard by TRUSTED_FIX_DEVICES, else the one heard by most), never from a worse one.
+    founding = max(
+        range(len(shots)),
+        key=lambda i: (min(sum(d.has_position for d in shots[i]), TRUSTED_FIX_DEVICES), -i),
+        default=0,
+    )
+    return [shots[founding], *shots[:founding], *shots[founding + 1 :]] if shots else []
+
+
+def incident_place(incident: Incident) -> Place | None:
+    if incident.latitude is None or incident.longitude is None:
+        return None
+    return Place(incident.latitude, incident.longitude, incident.radius_m or 0.0)
+
+
+def shot_count(shots: Sequence[Sequence[Detection]]) -> int:
+    """Distinct shots: within one aligned shot (one burst heard by several devices) the most any device
+    counted, since a distant device misses the quieter rounds; separate shots add up."""
+    return sum(max(max(d.shots, 1) for d in shot) for shot in shots)
 
 
 def _estimate(group: list[Detection]) -> tuple[float, float, float, str, float | None]:
     hearing = settings.ALERT_HEARING_RANGE_M
     observations = [
-        observation(d.latitude, d.longitude, d.event_at, d.accuracy_m)  # type: ignore[arg-type]  # as above
+        observation(d.latitude, d.longitude, d.event_at, d.accuracy_m)  # type: ignore[arg-type]
         for d in group
     ]
     synced = all(d.clock_source in settings.ALERT_TDOA_CLOCK_SOURCES for d in group)
@@ -77,34 +105,29 @@ def _estimate(group: list[Detection]) -> tuple[float, float, float, str, float |
 
 
 def incident_refresh(incident: Incident) -> bool:
-    """Recompute the incident's aggregates and location; True when the location changed.
+    """Recompute the incident's aggregates, shot count and location; True when the location changed.
 
-    Reads per-device aggregates and each device's earliest detection, not every detection: a
-    long burst of follow-ups (a fireworks night) must not make each new one slower than the last.
+    The location comes from one shot only (TDOA must compare arrival times of one shot): the one
+    ``incident_shots`` puts first.
     """
-    per_device = list(
-        Detection.objects.filter(incident=incident)
-        .values("device_id")
-        .annotate(shots=Sum("shots"), first=Min("event_at"), last=Max("event_at"), best=Max("score"))
+    detections = list(
+        Detection.objects.filter(incident=incident).only(
+            "pk", "device_id", "event_at", "latitude", "longitude", "accuracy_m", "clock_source", "score", "shots"
+        )
     )
-    firsts = {(row["device_id"], row["first"]) for row in per_device}
-    earliest = [
-        d
-        for d in Detection.objects.filter(incident=incident, event_at__in={first for _, first in firsts})
-        if (d.device_id, d.event_at) in firsts
-    ]
+    shots = incident_shots(detections)
     best = _evidence(incident)
     old_location = (incident.latitude, incident.longitude, incident.radius_m)
-    group = _same_shot_group(earliest)
+    group = [d for d in shots[0] if d.has_position] if shots else []
     if group:
         lat, lon, radius, method, residual = _estimate(group)
         incident.latitude, incident.longitude, incident.radius_m = lat, lon, radius
         incident.location_method, incident.residual_m = method, residual
-    incident.first_detected_at = min(row["first"] for row in per_device)
-    incident.last_detected_at = max(row["last"] for row in per_device)
-    incident.shots = max(row["shots"] for row in per_device)
-    incident.max_confidence = max(row["best"] for row in per_device)
-    incident.device_count = len(per_device)
+    incident.first_detected_at = min(d.event_at for d in detections)
+    incident.last_detected_at = max(d.event_at for d in detections)
+    incident.shots = shot_count(shots)
+    incident.max_confidence = max(d.score for d in detections)
+    incident.device_count = len({d.device_id for d in detections})
     incident.evidence_clip = best
     # The row is locked (or new) in this transaction, so a plain increment is safe.
     incident.revision += 1
@@ -137,7 +160,7 @@ def incident_route(incident: Incident) -> list[PoliceStation]:
     if not incident.has_location:
         return []
     already = set(incident.stations.values_list("pk", flat=True))
-    stations = [s for s in stations_for_point(incident.latitude, incident.longitude) if s.pk not in already]  # type: ignore[arg-type]  # has_location checked above
+    stations = [s for s in stations_for_point(incident.latitude, incident.longitude) if s.pk not in already]  # type: ignore[arg-type]
     if stations:
         # Stations routed earlier stay: their officers may already be on the way.
         incident.stations.add(*stations)

@@ -21,11 +21,19 @@ from django.utils import timezone
 
 from alerts import broadcast
 from alerts.models import Detection, Incident, IncidentEvent, JoinLock
-from alerts.services.locating import SPEED_OF_SOUND_M_S, incident_refresh, incident_route, observation
+from alerts.services.locating import (
+    SPEED_OF_SOUND_M_S,
+    arrival,
+    detection_arrival,
+    incident_place,
+    incident_refresh,
+    incident_route,
+    incident_shots,
+)
 from alerts.services.recipients import notifications_enqueue, notifications_for_device, notifications_for_stations
 from alerts.services.review import incident_policy_apply
 from alerts.services.timeline import incident_event_add
-from core.geo import bounding_box, could_be_same_event, haversine_m
+from core.geo import Arrival, OpenIncident, bounding_box, place_arrival
 from detection.models import Classification, Clip
 from devices.models import Device
 from devices.selectors import device_fix
@@ -101,34 +109,20 @@ def _max_skew_s() -> float:
     return 2 * settings.ALERT_HEARING_RANGE_M / SPEED_OF_SOUND_M_S + settings.ALERT_JOIN_SLACK_S
 
 
-def _same_shot(sighting: Sighting, detection: Detection) -> bool:
-    """Could both devices have heard one shot? The rule is ``geo.could_be_same_event``."""
-    if not (sighting.has_position and detection.has_position):
-        return False
-    return could_be_same_event(
-        observation(sighting.latitude, sighting.longitude, sighting.event_at, sighting.accuracy_m),  # type: ignore[arg-type]  # has_position checked above
-        observation(detection.latitude, detection.longitude, detection.event_at, detection.accuracy_m),  # type: ignore[arg-type]  # as above
-        speed_of_sound=SPEED_OF_SOUND_M_S,
-        hearing_range_m=settings.ALERT_HEARING_RANGE_M,
-        slack_s=settings.ALERT_JOIN_SLACK_S,
+def _sighting_arrival(sighting: Sighting) -> Arrival:
+    return arrival(sighting.device_id, sighting.latitude, sighting.longitude, sighting.event_at,
+                   sighting.accuracy_m, sighting.clock_source)
+
+
+def _open_view(incident: Incident) -> tuple[OpenIncident, list[list[Detection]]]:
+    """The incident as the joining rule sees it, and its detections per shot (same order)."""
+    shots = incident_shots(list(incident.detections.all()))
+    view = OpenIncident(
+        key=incident.pk,
+        place=incident_place(incident),
+        shots=[[detection_arrival(d) for d in shot] for shot in shots],
     )
-
-
-def _follow_up(incident: Incident, sighting: Sighting) -> bool:
-    """A later shot of the same event: heard again by one of its devices, or by a device in earshot of
-    where the incident is. Not merely near one of its devices: shootings a few kilometres apart in
-    the same minutes are different incidents and each needs its own place on the map."""
-    if any(detection.device_id == sighting.device_id for detection in incident.detections.all()):
-        return True
-    if incident.latitude is None or incident.longitude is None or not sighting.has_position:
-        return False
-    distance = haversine_m(sighting.latitude, sighting.longitude, incident.latitude, incident.longitude)  # type: ignore[arg-type]  # positions checked above
-    return distance - sighting.accuracy_m <= settings.ALERT_HEARING_RANGE_M
-
-
-def _belongs(incident: Incident, sighting: Sighting) -> bool:
-    """The same shot heard elsewhere, or a follow-up shot of it (the quiet window is in the query)."""
-    return any(_same_shot(sighting, d) for d in incident.detections.all()) or _follow_up(incident, sighting)
+    return view, shots
 
 
 def _take_join_lock() -> None:
@@ -144,7 +138,7 @@ def _candidates(sighting: Sighting) -> list[Incident]:
 
     SQL narrows by time (the partial index on open incidents) and by place: an incident qualifies
     only if one of its detections lies in a box around the sighting as wide as hearing distance
-    allows, or comes from the same device. `_belongs` then decides exactly.
+    allows, or comes from the same device. ``core.geo.place_arrival`` then decides exactly.
     """
     quiet = timedelta(seconds=settings.ALERT_QUIET_WINDOW_S)
     skew = timedelta(seconds=_max_skew_s())
@@ -154,7 +148,7 @@ def _candidates(sighting: Sighting) -> list[Incident]:
     nearby = Q(device_id=sighting.device_id)
     if sighting.has_position:
         reach = 2 * settings.ALERT_HEARING_RANGE_M + sighting.accuracy_m + MAX_ACCURACY_M
-        min_lat, min_lon, max_lat, max_lon = bounding_box(sighting.latitude, sighting.longitude, reach)  # type: ignore[arg-type]  # has_position checked above
+        min_lat, min_lon, max_lat, max_lon = bounding_box(sighting.latitude, sighting.longitude, reach)  # type: ignore[arg-type]
         nearby |= Q(latitude__range=(min_lat, max_lat), longitude__range=(min_lon, max_lon))
     related = Detection.objects.filter(nearby, incident__in=in_window.values("pk")).values("incident_id")
     return list(
@@ -164,7 +158,8 @@ def _candidates(sighting: Sighting) -> list[Incident]:
             Prefetch(
                 "detections",
                 queryset=Detection.objects.only(
-                    "incident_id", "device_id", "latitude", "longitude", "accuracy_m", "event_at"
+                    "incident_id", "device_id", "latitude", "longitude", "accuracy_m", "event_at", "clock_source",
+                    "shots",
                 ),
             )
         )
@@ -218,14 +213,30 @@ def _record(classification: Classification, sighting: Sighting) -> _Outcome:
     # A concurrent call for this same classification fails on Detection's unique classification
     # and the caller returns the incident the other call recorded.
     _take_join_lock()
-    incident = next((c for c in _candidates(sighting) if _belongs(c, sighting)), None)
-    opened = incident is None
+    candidates = {c.pk: c for c in _candidates(sighting)}
+    views = {pk: _open_view(c) for pk, c in candidates.items()}
+    verdict = place_arrival(
+        _sighting_arrival(sighting),
+        [view for view, _ in views.values()],
+        speed_of_sound=SPEED_OF_SOUND_M_S,
+        hearing_range_m=settings.ALERT_HEARING_RANGE_M,
+    )
     device = classification.clip.device
-    if incident is None:
-        incident = Incident.objects.create(first_detected_at=sighting.event_at, last_detected_at=sighting.event_at)
-        new_device = True
-    else:
+    split_from: Incident | None = None
+    moved: list[Detection] = []
+    if verdict.action == "join":
+        assert verdict.incident is not None
+        incident = candidates[verdict.incident]
+        opened = False
         new_device = all(d.device_id != device.pk for d in incident.detections.all())
+    else:
+        opened, new_device = True, True
+        incident = Incident.objects.create(first_detected_at=sighting.event_at, last_detected_at=sighting.event_at)
+        if verdict.action == "split":
+            assert verdict.incident is not None and verdict.shot is not None
+            split_from = candidates[verdict.incident]
+            moved = views[verdict.incident][1][verdict.shot]
+            Detection.objects.filter(pk__in=[d.pk for d in moved]).update(incident=incident)
     Detection.objects.create(
         incident=incident,
         classification=classification,
@@ -245,11 +256,13 @@ def _record(classification: Classification, sighting: Sighting) -> _Outcome:
         f"{device.name} heard {sighting.shots} shot(s), confidence {sighting.score:.2f}",
         data={"device": str(device.code), "clip": str(classification.clip.code), "score": sighting.score},
     )
-    moved = incident_refresh(incident)
-    new_stations = incident_route(incident) if (opened or moved) else []
+    notification_ids: list[int] = []
+    if split_from is not None:
+        notification_ids += _split_off(split_from, incident, moved)
+    relocated = incident_refresh(incident)
+    new_stations = incident_route(incident) if (opened or relocated) else []
     # Trust hook (issue 11): evidence score and the stations' dispatch policy, before any station is told.
     incident_policy_apply(incident, opened=opened)
-    notification_ids: list[int] = []
     if opened or new_device:
         notification_ids += notifications_for_device(incident, device)
     if new_stations:
@@ -257,7 +270,34 @@ def _record(classification: Classification, sighting: Sighting) -> _Outcome:
     if notification_ids:
         Incident.objects.filter(pk=incident.pk).update(notified_at=timezone.now())
     # Built now, from the rows as they will commit, and sent once they have.
-    message = broadcast.incident_message(incident, kind="incident.opened" if opened else "incident.updated")
-    transaction.on_commit(lambda: broadcast.publish(message))
+    messages = [broadcast.incident_message(incident, kind="incident.opened" if opened else "incident.updated")]
+    if split_from is not None:
+        messages.append(broadcast.incident_message(split_from, kind="incident.updated"))
+    transaction.on_commit(lambda: [broadcast.publish(message) for message in messages])
     transaction.on_commit(lambda: notifications_enqueue(notification_ids))
     return _Outcome(incident, opened, notification_ids)
+
+
+def _split_off(source: Incident, incident: Incident, moved: list[Detection]) -> list[int]:
+    """A shot first taken for a follow-up of ``source`` was heard elsewhere: it is now ``incident``.
+
+    Both timelines say so; the owners of the devices that heard it are told about the new incident
+    (they were told about ``source`` when it opened, which was a different shooting).
+    """
+    devices = Device.objects.filter(pk__in={d.device_id for d in moved}).select_related("owner")
+    incident_event_add(
+        source,
+        IncidentEvent.Kind.NOTE,
+        f"{len(moved)} detection(s) of a shot fired elsewhere moved to a separate incident",
+        data={"incident": str(incident.code), "detections": [d.pk for d in moved]},
+    )
+    incident_event_add(
+        incident,
+        IncidentEvent.Kind.NOTE,
+        f"Includes {len(moved)} earlier detection(s) first taken for a follow-up of another incident",
+        data={"incident": str(source.code)},
+    )
+    incident_refresh(source)
+    # Its evidence changed (fewer devices): score it again under its stations' policy.
+    incident_policy_apply(source, opened=False)
+    return [pk for device in devices for pk in notifications_for_device(incident, device)]

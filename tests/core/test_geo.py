@@ -10,14 +10,21 @@ from hypothesis import strategies as st
 from core.geo import (
     EARTH_RADIUS_M,
     SPEED_OF_SOUND_M_S,
+    Arrival,
     LocalFrame,
     Observation,
+    OpenIncident,
+    Place,
+    Verdict,
+    align_shots,
     bounding_box,
     could_be_same_event,
     destination_point,
     haversine_m,
     locate,
+    place_arrival,
     point_in_geojson,
+    shot_fits,
     validate_jurisdiction_geojson,
 )
 
@@ -362,3 +369,58 @@ def test_one_speed_of_sound_drives_the_same_shot_test() -> None:
     late = 686.0 / SPEED_OF_SOUND_M_S  # exactly the time sound needs between the two devices
     assert could_be_same_event(a, Observation(b.lat, b.lon, T0 + late + 0.999, 0.0))
     assert not could_be_same_event(a, Observation(b.lat, b.lon, T0 + late + 1.01, 0.0))
+
+
+# --- the joining rule: one shot, aligned shots, which incident ------------------------------------
+
+
+def _arrivals(source: tuple[float, float], at: float, bearings: list[float], distance_m: float = 600.0,
+              *, first_device: int = 0, sigma_s: float = 0.002) -> list[Arrival]:
+    out = []
+    for k, bearing in enumerate(bearings):
+        lat, lon = destination_point(*CENTRE, bearing, distance_m)
+        t = at + haversine_m(*source, lat, lon) / SPEED_OF_SOUND_M_S
+        out.append(Arrival(first_device + k, Observation(lat, lon, t, 4.0), sigma_s, t))
+    return out
+
+
+def test_one_shot_must_explain_the_whole_group_not_each_pair() -> None:
+    shot = _arrivals(CENTRE, T0, [0, 90, 180, 270])
+    assert shot_fits(shot)
+    # 300 ms late at one device is 103 m of sound: each pair could still be one shot, the group cannot.
+    obs = shot[3].obs
+    assert obs is not None
+    late = Arrival(3, Observation(obs.lat, obs.lon, shot[3].at + 0.3, 4.0), 0.002, shot[3].at + 0.3)
+    assert all(could_be_same_event(a.obs, late.obs) for a in shot[:3])  # type: ignore[arg-type]
+    assert not shot_fits([*shot[:3], late])
+    # A free-running clock (half a second of tolerance) cannot tell the difference.
+    loose = [Arrival(a.device, a.obs, 0.0625, a.at) for a in [*shot[:3], late]]
+    assert shot_fits(loose)
+
+
+def test_shots_are_aligned_across_devices_by_arrival_time() -> None:
+    first = _arrivals(CENTRE, T0, [0, 120, 240])
+    elsewhere = destination_point(*CENTRE, 45, 800)
+    second = _arrivals(elsewhere, T0 + 20, [0, 120, 240])
+    groups = align_shots([*second, *first])
+    assert sorted(sorted(g) for g in groups) == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_place_arrival_joins_the_same_shot_opens_elsewhere_and_splits_a_false_follow_up() -> None:
+    first = _arrivals(CENTRE, T0, [0, 120, 240])
+    place = Place(*CENTRE, 20.0)
+    incident = OpenIncident(key=1, place=place, shots=[first])
+    same = _arrivals(CENTRE, T0, [60], first_device=10)[0]
+    assert place_arrival(same, [incident]) == Verdict("join", 1, 0)
+    follow_up = _arrivals(destination_point(*CENTRE, 0, 50), T0 + 30, [60], first_device=10)[0]
+    assert place_arrival(follow_up, [incident]) == Verdict("join", 1, None)
+    elsewhere = destination_point(*CENTRE, 90, 1400)
+    second = _arrivals(elsewhere, T0 + 30, [60, 100, 140], first_device=20)
+    # The first device of the second shot is in earshot: taken for a follow-up, for now ...
+    assert place_arrival(second[0], [incident]) == Verdict("join", 1, None)
+    # ... and with a second device it still could be (two devices only give a hyperbola) ...
+    assert place_arrival(second[1], [OpenIncident(1, place, [first, second[:1]])]) == Verdict("join", 1, 1)
+    # ... until a third one's arrival time puts that shot 1.4 km away: split it off.
+    assert place_arrival(second[2], [OpenIncident(1, place, [first, second[:2]])]) == Verdict("split", 1, 1)
+    far = _arrivals(destination_point(*CENTRE, 90, 4000), T0 + 30, [90], distance_m=3500, first_device=30)[0]
+    assert place_arrival(far, [incident]) == Verdict("open")

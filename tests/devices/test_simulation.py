@@ -13,6 +13,7 @@ from core.geo import destination_point, haversine_m
 from devices.simulation import (
     LEAD_S,
     SAMPLE_RATE,
+    SHOT_MAX_FLOOR_DB,
     SPEED_OF_SOUND,
     ObservedIncident,
     SimDevice,
@@ -22,8 +23,11 @@ from devices.simulation import (
     absorption_cutoff_hz,
     arrival_time,
     ground_truth_report,
+    hearers,
     level_db,
     make_fleet,
+    own_floor_db,
+    pink_noise,
     propagate,
     random_point,
     schedule_shot,
@@ -187,3 +191,101 @@ def test_simulated_fleet_against_a_live_server_reports_ground_truth(live_server,
     assert Device.objects.filter(owner__username="owner", status=Device.Status.ACTIVE).count() == 3
     incident = Incident.objects.get()
     assert incident.device_count == 3
+
+
+def test_a_moving_car_hears_the_shot_where_it_is_when_the_sound_arrives() -> None:
+    start = 1000.0
+    east = destination_point(*CENTER, 90, 3000)
+    car = SimDevice("car", "vehicle", [CENTER, east], speed_mps=14.0, started_at=start)
+    shot_at = destination_point(*CENTER, 270, 1000)  # behind the car, which drives away from it
+    event = TruthEvent(0, start, *shot_at)
+    [(_, distance, arrival)] = hearers(event, [car], hearing_range_m=1500)
+    where = car.position_at(arrival)
+    # Where the car is at arrival, not the 1,000 m at the shot: about 14 m/s x 3 s further away.
+    assert distance == pytest.approx(haversine_m(*shot_at, where.latitude, where.longitude), abs=0.5)
+    assert distance == pytest.approx(1000 + 14 * distance / SPEED_OF_SOUND, abs=1.0)
+    assert arrival == pytest.approx(start + distance / SPEED_OF_SOUND)
+
+
+def test_recordings_whose_own_background_drowns_the_blast_are_not_played_as_shots(tmp_path) -> None:
+    import soundfile as sf
+
+    rng = np.random.default_rng(5)
+    clean = synthetic_shot(rng)
+    noisy = clean + 0.2 * rng.normal(0, 1, clean.size).astype(np.float32)  # a loud range or street
+    assert own_floor_db(clean) < SHOT_MAX_FLOOR_DB < own_floor_db(noisy)
+    rows = ["file,label,category,duration_s"]
+    for name, audio in (("clean.wav", clean), ("noisy.wav", noisy), ("bed.wav", pink_noise(rng, 4.0))):
+        sf.write(tmp_path / name, audio, SAMPLE_RATE)
+    rows += ["clean.wav,gunshot,gunshot,0.6", "noisy.wav,gunshot,gunshot,0.6", "bed.wav,other,engine_idling,4.0"]
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    bank = SoundBank.load(tmp_path / "manifest.csv", rng)
+    assert len(bank.shots) == 1
+    assert own_floor_db(bank.shots[0]) < SHOT_MAX_FLOOR_DB
+
+
+def _observed(key: int, at: float, pos: tuple[float, float], detections: tuple[tuple[str, float], ...],
+              radius: float = 30.0) -> ObservedIncident:
+    return ObservedIncident(at, at + 1, *pos, radius, "tdoa", len(detections), key=key, detections=detections)
+
+
+def test_per_shot_verdicts_show_splits_merges_and_follow_ups() -> None:
+    far = destination_point(*CENTER, 90, 1400)
+    near = destination_point(*CENTER, 0, 100)
+    events = [
+        TruthEvent(0, 100.0, *CENTER, audible=3, first_arrival=101.0,
+                   heard_by=(("a", 101.0), ("b", 101.5), ("e", 101.6))),
+        TruthEvent(1, 145.0, *far, audible=3, first_arrival=146.0,
+                   heard_by=(("a", 146.0), ("c", 146.2), ("f", 146.3))),
+        TruthEvent(2, 160.0, *near, audible=1, first_arrival=161.0, heard_by=(("b", 161.0),)),
+        TruthEvent(3, 200.0, *far, audible=2, first_arrival=201.0, heard_by=(("c", 201.0), ("d", 201.3))),
+        TruthEvent(4, 300.0, *CENTER, audible=1, first_arrival=301.0, heard_by=(("a", 301.0),)),
+    ]
+    first = (("a", 101.02), ("b", 101.5), ("e", 101.6))
+    second = (("a", 146.0), ("c", 146.21), ("f", 146.3))
+    incidents = [
+        # Shot 1, its follow-up shot 3 100 m away, and shot 2 (1.4 km away, three devices) absorbed.
+        _observed(1, 101.0, CENTER, (*first, *second, ("b", 161.0))),
+        _observed(2, 201.0, far, (("c", 201.0),)),  # shot 4 split over two incidents
+        _observed(3, 201.3, far, (("d", 201.3),)),
+        _observed(4, 500.0, CENTER, (("a", 500.0),)),  # a door slam taken for a shot
+    ]
+    report = ground_truth_report(events, incidents)
+    verdicts = {v["shot"]: v for v in report["shots"]}
+    assert verdicts[1]["incidents"] == [1] and verdicts[1]["devices"] == 3
+    assert verdicts[1]["shared_with"] == [2, 3] and verdicts[1]["ok"] is False  # shot 2 is 1.4 km away
+    assert verdicts[2]["ok"] is False and verdicts[2]["error_m"] == pytest.approx(1400, abs=1)
+    # Shot 3, heard by one device, cannot be told from a follow-up of shot 2 either: reported as such.
+    assert verdicts[3]["shared_m"][0] == 100 and verdicts[3]["confusable_with"] == [2]
+    assert verdicts[4]["incidents"] == [2, 3] and verdicts[4]["ok"] is False
+    assert verdicts[5]["devices"] == 0 and verdicts[5]["ok"] is False  # audible, missed
+    assert report["one_incident_per_shot"] is False
+    assert report["false_incidents"] == 1
+    assert report["missed"] == 1
+
+    # The same night done right: every shot its own incident, the follow-up 100 m away with shot 1.
+    right = [
+        _observed(1, 101.0, CENTER, (*first, ("b", 161.0))),
+        _observed(2, 146.0, far, second),
+        _observed(3, 201.0, far, (("c", 201.0), ("d", 201.3))),
+        _observed(4, 301.0, CENTER, (("a", 301.0),)),
+    ]
+    report = ground_truth_report(events, right)
+    assert report["one_incident_per_shot"] is True
+    assert {v["shot"]: v["ok"] for v in report["shots"]} == {1: True, 2: True, 3: True, 4: True, 5: True}
+    assert report["false_incidents"] == 0 and report["detected"] == 5
+
+
+def test_a_shot_too_few_devices_heard_to_place_is_reported_as_confusable_not_failed() -> None:
+    far = destination_point(*CENTER, 90, 900)
+    events = [
+        TruthEvent(0, 100.0, *CENTER, audible=3, first_arrival=101.0,
+                   heard_by=(("a", 101.0), ("b", 101.2), ("c", 101.4))),
+        TruthEvent(1, 130.0, *far, audible=1, first_arrival=131.0, heard_by=(("a", 131.0),)),
+    ]
+    incident = _observed(1, 101.0, CENTER, (("a", 101.0), ("b", 101.2), ("c", 101.4), ("a", 131.0)))
+    report = ground_truth_report(events, [incident])
+    verdicts = {v["shot"]: v for v in report["shots"]}
+    assert verdicts[1]["confusable_with"] == [2] and verdicts[1]["ok"] is True
+    assert verdicts[2]["confusable_with"] == [1] and verdicts[2]["ok"] is True
+    assert verdicts[2]["error_m"] == pytest.approx(900, abs=1)

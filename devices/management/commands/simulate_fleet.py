@@ -30,8 +30,10 @@ from devices.agent.client import ApiClient, ApiError
 from devices.agent.config import ConfigStore
 from devices.agent.runner import Agent, RunOptions
 from devices.models import Device
+from devices.replay import ReplayOptions, replay_seeds
 from devices.services import device_pairing_code_issue
 from devices.simulation import (
+    FOLLOW_UP_SHARE_M,
     ObservedIncident,
     SimDevice,
     SimulatedSource,
@@ -87,9 +89,17 @@ class Command(BaseCommand):
                             help="mark the owner's simulated devices offline without emails (a stopped demo) and exit")
         parser.add_argument("--stop-grace", type=float, default=3.0,
                             help="seconds the agents get to finish after a stop before the report is printed")
+        parser.add_argument("--replay-seeds", type=int, default=0, metavar="N",
+                            help="no agents, audio or server: fire the shots of N seeds (from --seed) straight into "
+                                 "the server's joining, in a rolled-back transaction, and report every shot")
+        parser.add_argument("--miss-rate", type=float, default=0.0,
+                            help="with --replay-seeds: share of arrivals a device misses")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         logging.getLogger("devices.agent").setLevel(logging.WARNING)
+        if opts["replay_seeds"]:
+            self._replay(opts)
+            return
         rng = np.random.default_rng(opts["seed"])
         owner = self._owner(opts["owner"])
         if opts["park_only"]:
@@ -252,7 +262,11 @@ class Command(BaseCommand):
             ObservedIncident(
                 first_detected_at=row.first_detected_at.timestamp(), opened_at=row.opened_at.timestamp(),
                 latitude=row.latitude, longitude=row.longitude, radius_m=row.radius_m,
-                method=row.location_method, device_count=row.device_count,
+                method=row.location_method, device_count=row.device_count, key=row.pk, shots=row.shots,
+                detections=tuple(
+                    (d.device.name, d.event_at.timestamp())
+                    for d in row.detections.filter(device__in=devices).select_related("device")
+                ),
             )
             for row in rows
         ]
@@ -260,6 +274,58 @@ class Command(BaseCommand):
     def _say(self, opts: dict[str, Any], message: str) -> None:
         if not opts["json"] and not opts["quiet"]:
             self.stdout.write(message)
+
+    def _replay(self, opts: dict[str, Any]) -> None:
+        options = ReplayOptions(
+            devices=opts["devices"], center=opts["center"], radius_m=opts["radius_km"] * 1000, events=opts["events"],
+            duration_s=opts["duration"], hearing_range_m=opts["hearing_range_m"],
+            vehicle_share=opts["vehicle_share"], clock_sigma_s=opts["clock_sigma_ms"] / 1000,
+            miss_rate=opts["miss_rate"],
+        )
+        seeds = range(opts["seed"], opts["seed"] + opts["replay_seeds"])
+        summary = replay_seeds(seeds, options)
+        if opts["json"]:
+            self.stdout.write(json.dumps({k: v for k, v in summary.items() if k != "reports"}))
+            return
+        if not opts["quiet"]:
+            for report in summary["reports"]:
+                self.stdout.write(f"seed {report['seed']}")
+                self._print_shots(report["shots"])
+        ok = summary["one_incident"] == summary["heard"]
+        style = self.style.SUCCESS if ok else self.style.WARNING
+        self.stdout.write(style(f"Replay of {summary['seeds']} seeds through the joining rule"))
+        self.stdout.write("\n".join([
+            f"  shots fired           {summary['shots']} ({summary['audible']} within hearing range, "
+            f"{summary['heard']} detected)",
+            f"  one incident each     {summary['one_incident']} of {summary['heard']} "
+            f"({summary['follow_ups']} of them follow-ups within {FOLLOW_UP_SHARE_M:.0f} m of another shot)",
+            f"  ... of them heard by < 3 devices, sharing with a shot further away (no position of their own "
+            f"to tell them from a follow-up): {summary['confusable']}",
+            f"  split over incidents  {summary['split']}",
+            f"  sharing an incident   {summary['shared'] - summary['follow_ups'] - summary['confusable']} "
+            "(placeable shots further apart)",
+            f"  outside the radius    {summary['outside_radius']}",
+            f"  false incidents       {summary['false_incidents']}",
+            f"  location error m      p50 {summary['error_m_p50']}  p95 {summary['error_m_p95']}",
+        ]))
+
+    def _print_shots(self, verdicts: list[dict[str, Any]]) -> None:
+        """One line per fired shot: the incident it became, its devices, the location error."""
+        for v in verdicts:
+            if not v["devices"]:
+                heard = "out of everyone's range" if not v["audible"] else f"MISSED ({v['audible']} in range)"
+                self.stdout.write(f"  shot {v['shot']}: {heard}")
+                continue
+            where = ", ".join(f"#{key}" for key in v["incidents"])
+            line = (f"  shot {v['shot']}: incident {where}, {v['devices']} of {v['audible']} device(s), "
+                    f"error {v['error_m']} m ({v['method']} ±{v['radius_m']} m)")
+            if v["shared_with"]:
+                line += " with shot(s) " + ", ".join(
+                    f"{s} ({m} m away)" for s, m in zip(v["shared_with"], v["shared_m"], strict=True)
+                )
+            if v["confusable_with"]:
+                line += " — too few devices to tell apart"
+            self.stdout.write(line if v["ok"] else self.style.WARNING(line + "  ✗"))
 
     def _print_report(self, report: dict[str, Any]) -> None:
         err = report["localisation_error_m"]
@@ -278,3 +344,8 @@ class Command(BaseCommand):
         lines.append(f"  shot → incident s     p50 {latency['p50']}  p95 {latency['p95']}")
         lines.append(f"  wall time s           {report['wall_time_s']}")
         self.stdout.write("\n".join(lines))
+        if "shots" in report:
+            self._print_shots(report["shots"])
+            verdict = "every detected shot is exactly one incident" if report["one_incident_per_shot"] else (
+                "NOT every detected shot is exactly one incident (✗ above)")
+            self.stdout.write(f"  {verdict}")
