@@ -637,7 +637,7 @@ def place_arrival(
             if any(a.device == arrival.device for a in shot):
                 continue
             candidate = [*shot, arrival]
-            if not shot_fits(candidate, **kw):
+            if not shot_fits(candidate, speed_of_sound=speed_of_sound, hearing_range_m=hearing_range_m):
                 continue
             if index == 0 or _at_place(candidate, incident, **kw):
                 return Verdict("join", incident.key, index)

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -502,7 +503,7 @@ def ground_truth_report(
     *,
     match_window_s: float = 10.0,
     match_radius_m: float = 3000.0,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Match each audible shot to the incident the platform opened for it, and score the rest.
 
     When the incidents carry their detections and the shots who heard them, shots and incidents are

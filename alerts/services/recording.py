@@ -273,7 +273,12 @@ def _record(classification: Classification, sighting: Sighting) -> _Outcome:
     messages = [broadcast.incident_message(incident, kind="incident.opened" if opened else "incident.updated")]
     if split_from is not None:
         messages.append(broadcast.incident_message(split_from, kind="incident.updated"))
-    transaction.on_commit(lambda: [broadcast.publish(message) for message in messages])
+
+    def publish_all() -> None:
+        for message in messages:
+            broadcast.publish(message)
+
+    transaction.on_commit(publish_all)
     transaction.on_commit(lambda: notifications_enqueue(notification_ids))
     return _Outcome(incident, opened, notification_ids)
 

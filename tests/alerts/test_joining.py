@@ -37,7 +37,7 @@ def _order_of_processing(devices: list[Device], source: tuple[float, float]) -> 
     return sorted(devices, key=lambda d: haversine_m(d.latitude, d.longitude, *source))
 
 
-def test_a_shot_1_4_km_away_45_s_later_is_its_own_incident_with_its_own_alert(db, settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_shot_1_4_km_away_45_s_later_is_its_own_incident_with_its_own_alert(db, settings) -> None:
     """The demo's case: six devices heard both shots; the second used to be appended to the first."""
     settings.ALERT_HEARING_RANGE_M = 1500
     first_source = CENTRE
@@ -67,7 +67,7 @@ def test_a_shot_1_4_km_away_45_s_later_is_its_own_incident_with_its_own_alert(db
     assert owners == {d.owner_id for d in devices}
 
 
-def test_a_shot_2_6_km_away_never_joins_and_the_first_incident_keeps_its_fix(db) -> None:  # type: ignore[no-untyped-def]
+def test_a_shot_2_6_km_away_never_joins_and_the_first_incident_keeps_its_fix(db) -> None:
     """Beyond the hearing range of the first incident's place: its detections are not the first's."""
     first_source = CENTRE
     second_source = destination_point(*CENTRE, 200, 2600)
@@ -89,7 +89,7 @@ def test_a_shot_2_6_km_away_never_joins_and_the_first_incident_keeps_its_fix(db)
     assert haversine_m(second.latitude, second.longitude, *second_source) <= second.radius_m
 
 
-def test_a_follow_up_at_the_same_place_joins_and_keeps_the_first_fix(db) -> None:  # type: ignore[no-untyped-def]
+def test_a_follow_up_at_the_same_place_joins_and_keeps_the_first_fix(db) -> None:
     devices = [_device(pos, f"d{i}") for i, pos in enumerate(around(CENTRE, 600, [10, 100, 190, 280]))]
     start = timezone.now().replace(microsecond=0)
     for device in devices:
@@ -107,7 +107,7 @@ def test_a_follow_up_at_the_same_place_joins_and_keeps_the_first_fix(db) -> None
     assert incident.device_count == 4
 
 
-def test_a_shot_first_taken_for_a_follow_up_is_split_off_when_it_proves_to_be_elsewhere(db) -> None:  # type: ignore[no-untyped-def]
+def test_a_shot_first_taken_for_a_follow_up_is_split_off_when_it_proves_to_be_elsewhere(db) -> None:
     """One device hears both; its second detection arrives first and looks like a follow-up. The next
     devices' arrival times put that shot 1.2 km away: it becomes an incident of its own."""
     shared = _device(destination_point(*CENTRE, 90, 600), "shared")
@@ -135,7 +135,7 @@ def test_a_shot_first_taken_for_a_follow_up_is_split_off_when_it_proves_to_be_el
     assert Notification.objects.filter(incident=second, user=shared.owner).exists()
 
 
-def test_shot_count_is_distinct_shots_aligned_across_devices_not_a_sum(db) -> None:  # type: ignore[no-untyped-def]
+def test_shot_count_is_distinct_shots_aligned_across_devices_not_a_sum(db) -> None:
     """Three devices hear one burst and count 7, 8 and 9 rounds (the far one misses quiet ones); a second
     burst at the same place 30 s later is counted 4 and 3. The incident fired 9 + 4 shots, not 31."""
     devices = [_device(pos, f"d{i}") for i, pos in enumerate(around(CENTRE, 400, [0, 120, 240]))]
@@ -151,7 +151,7 @@ def test_shot_count_is_distinct_shots_aligned_across_devices_not_a_sum(db) -> No
     assert Incident.objects.count() == 1
 
 
-def test_two_clips_of_one_device_at_the_same_moment_are_not_one_shot_twice(db) -> None:  # type: ignore[no-untyped-def]
+def test_two_clips_of_one_device_at_the_same_moment_are_not_one_shot_twice(db) -> None:
     """Alignment never puts two detections of one device in one shot: a device hears a shot once."""
     device = _device(CENTRE, "solo")
     start = timezone.now().replace(microsecond=0)
@@ -162,7 +162,7 @@ def test_two_clips_of_one_device_at_the_same_moment_are_not_one_shot_twice(db) -
 
 
 @pytest.mark.parametrize("late_ms", [0, 5])
-def test_a_detection_whose_time_no_source_explains_does_not_join_the_shot(db, late_ms: int) -> None:  # type: ignore[no-untyped-def]
+def test_a_detection_whose_time_no_source_explains_does_not_join_the_shot(db, late_ms: int) -> None:
     """Pairwise each arrival could be the shot; together only a consistent set is one shot. A fourth
     device 300 ms early heard another sound: at most another shot at that place, never part of the
     shot the location is computed from."""

@@ -391,7 +391,7 @@ def test_one_shot_must_explain_the_whole_group_not_each_pair() -> None:
     obs = shot[3].obs
     assert obs is not None
     late = Arrival(3, Observation(obs.lat, obs.lon, shot[3].at + 0.3, 4.0), 0.002, shot[3].at + 0.3)
-    assert all(could_be_same_event(a.obs, late.obs) for a in shot[:3])  # type: ignore[arg-type]
+    assert all(could_be_same_event(a.obs, late.obs) for a in shot[:3])
     assert not shot_fits([*shot[:3], late])
     # A free-running clock (half a second of tolerance) cannot tell the difference.
     loose = [Arrival(a.device, a.obs, 0.0625, a.at) for a in [*shot[:3], late]]
