@@ -20,7 +20,7 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from core import audio, features
+from core import audio, calibration, features
 from core.features import FeatureParams
 from core.weights import load_weights
 
@@ -122,11 +122,23 @@ class Classifier:
             sha256=w.sha256,
         )  # fmt: skip
 
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        """Platt scaling fitted on held-out folds (weights meta ``calibration``), or None."""
+        cal = self.meta.get("calibration")
+        return cal if isinstance(cal, dict) and "a" in cal and "b" in cal else None
+
+    @property
+    def operating_points(self) -> dict[str, float]:
+        """Named thresholds on the calibrated score (weights meta ``operating_points``)."""
+        points = self.meta.get("operating_points") or {}
+        return {k: float(v["threshold"] if isinstance(v, dict) else v) for k, v in points.items()}
+
     def window_scores(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities for a (n, 1, n_mels, frames) batch, in one forward pass."""
+        """Calibrated probabilities for a (n, 1, n_mels, frames) batch, in one forward pass."""
         with torch.inference_mode():
-            logits = self.network(torch.from_numpy(batch))
-            return torch.sigmoid(logits).numpy().astype(np.float64)
+            logits = self.network(torch.from_numpy(batch)).numpy()
+        return calibration.apply_to_logits(logits, self.calibration)
 
     def classify_waveform(self, y: np.ndarray, sr: int, *, threshold: float | None = None) -> ClipResult:
         return self._classify(y, sr, threshold=threshold, decode_ms=0.0)
@@ -208,10 +220,16 @@ class Classifier:
         return int(inside.sum()), float(strongest * p.hop_length / p.sample_rate)
 
     def export_torchscript(self, path: str | Path) -> None:
-        """Save a TorchScript of the network (input: log-mel batch in dB) for devices."""
+        """Save a TorchScript of the network (input: log-mel windows) for devices.
+
+        The calibration is folded into the exported logit, so the device's sigmoid gives the same calibrated
+        score the server compares with the version's threshold.
+        """
         example = torch.zeros(1, 1, self.params.n_mels, self.params.frames_per_window)
+        cal = self.calibration
+        module = _CalibratedLogit(self.network, float(cal["a"]), float(cal["b"])) if cal else self.network
         with torch.inference_mode():
-            traced = torch.jit.trace(self.network, example)
+            traced = torch.jit.trace(module.eval(), example)
         traced.save(str(path))
 
 
@@ -257,3 +275,13 @@ def classify_batch(classifier: Classifier, items: list[BatchItem]) -> list[ClipR
         )
         start += n
     return results
+
+
+class _CalibratedLogit(nn.Module):
+    def __init__(self, network: nn.Module, a: float, b: float) -> None:
+        super().__init__()
+        self.network = network
+        self.a, self.b = a, b
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x) * self.a + self.b

@@ -10,13 +10,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 import librosa
 import numpy as np
 from scipy import signal
 
 from core.audio import SILENCE_PEAK, AudioError
+
+_EFFICIENTAT_OFFSET = 1e-5
 
 
 @dataclass(frozen=True)
@@ -40,12 +42,33 @@ class FeatureParams:
     top_db: float = 40.0  # leading/trailing trim threshold relative to the loudest frame
     amin: float = 1e-8  # floor of the power spectrum: -80 dB
     peak: float = 0.99
+    # The front end of EfficientAT's AudioSet networks (``efficientat_32k``); the defaults are gwcnn's dB features.
+    mel_scale: Literal["slaney", "kaldi"] = "slaney"
+    log_scale: Literal["db", "efficientat"] = "db"  # efficientat: (ln(mel + 1e-5) + 4.5) / 5
+    preemphasis: float = 0.0  # y[n] = x[n] - c * x[n-1], as a valid convolution (one sample shorter)
+    win_length: int | None = None  # a symmetric Hann window of this length, zero-padded to n_fft
+    mel_fmin: float | None = None  # mel band edges when they differ from the input band (fmin, fmax)
+    mel_fmax: float | None = None
 
     def __post_init__(self) -> None:
         if self.hop_s > self.window_s or self.hop_s > 0.5:
             raise ValueError("hop_s must be <= 0.5 s and <= window_s")
         if not 0 < self.fmin < self.fmax <= self.sample_rate / 2:
             raise ValueError("need 0 < fmin < fmax <= sample_rate / 2")
+        lo, hi = self.mel_range
+        if not 0 <= lo < hi <= self.sample_rate / 2:
+            raise ValueError("need 0 <= mel_fmin < mel_fmax <= sample_rate / 2")
+        if self.mel_scale not in ("slaney", "kaldi") or self.log_scale not in ("db", "efficientat"):
+            raise ValueError(f"unknown mel_scale {self.mel_scale!r} or log_scale {self.log_scale!r}")
+        if self.win_length is not None and not 0 < self.win_length <= self.n_fft:
+            raise ValueError("need 0 < win_length <= n_fft")
+
+    @property
+    def mel_range(self) -> tuple[float, float]:
+        return (
+            self.fmin if self.mel_fmin is None else self.mel_fmin,
+            self.fmax if self.mel_fmax is None else self.mel_fmax,
+        )
 
     @property
     def frames_per_window(self) -> int:
@@ -57,6 +80,9 @@ class FeatureParams:
 
     @property
     def floor_db(self) -> float:
+        """The feature value of silence (padding of short clips), in the units of log_mel."""
+        if self.log_scale == "efficientat":
+            return float((np.log(_EFFICIENTAT_OFFSET) + 4.5) / 5.0)
         return float(10.0 * np.log10(self.amin))
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,30 +155,59 @@ def prepare(y: np.ndarray, sr: int, params: FeatureParams) -> tuple[np.ndarray, 
     return y, start / params.sample_rate
 
 
+def kaldi_mel_scale(f: np.ndarray | float) -> np.ndarray:
+    return 1127.0 * np.log(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
+
+
+def kaldi_mel_banks(n_mels: int, n_fft: int, sample_rate: int, fmin: float, fmax: float) -> np.ndarray:
+    """Kaldi's ``get_mel_banks`` without VTLN: triangles equally spaced in the HTK mel scale over the n_fft/2
+    lowest bins, plus a zero column for the Nyquist bin (EfficientAT's input; torchaudio is not needed)."""
+    bin_width = sample_rate / n_fft
+    lo, hi = kaldi_mel_scale(fmin), kaldi_mel_scale(fmax)
+    delta = (hi - lo) / (n_mels + 1)
+    b = np.arange(n_mels, dtype=np.float64)[:, None]
+    left, centre, right = lo + b * delta, lo + (b + 1.0) * delta, lo + (b + 2.0) * delta
+    mel = kaldi_mel_scale(bin_width * np.arange(n_fft // 2, dtype=np.float64))[None, :]
+    banks = np.maximum(0.0, np.minimum((mel - left) / (centre - left), (right - mel) / (right - centre)))
+    return np.pad(banks, ((0, 0), (0, 1))).astype(np.float32)
+
+
 @lru_cache(maxsize=16)
 def mel_basis(params: FeatureParams) -> np.ndarray:
+    lo, hi = params.mel_range
+    if params.mel_scale == "kaldi":
+        return kaldi_mel_banks(params.n_mels, params.n_fft, params.sample_rate, lo, hi)
     return librosa.filters.mel(
-        sr=params.sample_rate, n_fft=params.n_fft, n_mels=params.n_mels, fmin=params.fmin, fmax=params.fmax
+        sr=params.sample_rate, n_fft=params.n_fft, n_mels=params.n_mels, fmin=lo, fmax=hi
     ).astype(np.float32)
 
 
 @lru_cache(maxsize=16)
-def stft_window(n_fft: int) -> np.ndarray:
-    return librosa.filters.get_window("hann", n_fft, fftbins=True).astype(np.float32)
+def stft_window(n_fft: int, win_length: int | None = None) -> np.ndarray:
+    """Periodic Hann over n_fft (gwcnn), or a symmetric Hann of win_length centred in n_fft (EfficientAT)."""
+    if win_length is None:
+        return librosa.filters.get_window("hann", n_fft, fftbins=True).astype(np.float32)
+    return librosa.util.pad_center(np.hanning(win_length), size=n_fft).astype(np.float32)
 
 
 def log_mel(y: np.ndarray, params: FeatureParams) -> np.ndarray:
-    """Log-power mel spectrogram in dB (ref 1.0, floored at 10*log10(amin)); n_mels x frames."""
+    """Log mel spectrogram, n_mels x frames: dB (ref 1.0, floored at 10*log10(amin)) or EfficientAT's scaling."""
+    y = np.ascontiguousarray(y, dtype=np.float32)
+    if params.preemphasis:
+        y = y[1:] - np.float32(params.preemphasis) * y[:-1]
     spec = librosa.stft(
-        np.ascontiguousarray(y, dtype=np.float32),
+        y,
         n_fft=params.n_fft,
         hop_length=params.hop_length,
-        window=stft_window(params.n_fft),
+        window=stft_window(params.n_fft, params.win_length),
         center=True,
-        pad_mode="constant",
+        # EfficientAT was trained with torch.stft's reflect padding; gwcnn with zeros.
+        pad_mode="reflect" if params.log_scale == "efficientat" and y.size > params.n_fft // 2 else "constant",
     )
     power = spec.real**2 + spec.imag**2
     mel = mel_basis(params) @ power
+    if params.log_scale == "efficientat":
+        return ((np.log(mel + _EFFICIENTAT_OFFSET) + 4.5) / 5.0).astype(np.float32)
     return (10.0 * np.log10(np.maximum(mel, params.amin))).astype(np.float32)
 
 
@@ -172,6 +227,21 @@ def frame_windows(mel: np.ndarray, params: FeatureParams) -> tuple[np.ndarray, n
     batch = np.array(view.transpose(1, 0, 2)[:, None], dtype=np.float32, order="C")  # a writable copy
     offsets = np.arange(n_windows, dtype=np.float64) * step * params.hop_length / params.sample_rate
     return batch, offsets
+
+
+def efficientat_32k(**overrides: Any) -> FeatureParams:
+    """Input of the pretrained EfficientAT networks (32 kHz, 128 Kaldi mels 0-15 kHz over 1024-point FFTs).
+
+    The input band stops at 7.6 kHz: the training data is 16 kHz audio, so a 44.1/48 kHz device's upper
+    octave must not reach a model that never saw one.
+    """
+    base: dict[str, Any] = {
+        "sample_rate": 32000, "n_fft": 1024, "hop_length": 320, "n_mels": 128, "fmin": 1.0, "fmax": 7600.0,
+        "mel_scale": "kaldi", "log_scale": "efficientat", "preemphasis": 0.97, "win_length": 800,
+        "mel_fmin": 0.0, "mel_fmax": 15000.0,
+    }  # fmt: skip
+    base.update(overrides)
+    return FeatureParams(**base)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The networks: the small production CNNs, a seed-style ResNet-34 baseline and their torch front-ends.
+"""The networks: the small production CNNs, EfficientAT's MobileNetV3 (mn04, AudioSet-pretrained) with its
+gunshot head, a seed-style ResNet-34 baseline and their torch front-ends.
 
 Every production network takes a batch of log-mel windows (n, 1, n_mels, frames) in dB, as
 ``core.features.windows`` computes them, and returns one logit per window. ``TorchLogMel`` is the same
@@ -106,9 +107,206 @@ class ResNet34(nn.Module):
         return self.head(h).squeeze(1)
 
 
+# ---------------------------------------------------------------- EfficientAT MobileNetV3
+# MobileNetV3-Large (Howard et al. 2019, Table 1): kernel, expansion, out channels, SE, activation, stride.
+_LARGE: tuple[tuple[int, int, int, bool, str, int], ...] = (
+    (3, 16, 16, False, "RE", 1),
+    (3, 64, 24, False, "RE", 2),
+    (3, 72, 24, False, "RE", 1),
+    (5, 72, 40, True, "RE", 2),
+    (5, 120, 40, True, "RE", 1),
+    (5, 120, 40, True, "RE", 1),
+    (3, 240, 80, False, "HS", 2),
+    (3, 200, 80, False, "HS", 1),
+    (3, 184, 80, False, "HS", 1),
+    (3, 184, 80, False, "HS", 1),
+    (3, 480, 112, True, "HS", 1),
+    (3, 672, 112, True, "HS", 1),
+    (5, 672, 160, True, "HS", 2),
+    (5, 960, 160, True, "HS", 1),
+    (5, 960, 160, True, "HS", 1),
+)
+_BN_EPS = 0.001
+_BN_MOMENTUM = 0.01
+
+
+def make_divisible(v: float, divisor: int = 8) -> int:
+    """The reference width-multiplier rounding: nearest multiple, never more than 10 % below v."""
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    if new_v < 0.9 * v:
+        new_v += divisor
+    return new_v
+
+
+def _conv_bn_act(
+    c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1, act: str | None = None
+) -> nn.Sequential:
+    layers: list[nn.Module] = [
+        nn.Conv2d(c_in, c_out, k, stride=stride, padding=(k - 1) // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(c_out, eps=_BN_EPS, momentum=_BN_MOMENTUM),
+    ]
+    if act == "RE":
+        layers.append(nn.ReLU(inplace=True))
+    elif act == "HS":
+        layers.append(nn.Hardswish(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class _SqueezeExcite(nn.Module):
+    def __init__(self, channels: int, squeeze: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(channels, squeeze)
+        self.fc2 = nn.Linear(squeeze, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean(dim=(2, 3))
+        s = torch.sigmoid(self.fc2(torch.relu(self.fc1(s))))
+        return x * s[:, :, None, None]
+
+
+class _ConcurrentSE(nn.Module):
+    """Key layout of EfficientAT's concurrent SE with only the channel branch (``conc_se_layers.0``)."""
+
+    def __init__(self, channels: int, squeeze: int) -> None:
+        super().__init__()
+        self.conc_se_layers = nn.ModuleList([_SqueezeExcite(channels, squeeze)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conc_se_layers[0](x)
+
+
+class _InvertedResidual(nn.Module):
+    def __init__(self, c_in: int, k: int, exp: int, c_out: int, se: bool, act: str, stride: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        if exp != c_in:
+            layers.append(_conv_bn_act(c_in, exp, 1, act=act))
+        layers.append(_conv_bn_act(exp, exp, k, stride=stride, groups=exp, act=act))
+        if se:
+            layers.append(_ConcurrentSE(exp, make_divisible(exp // 4, 8)))
+        layers.append(_conv_bn_act(exp, c_out, 1))
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and c_in == c_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        return out + x if self.residual else out
+
+
+class MobileNetV3(nn.Module):
+    """EfficientAT ``mn`` family; width 0.4 + 527 outputs is the AudioSet checkpoint ``mn04_as``."""
+
+    def __init__(self, width: float = 0.4, num_classes: int = 527, dropout: float = 0.2) -> None:
+        super().__init__()
+        c = lambda v: make_divisible(v * width, 8)  # noqa: E731
+        c_first = c(16)
+        layers: list[nn.Module] = [_conv_bn_act(1, c_first, 3, stride=2, act="HS")]
+        c_in = c_first
+        for k, exp, out, se, act, stride in _LARGE:
+            layers.append(_InvertedResidual(c_in, k, c(exp), c(out), se, act, stride))
+            c_in = c(out)
+        last = 6 * c_in
+        layers.append(_conv_bn_act(c_in, last, 1, act="HS"))
+        self.features = nn.Sequential(*layers)
+        self.embedding_dim = last
+        self.classifier = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(last, int(1280 * width)),
+            nn.Hardswish(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(int(1280 * width), num_classes),
+        )
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The 384-d pooled embedding."""
+        return self.features(x).mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+# AudioSet classes the detector's output starts from: Gunshot/gunfire, Machine gun, Fusillade.
+AUDIOSET_GUNSHOT_CLASSES = (427, 428, 429)
+
+
+class MN04Detector(nn.Module):
+    """Gunshot detector on EfficientAT's mn04 (``efficientat_32k`` features): backbone, the AudioSet head's
+    hidden layer, and one logit initialised from the mean of the AudioSet gunshot classes, so fine-tuning
+    starts from the zero-shot detector instead of from noise."""
+
+    pretrained_lr_factor = 0.1  # the backbone and hidden layer learn 10x slower than the new output
+
+    def __init__(self, n_mels: int = 128, frames: int = 100) -> None:
+        super().__init__()
+        if n_mels != 128:
+            raise ValueError("mn04 expects 128 mel bands")
+        net = MobileNetV3()
+        self.features = net.features
+        self.hidden = nn.Sequential(net.classifier[2], nn.Hardswish(), nn.Dropout(0.2))
+        self.out = nn.Linear(int(net.classifier[5].in_features), 1)
+
+    def load_audioset(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Load the AudioSet checkpoint (strictly) into the backbone and initialise the output from it."""
+        net = MobileNetV3()
+        net.load_state_dict(state_dict, strict=True)
+        self.features.load_state_dict(net.features.state_dict())
+        self.hidden[0].load_state_dict(net.classifier[2].state_dict())
+        idx = list(AUDIOSET_GUNSHOT_CLASSES)
+        with torch.no_grad():
+            self.out.weight.copy_(net.classifier[5].weight[idx].mean(0, keepdim=True))
+            self.out.bias.copy_(net.classifier[5].bias[idx].mean().reshape(1))
+
+    def param_groups(self, lr: float) -> list[dict]:
+        pretrained = list(self.features.parameters()) + list(self.hidden.parameters())
+        return [
+            {"params": pretrained, "lr": lr * self.pretrained_lr_factor},
+            {"params": list(self.out.parameters()), "lr": lr},
+        ]
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x).mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.hidden(self.embed(x))).squeeze(1)
+
+
+class MN04Ensemble(nn.Module):
+    """The shipped server model: the mean of two gunshot probabilities on the same windows, the fine-tuned
+    MN04Detector's and a linear probe's on the untouched AudioSet embedding. On held-out firing positions the
+    two make different mistakes (the probe keeps AudioSet's notion of music and sirens, fine-tuning learns
+    street-sensor shots), and their mean beats either. Returns the logit of that mean."""
+
+    def __init__(self, n_mels: int = 128, frames: int = 100) -> None:
+        super().__init__()
+        self.tuned = MN04Detector(n_mels, frames)
+        self.probe_features = MobileNetV3().features
+        self.probe = nn.Linear(make_divisible(160 * 0.4) * 6, 1)
+
+    def load_audioset(self, state_dict: dict[str, torch.Tensor]) -> None:
+        self.tuned.load_audioset(state_dict)
+        net = MobileNetV3()
+        net.load_state_dict(state_dict, strict=True)
+        self.probe_features.load_state_dict(net.features.state_dict())
+
+    def trainable(self) -> nn.Module:
+        """What gradient descent fine-tunes; the probe is fitted in closed form on the frozen embedding."""
+        return self.tuned
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.probe_features(x).mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = 0.5 * (torch.sigmoid(self.tuned(x)) + torch.sigmoid(self.probe(self.embed(x)).squeeze(1)))
+        p = p.clamp(1e-7, 1 - 1e-7)
+        return torch.log(p) - torch.log1p(-p)
+
+
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "gwcnn-1": GunshotCNN,
     "gwcnn-tiny": GunshotCNNTiny,
+    "mn04-gun": MN04Detector,
+    "mn04-ensemble": MN04Ensemble,
 }
 
 
@@ -134,17 +332,22 @@ class TorchLogMel(nn.Module):
     def __init__(self, params: FeatureParams) -> None:
         super().__init__()
         self.params = params
-        self.register_buffer("window", torch.from_numpy(stft_window(params.n_fft).copy()))
+        self.register_buffer("window", torch.from_numpy(stft_window(params.n_fft, params.win_length).copy()))
         self.register_buffer("basis", torch.from_numpy(mel_basis(params).copy()))
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
         p = self.params
+        if p.preemphasis:
+            waves = waves[:, 1:] - p.preemphasis * waves[:, :-1]
+        efficientat = p.log_scale == "efficientat"
         spec = torch.stft(
-            waves, p.n_fft, p.hop_length, window=self.window, center=True, pad_mode="constant",
-            return_complex=True,
+            waves, p.n_fft, p.hop_length, window=self.window, center=True,
+            pad_mode="reflect" if efficientat else "constant", return_complex=True,
         )  # fmt: skip
         power = spec.real**2 + spec.imag**2
         mel = torch.matmul(self.basis, power)
+        if efficientat:
+            return (torch.log(mel + 1e-5) + 4.5) / 5.0
         return 10.0 * torch.log10(torch.clamp(mel, min=p.amin))
 
 

@@ -17,7 +17,10 @@ from core.audio import AudioError
 from core.classifier import Classifier
 from core.weights import ModelLoadError
 
-BUNDLED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "gwcnn-1.pt"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+BUNDLED_WEIGHTS = WEIGHTS_DIR / "mn04-ensemble.pt"
+# Earlier defaults, still registered by a fresh install so that an admin can roll back to them.
+PREVIOUS_BUNDLED = (WEIGHTS_DIR / "gwcnn-1.pt",)
 
 
 def main(argv: list[str] | None = None) -> int:

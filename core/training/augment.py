@@ -80,6 +80,13 @@ class WindowSampler:
         w = np.array([config.hard_negative_weight if records[i].category in HARD_NEGATIVES else 1.0 for i in neg])
         self.neg_p = w / w.sum() if w.size else w
 
+    def reweight_negatives(self, extra: dict[int, float]) -> None:
+        """Multiply the draw weight of some negatives (record index -> factor), e.g. mined hard negatives."""
+        if not self.negatives.size:
+            return
+        w = self.neg_p * np.array([extra.get(int(i), 1.0) for i in self.negatives])
+        self.neg_p = w / w.sum()
+
     def _loud_frames(self, y: np.ndarray, positive: bool) -> np.ndarray:
         hop = self.params.hop_length
         if y.size <= self.length:

@@ -73,16 +73,25 @@ def fit_network(
     log_path: Path | None = None,
     desc: str = "train",
     ema_decay: float = 0.995,
+    weight_decay: float = 1e-3,
+    warmup_fraction: float = 0.15,
 ) -> list[dict[str, Any]]:
-    """Generic loop: AdamW + one-cycle LR, BCE on window labels, per-epoch validation on whole clips."""
-    optimiser = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=1e-3)
+    """Generic loop: AdamW + one-cycle LR, BCE on window labels, per-epoch validation on whole clips.
+
+    A network with ``param_groups(lr)`` (a pretrained backbone) sets its own per-group learning rates.
+    """
+    groups = network.param_groups(lr) if hasattr(network, "param_groups") else [{"params": network.parameters()}]
+    optimiser = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     # Validation swings from epoch to epoch (a 1 % FPR is a handful of clips); an exponential moving
     # average of the weights (and BatchNorm statistics) is steadier and is what gets shipped.
     averaged = torch.optim.swa_utils.AveragedModel(
         network, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema_decay), use_buffers=True
     )
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=lr, total_steps=max(1, epochs * steps_per_epoch), pct_start=0.15
+        optimiser,
+        max_lr=[g.get("lr", lr) for g in optimiser.param_groups],
+        total_steps=max(1, epochs * steps_per_epoch),
+        pct_start=warmup_fraction,
     )
     loss_fn = nn.BCEWithLogitsLoss()
     history: list[dict[str, Any]] = []
@@ -104,7 +113,7 @@ def fit_network(
         row: dict[str, Any] = {
             "epoch": epoch,
             "loss": total / steps_per_epoch,
-            "lr": schedule.get_last_lr()[0],
+            "lr": schedule.get_last_lr()[-1],
             "seconds": round(time.perf_counter() - t0, 2),
         }
         if val is not None:
@@ -146,11 +155,27 @@ def train_one(
     """Train one network; return it, its history and its final validation clip scores."""
     rng = configure_determinism(seed, settings.threads)
     sampler = WindowSampler(waves, records, train_idx, params, config, rng)
+    network = build(settings.architecture, params)
+    if settings.pretrained and hasattr(network, "load_audioset"):
+        network.load_audioset(torch.load(settings.pretrained, map_location="cpu", weights_only=True))
+    needs_probe = hasattr(network, "probe")
+    if settings.pretrained and (settings.mine_hard_negatives or needs_probe):
+        from core.training.probe import fit_probe
+
+        probe = fit_probe(
+            records, waves, train_idx, params=params, config=config, pretrained=settings.pretrained, seed=seed,
+            augmented=needs_probe,
+        )  # fmt: skip
+        if settings.mine_hard_negatives:
+            sampler.reweight_negatives(probe.hard_negatives)
+        if needs_probe:
+            with torch.no_grad():
+                network.probe.weight.copy_(torch.from_numpy(probe.weight)[None])
+                network.probe.bias.fill_(probe.bias)
     val_windows = production_windows(waves, val_idx, params)
     y_val = np.array([records[i].positive for i in val_idx], dtype=np.float64)
-    network = build(settings.architecture, params)
     history = fit_network(
-        network,
+        network.trainable() if hasattr(network, "trainable") else network,
         sampler,
         to_input=MelInput(params, config),
         epochs=settings.epochs,
@@ -162,6 +187,9 @@ def train_one(
         val=(val_windows, y_val),
         log_path=log_path,
         desc=desc,
+        ema_decay=settings.ema_decay,
+        weight_decay=settings.weight_decay,
+        warmup_fraction=settings.warmup_fraction,
     )
     network.eval()
     return network, history, clip_scores(network, val_windows)

@@ -12,20 +12,34 @@ from typing import Any
 import numpy as np
 import torch
 
-from core import benchmark, evaluation, report
+from core import benchmark, calibration, evaluation, report
 from core.classifier import Classifier
 from core.networks import count_parameters
 from core.training.baseline import run_baseline
-from core.training.data import data_summary, limited, load_manifest, load_waves, split_train_val, write_split_manifest
+from core.training.data import (
+    data_summary,
+    limited,
+    load_manifest,
+    load_waves,
+    split_train_val,
+    write_split_manifest,
+)
 from core.training.logo import run_logo
 from core.training.loop import train_one
+from core.training.protocols import Capture, apply_operating_points, run_protocol
 from core.training.settings import TrainResult, TrainSettings
 from core.training.threshold import choose_threshold
 from core.weights import save_weights
 
 
-def train(settings: TrainSettings) -> TrainResult:
-    """Train, pick the threshold on validation, evaluate like production, write weights + model card."""
+def train(settings: TrainSettings, *, capture: Capture | None = None) -> TrainResult:
+    """Train, pick the threshold on validation, evaluate like production, write weights + model card.
+
+    With ``settings.protocols`` the recipe is also trained and scored on every fold of those validation
+    protocols; with ``settings.calibrate`` the first protocol's held-out predictions fit the calibration and
+    the operating points stored in the weights, and the shipped threshold becomes the "balanced" one.
+    ``capture`` (the device agent's trigger, see detection.protocol_capture) adds false alarms behind it.
+    """
     t_start = time.perf_counter()
     s = settings
     manifest = Path(s.manifest).resolve()
@@ -37,6 +51,9 @@ def train(settings: TrainSettings) -> TrainResult:
         records = limited(records, s.limit, s.seed)
     waves = load_waves(records, params, cache_dir=Path(s.cache_dir) if s.cache_dir else None, manifest=manifest)
     train_idx, val_idx = split_train_val(records, seed=s.seed)
+    if not s.holdout:
+        # Everything trains; the protocols (not this in-sample "validation") say how good the recipe is.
+        train_idx = np.arange(len(records))
     log_path = out / "training_log.csv"
     log_path.unlink(missing_ok=True)
     network, history, val_scores = train_one(
@@ -105,9 +122,100 @@ def train(settings: TrainSettings) -> TrainResult:
         )  # fmt: skip
     if s.speed:
         card["speed"] = benchmark.speed_profile(params, s.architecture, network=network)
+    if s.protocols:
+        cal, ops = None, None
+        card["protocols"] = {}
+        labels = np.array([r.positive for r in records], dtype=np.int64)
+        for k, name in enumerate(s.protocols):
+            fit = _fold_fitter(records, waves, s)
+            result = run_protocol(name, records, waves, fit=fit, sample_rate=params.sample_rate, capture=capture,
+                                  seed=s.seed)  # fmt: skip
+            if k == 0 and s.calibrate:
+                held = np.asarray(result["held_out"]["index"])
+                cal = calibration.fit_platt(result["held_out"]["scores"], labels[held])
+            if cal is not None:
+                result = calibrated_result(result, cal)
+            if k == 0 and cal is not None:
+                trig = [_pairs(st["trigger"]) for st in result["streams"].values() if "trigger" in st]
+                ops = calibration.operating_points(
+                    result["held_out"]["scores"], labels[np.asarray(result["held_out"]["index"])],
+                    trigger_streams=trig, hours=sum(st["hours"] for st in result["streams"].values()),
+                )  # fmt: skip
+                threshold = ops[calibration.DEFAULT_OPERATING_POINT]["threshold"]
+                meta.update(calibration=cal, operating_points=ops, calibrated_on=name)
+                sha = save_weights(
+                    weights_path, architecture=s.architecture, params=params, threshold=threshold,
+                    state_dict=network.state_dict(), meta=meta,
+                )  # fmt: skip
+                card.update(sha256=sha, threshold=threshold, calibration=cal, operating_points=ops)
+            points = {n: v["threshold"] for n, v in ops.items()} if ops else {"threshold": threshold}
+            result = apply_operating_points(result, records, points, seed=s.seed)
+            card["protocols"][name] = {k2: v for k2, v in result.items() if k2 not in ("held_out", "streams")}
+            (out / f"protocol_{name}.json").write_text(json.dumps(result, default=float))
+            report.write_card(out, card, metrics)
     report.write_card(out, card, metrics)
     return TrainResult(out, weights_path, sha, threshold, _strip_scores(metrics), card)
 
 
+def _pairs(rows: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
+    a = np.asarray(rows, dtype=np.float64).reshape(-1, 2)
+    return a[:, 0], a[:, 1]
+
+
+def calibrated_result(result: dict[str, Any], cal: dict[str, Any]) -> dict[str, Any]:
+    """A run_protocol result with every held-out and stream score passed through the calibration."""
+    held = dict(result["held_out"])
+    held["scores"] = calibration.apply(held["scores"], cal).tolist()
+    streams = {
+        name: {k: ([(t, float(calibration.apply(v, cal))) for t, v in rows] if k in ("raw", "trigger") else rows)
+               for k, rows in st.items()}
+        for name, st in result["streams"].items()
+    }  # fmt: skip
+    return {**result, "held_out": held, "streams": streams}
+
+
+def _fold_fitter(records: list, waves: list[np.ndarray], s: TrainSettings):
+    def fit(train_idx: np.ndarray, test_idx: np.ndarray, desc: str) -> tuple[Classifier, np.ndarray]:
+        net, _, scores = train_one(
+            records, waves, train_idx, test_idx, params=s.params, settings=s.loop, config=s.augment, seed=s.seed,
+            desc=desc,
+        )  # fmt: skip
+        return Classifier(net, architecture=s.architecture, params=s.params, threshold=0.5), scores
+
+    return fit
+
+
 def _strip_scores(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if k != "scores"}
+
+
+def evaluate_protocols(
+    settings: TrainSettings,
+    *,
+    capture: Capture | None = None,
+    cal: dict[str, Any] | None = None,
+    thresholds: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Run settings.protocols for the recipe in settings (a fresh network per fold) and report each fold at the
+    given calibration and named thresholds (a shipped model's), or at the protocol's own 1 %-FPR point."""
+    s = settings
+    manifest = Path(s.manifest).resolve()
+    records = load_manifest(manifest)
+    if s.limit is not None:
+        records = limited(records, s.limit, s.seed)
+    waves = load_waves(records, s.params, cache_dir=Path(s.cache_dir) if s.cache_dir else None, manifest=manifest)
+    labels = np.array([r.positive for r in records], dtype=np.int64)
+    out: dict[str, Any] = {}
+    for name in s.protocols:
+        result = run_protocol(name, records, waves, fit=_fold_fitter(records, waves, s),
+                              sample_rate=s.params.sample_rate, capture=capture, seed=s.seed)  # fmt: skip
+        if cal is not None:
+            result = calibrated_result(result, cal)
+        points = thresholds
+        if not points:
+            held = np.asarray(result["held_out"]["index"])
+            scores = np.asarray(result["held_out"]["scores"])
+            points = {"fpr_1pct": calibration.threshold_for_fpr(scores[labels[held] == 0], 0.01)}
+        result = apply_operating_points(result, records, points, seed=s.seed)
+        out[name] = {k: v for k, v in result.items() if k not in ("held_out", "streams")}
+    return out

@@ -20,6 +20,10 @@ class TrainSettings:
     architecture: str = "gwcnn-1"
     params: FeatureParams = field(default_factory=FeatureParams)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # a pretrained starting point (mn04-gun: EfficientAT's AudioSet checkpoint, ../shared/pretrained/mn04_as_mAP_432.pt)
+    pretrained: str | Path | None = None
+    # hard negatives mined from the training fold with the pretrained embedding (needs ``pretrained``)
+    mine_hard_negatives: bool = False
     # the loop
     epochs: int = 12
     steps_per_epoch: int = 128
@@ -27,6 +31,9 @@ class TrainSettings:
     lr: float = 3e-3
     seed: int = 0
     threads: int = 1
+    weight_decay: float = 1e-3
+    ema_decay: float = 0.995
+    warmup_fraction: float = 0.15
     # the threshold (see core.training.threshold.choose_threshold)
     target_fpr: float = 0.01
     max_alarms_per_hour: float = 1.0
@@ -42,13 +49,34 @@ class TrainSettings:
     baseline_epochs: int = 2
     baseline_steps: int = 24
     speed: bool = True
+    # validation protocols run after the main fit (core.training.protocols.PROTOCOLS); the first one's held-out
+    # predictions fit the calibration and the operating points stored in the weights
+    protocols: tuple[str, ...] = ()
+    calibrate: bool = False
+    holdout: bool = True  # False: train on every clip (the shipped model), judged by the protocols instead
 
     @property
     def loop(self) -> LoopSettings:
         return LoopSettings(
             self.architecture, self.epochs, self.steps_per_epoch, self.batch_size, self.lr, self.target_fpr,
-            self.threads,
+            self.threads, self.weight_decay, self.ema_decay, self.warmup_fraction,
+            str(self.pretrained) if self.pretrained else None, self.mine_hard_negatives,
         )  # fmt: skip
+
+    @classmethod
+    def mn04(cls, manifest: str | Path, out_dir: str | Path, pretrained: str | Path, **overrides: Any) -> TrainSettings:
+        """The recipe of the shipped model: mn04 fine-tuned for 600 steps of 32 windows (backbone 1e-4, output
+        1e-3) with probe-mined hard negatives; architecture "mn04-ensemble" adds the probe as second member."""
+        from core.features import efficientat_32k
+
+        base: dict[str, Any] = {
+            "architecture": "mn04-ensemble", "params": efficientat_32k(), "pretrained": pretrained,
+            "mine_hard_negatives": True, "epochs": 5, "steps_per_epoch": 120, "batch_size": 32, "lr": 1e-3,
+            "weight_decay": 1e-4, "ema_decay": 0.99, "warmup_fraction": 0.1, "weights_name": "mn04-ensemble.pt",
+            "augment": AugmentConfig(p_band_limit=0.5, p_distance=0.5),
+        }  # fmt: skip
+        base.update(overrides)
+        return cls(manifest=manifest, out_dir=out_dir, **base)
 
 
 @dataclass(frozen=True)
@@ -62,6 +90,11 @@ class LoopSettings:
     lr: float
     target_fpr: float
     threads: int
+    weight_decay: float = 1e-3
+    ema_decay: float = 0.995
+    warmup_fraction: float = 0.15
+    pretrained: str | None = None
+    mine_hard_negatives: bool = False
 
 
 @dataclass

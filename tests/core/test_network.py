@@ -3,13 +3,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.features import FeatureParams
+from core.features import FeatureParams, efficientat_32k
 from core.networks import ARCHITECTURES, ResNet34, build, count_parameters
+
+DEVICE_CLASS = sorted(a for a in ARCHITECTURES if a.startswith("gwcnn"))
+
+
+def _params(architecture: str) -> FeatureParams:
+    return efficientat_32k() if architecture.startswith("mn04") else FeatureParams()
 
 
 @pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
 def test_registered_networks_give_one_logit_per_window(architecture):
-    params = FeatureParams()
+    params = _params(architecture)
     net = build(architecture, params).eval()
     x = torch.randn(5, 1, params.n_mels, params.frames_per_window) * 10 - 40
     with torch.inference_mode():
@@ -18,10 +24,17 @@ def test_registered_networks_give_one_logit_per_window(architecture):
     assert torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("architecture", DEVICE_CLASS)
 def test_registered_networks_stay_small(architecture):
     # The speed budget (<= 1 ms CPU per second of audio) only holds for networks of this size.
     assert 1_000 < count_parameters(build(architecture, FeatureParams())) < 60_000
+
+
+@pytest.mark.parametrize("architecture", ["mn04-gun", "mn04-ensemble"])
+def test_server_networks_fit_the_weights_budget(architecture):
+    # Server budget: <= 10 ms CPU per second of audio and <= 5 MB per weights file (the ensemble ships float16).
+    n = count_parameters(build(architecture, efficientat_32k()))
+    assert 500_000 < n < 1_300_000
 
 
 def test_network_accepts_other_feature_sizes():

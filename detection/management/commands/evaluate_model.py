@@ -13,12 +13,17 @@ from django.db import DatabaseError
 
 from core import evaluation
 from core.classifier import Classifier
+from core.training import TrainSettings
+from core.training.protocols import PROTOCOLS
+from core.training.run import evaluate_protocols
 from core.weights import ModelLoadError
 from detection.classify import BUNDLED_WEIGHTS
 from detection.models import ModelVersion
+from detection.protocol_capture import trigger_captures
 from detection.selectors import model_version_active
 
 DEFAULT_MANIFEST = Path(settings.BASE_DIR).parent / "shared" / "data" / "manifest.csv"
+DEFAULT_PRETRAINED = Path(settings.BASE_DIR).parent / "shared" / "pretrained" / "mn04_as_mAP_432.pt"
 JSON_KEYS = (
     "n", "auc", "ap", "threshold", "recall", "precision", "fpr", "recall_at_fpr_1pct", "false_alarms_per_hour",
     "per_source_recall", "per_category_fpr",
@@ -53,12 +58,22 @@ class Command(BaseCommand):
         which.add_argument("--weights", type=Path, help="a weights file (default: the active model, else bundled)")
         parser.add_argument("--threshold", type=float, help="override the model's decision threshold")
         parser.add_argument("--json", action="store_true", help="print exactly one JSON object")
+        parser.add_argument(
+            "--protocol", action="append", choices=PROTOCOLS, default=[],
+            help="instead: retrain the model's recipe on every fold of this validation protocol (repeatable; slow: "
+                 "one training per fold) and report each fold at the model's calibration and operating points",
+        )  # fmt: skip
+        parser.add_argument("--pretrained", type=Path, default=DEFAULT_PRETRAINED, help="AudioSet checkpoint, mn04-gun")
+        parser.add_argument("--cache-dir", type=Path, help="cache decoded audio here between runs")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         manifest: Path = opts["manifest"]
         if not manifest.is_file():
             raise CommandError(f"manifest not found: {manifest}")
         classifier, described = self._classifier(opts)
+        if opts["protocol"]:
+            self._protocols(classifier, manifest, opts)
+            return
         if not opts["json"]:
             self.stdout.write(f"Evaluating {described} on {manifest}" + (f" (split {opts['split']})" if opts["split"]
                                                                             else ""))
@@ -84,6 +99,25 @@ class Command(BaseCommand):
             return Classifier.load(BUNDLED_WEIGHTS), f"the bundled model {BUNDLED_WEIGHTS.name}"
         except ModelLoadError as exc:
             raise CommandError(f"cannot load the model: {exc}") from exc
+
+    def _protocols(self, classifier: Classifier, manifest: Path, opts: dict[str, Any]) -> None:
+        common = {"protocols": tuple(opts["protocol"]), "cache_dir": opts["cache_dir"], "speed": False}
+        if classifier.architecture.startswith("mn04"):
+            recipe = TrainSettings.mn04(manifest, Path("."), opts["pretrained"], architecture=classifier.architecture,
+                                        **common)  # fmt: skip
+        else:
+            recipe = TrainSettings(manifest=manifest, out_dir=Path("."), architecture=classifier.architecture,
+                                   params=classifier.params, **common)  # fmt: skip
+        result = evaluate_protocols(recipe, capture=trigger_captures, cal=classifier.calibration,
+                                    thresholds=classifier.operating_points or {"threshold": classifier.threshold})
+        if opts["json"]:
+            self.stdout.write(json.dumps(result, default=float))
+            return
+        for name, res in result.items():
+            self.stdout.write(f"protocol {name}: worst fold AUC {res['summary']['auc']}, "
+                              f"recall at 1 % FPR {res['summary']['recall_at_fpr1']}")
+            for row in res["folds"]:
+                self.stdout.write("  " + json.dumps(row, default=float))
 
     def _active(self) -> ModelVersion | None:
         # Evaluation must also work on a checkout with no migrated database: then the bundled model.
