@@ -9,6 +9,8 @@ per step); ``SeedImageInput`` turns waveforms into the seed project's spectrogra
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 import torch
 from torch import nn
@@ -198,7 +200,10 @@ class MobileNetV3(nn.Module):
 
     def __init__(self, width: float = 0.4, num_classes: int = 527, dropout: float = 0.2) -> None:
         super().__init__()
-        c = lambda v: make_divisible(v * width, 8)  # noqa: E731
+
+        def c(v: float) -> int:
+            return make_divisible(v * width, 8)
+
         c_first = c(16)
         layers: list[nn.Module] = [_conv_bn_act(1, c_first, 3, stride=2, act="HS")]
         c_in = c_first
@@ -244,7 +249,7 @@ class MN04Detector(nn.Module):
         net = MobileNetV3()
         self.features = net.features
         self.hidden = nn.Sequential(net.classifier[2], nn.Hardswish(), nn.Dropout(0.2))
-        self.out = nn.Linear(int(net.classifier[5].in_features), 1)
+        self.out = nn.Linear(cast(nn.Linear, net.classifier[5]).in_features, 1)
 
     def load_audioset(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Load the AudioSet checkpoint (strictly) into the backbone and initialise the output from it."""
@@ -254,10 +259,11 @@ class MN04Detector(nn.Module):
         self.hidden[0].load_state_dict(net.classifier[2].state_dict())
         idx = list(AUDIOSET_GUNSHOT_CLASSES)
         with torch.no_grad():
-            self.out.weight.copy_(net.classifier[5].weight[idx].mean(0, keepdim=True))
-            self.out.bias.copy_(net.classifier[5].bias[idx].mean().reshape(1))
+            head = cast(nn.Linear, net.classifier[5])
+            self.out.weight.copy_(head.weight[idx].mean(0, keepdim=True))
+            self.out.bias.copy_(head.bias[idx].mean().reshape(1))
 
-    def param_groups(self, lr: float) -> list[dict]:
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
         pretrained = list(self.features.parameters()) + list(self.hidden.parameters())
         return [
             {"params": pretrained, "lr": lr * self.pretrained_lr_factor},

@@ -80,7 +80,8 @@ def fit_network(
 
     A network with ``param_groups(lr)`` (a pretrained backbone) sets its own per-group learning rates.
     """
-    groups = network.param_groups(lr) if hasattr(network, "param_groups") else [{"params": network.parameters()}]
+    # A pretrained network defines param_groups; nn.Module types unknown attributes as Tensor | Module.
+    groups = network.param_groups(lr) if hasattr(network, "param_groups") else [{"params": network.parameters()}]  # type: ignore[operator]
     optimiser = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     # Validation swings from epoch to epoch (a 1 % FPR is a handful of clips); an exponential moving
     # average of the weights (and BatchNorm statistics) is steadier and is what gets shipped.
@@ -157,7 +158,8 @@ def train_one(
     sampler = WindowSampler(waves, records, train_idx, params, config, rng)
     network = build(settings.architecture, params)
     if settings.pretrained and hasattr(network, "load_audioset"):
-        network.load_audioset(torch.load(settings.pretrained, map_location="cpu", weights_only=True))
+        # Networks with a pretrained backbone define load_audioset (nn.Module types it as Tensor | Module).
+        network.load_audioset(torch.load(settings.pretrained, map_location="cpu", weights_only=True))  # type: ignore[operator]
     needs_probe = hasattr(network, "probe")
     if settings.pretrained and (settings.mine_hard_negatives or needs_probe):
         from core.training.probe import fit_probe
@@ -170,12 +172,13 @@ def train_one(
             sampler.reweight_negatives(probe.hard_negatives)
         if needs_probe:
             with torch.no_grad():
-                network.probe.weight.copy_(torch.from_numpy(probe.weight)[None])
-                network.probe.bias.fill_(probe.bias)
+                # Only the ensemble has a probe (needs_probe); nn.Module types it as Tensor | Module.
+                network.probe.weight.copy_(torch.from_numpy(probe.weight)[None])  # type: ignore[union-attr, operator]
+                network.probe.bias.fill_(probe.bias)  # type: ignore[union-attr, operator]
     val_windows = production_windows(waves, val_idx, params)
     y_val = np.array([records[i].positive for i in val_idx], dtype=np.float64)
     history = fit_network(
-        network.trainable() if hasattr(network, "trainable") else network,
+        network.trainable() if hasattr(network, "trainable") else network,  # type: ignore[operator]  # see above
         sampler,
         to_input=MelInput(params, config),
         epochs=settings.epochs,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -174,7 +175,9 @@ def calibrated_result(result: dict[str, Any], cal: dict[str, Any]) -> dict[str, 
     return {**result, "held_out": held, "streams": streams}
 
 
-def _fold_fitter(records: list, waves: list[np.ndarray], s: TrainSettings):
+def _fold_fitter(
+    records: list[Any], waves: list[np.ndarray], s: TrainSettings
+) -> Callable[[np.ndarray, np.ndarray, str], tuple[Classifier, np.ndarray]]:
     def fit(train_idx: np.ndarray, test_idx: np.ndarray, desc: str) -> tuple[Classifier, np.ndarray]:
         net, _, scores = train_one(
             records, waves, train_idx, test_idx, params=s.params, settings=s.loop, config=s.augment, seed=s.seed,

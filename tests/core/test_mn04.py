@@ -98,7 +98,7 @@ def test_mn04_fine_tuning_smoke_stores_a_loadable_model(tmp_path):
     clf = Classifier.load(result.weights_path, expected_sha256=result.sha256)
     assert clf.architecture == "mn04-ensemble" and clf.params == efficientat_32k()
     if PRETRAINED.is_file():  # the probe was fitted: the ensemble's second member is not the zero init
-        assert float(clf.network.probe.weight.abs().sum()) > 0
+        assert float(clf.network.probe.weight.abs().sum()) > 0  # type: ignore[union-attr, operator]  # ensemble only
     verdict = clf.classify_waveform(impulses([0.5], seconds=2.0), 16000)
     assert 0.0 <= verdict.score <= 1.0 and len(verdict.windows) >= 1
 
@@ -133,7 +133,7 @@ def test_operating_points_are_ordered_and_respect_their_false_positive_rates():
 
 
 def _rec(label: str, source: str, unit: str, category: str = "x") -> ClipRecord:
-    return ClipRecord(f"{unit}.flac", None, label, category, source, unit, unit, 1.0)  # type: ignore[arg-type]
+    return ClipRecord(f"{unit}.flac", None, label, category, source, unit, unit, 1.0)
 
 
 def _constructed() -> list[ClipRecord]:
