@@ -24,9 +24,7 @@ class User(AbstractUser):
     )
     police_approved = models.BooleanField(default=False)
     police_approved_at = models.DateTimeField(null=True, blank=True)
-    police_approved_by = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    police_approved_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     badge_number = models.CharField(max_length=40, blank=True)
 
     class Meta:

@@ -57,9 +57,7 @@ def police_account_approve(*, user: User, station: PoliceStation | None, approve
         raise ApplicationError(f"{user.username} did not ask for a police account.", code="not_police")
     station = station or user.police_station
     if station is None:
-        raise ApplicationError(
-            f"Link {user.username} to a police station before approving.", code="station_required"
-        )
+        raise ApplicationError(f"Link {user.username} to a police station before approving.", code="station_required")
     user.police_station = station
     user.police_approved = True
     user.police_approved_at = timezone.now()

@@ -39,8 +39,18 @@ class ChannelOutageInline(admin.TabularInline):
 @admin.register(PoliceStation)
 class PoliceStationAdmin(admin.ModelAdmin):
     inlines = [DispatchPolicyInline, ChannelOutageInline]
-    list_display = ["name", "latitude", "longitude", "jurisdiction_radius_km", "has_polygon", "contact_email",
-                    "contact_phone", "has_webhook", "failing_channels", "is_active"]
+    list_display = [
+        "name",
+        "latitude",
+        "longitude",
+        "jurisdiction_radius_km",
+        "has_polygon",
+        "contact_email",
+        "contact_phone",
+        "has_webhook",
+        "failing_channels",
+        "is_active",
+    ]
     list_filter = ["is_active"]
     search_fields = ["name", "address", "contact_email"]
 
@@ -96,17 +106,51 @@ class IncidentEventInline(admin.TabularInline):
 class IncidentAdmin(admin.ModelAdmin):
     """Operators inspect incidents here; officers work them on the map and the incident page."""
 
-    list_display = ["code", "first_detected_at", "status", "disposition", "device_count", "shots",
-                    "confidence", "location_method", "radius", "evidence_score", "dispatch", "dispatch_reason"]
+    list_display = [
+        "code",
+        "first_detected_at",
+        "status",
+        "disposition",
+        "device_count",
+        "shots",
+        "confidence",
+        "location_method",
+        "radius",
+        "evidence_score",
+        "dispatch",
+        "dispatch_reason",
+    ]
     list_filter = ["status", "disposition", "location_method", "dispatch", "dispatch_reason"]
     search_fields = ["code"]
     date_hierarchy = "first_detected_at"
     # Rounded for reading: metres to the metre, degrees to ~0.1 m, confidence to two places.
-    readonly_fields = ["code", "first_detected_at", "last_detected_at", "position", "radius",
-                       "location_method", "residual", "shots", "confidence", "device_count", "revision",
-                       "notified_at", "opened_at", "updated_at", "closed_at", "evidence_clip",
-                       "evidence_score", "evidence_summary", "dispatch", "dispatch_reason", "dispatched_at",
-                       "review_deadline_at", "reviewed_by", "reviewed_at", "review_note"]
+    readonly_fields = [
+        "code",
+        "first_detected_at",
+        "last_detected_at",
+        "position",
+        "radius",
+        "location_method",
+        "residual",
+        "shots",
+        "confidence",
+        "device_count",
+        "revision",
+        "notified_at",
+        "opened_at",
+        "updated_at",
+        "closed_at",
+        "evidence_clip",
+        "evidence_score",
+        "evidence_summary",
+        "dispatch",
+        "dispatch_reason",
+        "dispatched_at",
+        "review_deadline_at",
+        "reviewed_by",
+        "reviewed_at",
+        "review_note",
+    ]
     raw_id_fields = ["stations"]
     inlines = [DetectionInline, IncidentEventInline]
     exclude = ["latitude", "longitude", "radius_m", "residual_m", "max_confidence"]
@@ -157,12 +201,28 @@ class NotificationAdmin(admin.ModelAdmin):
 class ChannelOutageAdmin(admin.ModelAdmin):
     """Stations whose webhook or email kept failing: open ones first (police alerts are held and retried)."""
 
-    list_display = ["station", "channel", "started_at", "last_failure_at", "failures", "admins_told_at",
-                    "resolved_at", "is_open"]
+    list_display = [
+        "station",
+        "channel",
+        "started_at",
+        "last_failure_at",
+        "failures",
+        "admins_told_at",
+        "resolved_at",
+        "is_open",
+    ]
     list_filter = [("resolved_at", admin.EmptyFieldListFilter), "channel"]
     list_select_related = ["station"]
-    readonly_fields = ["station", "channel", "started_at", "last_failure_at", "failures", "last_error",
-                       "admins_told_at", "resolved_at"]
+    readonly_fields = [
+        "station",
+        "channel",
+        "started_at",
+        "last_failure_at",
+        "failures",
+        "last_error",
+        "admins_told_at",
+        "resolved_at",
+    ]
     search_fields = ["station__name"]
 
     @admin.display(boolean=True, description="Open")

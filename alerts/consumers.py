@@ -119,9 +119,16 @@ class ReviewQueueConsumer(AsyncJsonWebsocketConsumer):
                 await self.close(code=CLOSE_FORBIDDEN)
                 return
         incident = event["incident"]
-        await self.send_json({"type": event["type"], "incident": {
-            "id": incident["id"], "dispatch": incident.get("dispatch"), "revision": incident.get("revision"),
-        }})
+        await self.send_json(
+            {
+                "type": event["type"],
+                "incident": {
+                    "id": incident["id"],
+                    "dispatch": incident.get("dispatch"),
+                    "revision": incident.get("revision"),
+                },
+            }
+        )
 
     async def incident_opened(self, event: dict[str, Any]) -> None:
         await self._forward(event)

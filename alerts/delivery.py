@@ -113,17 +113,19 @@ def _gives_up(notification: Notification, *, permanent: bool) -> bool:
     return not (is_police(notification.recipient_kind) and timezone.now() < police_retry_until(notification))
 
 
-def _failed(
-    notification: Notification, error: str, *, permanent: bool, retry_after_s: float | None = None
-) -> Attempt:
+def _failed(notification: Notification, error: str, *, permanent: bool, retry_after_s: float | None = None) -> Attempt:
     give_up = _gives_up(notification, permanent=permanent)
     notification.status = Notification.Status.FAILED if give_up else Notification.Status.QUEUED
     notification.last_error = error[:2000]
     notification.save(update_fields=["status", "last_error", "updated_at"])
     logger.warning(
         "Notification %s (%s to %s) attempt %s failed%s: %s",
-        notification.pk, notification.channel, notification.recipient_key, notification.attempts,
-        " permanently" if give_up else "", error,
+        notification.pk,
+        notification.channel,
+        notification.recipient_key,
+        notification.attempts,
+        " permanently" if give_up else "",
+        error,
     )
     if is_police(notification.recipient_kind):
         try:

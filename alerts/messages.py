@@ -24,9 +24,9 @@ class Message:
     sms: str
 
 
-def coarse_location(lat: float | None, lon: float | None, radius_m: float | None) -> tuple[
-    float | None, float | None, float | None
-]:
+def coarse_location(
+    lat: float | None, lon: float | None, radius_m: float | None
+) -> tuple[float | None, float | None, float | None]:
     """Round to ALERT_COARSE_DECIMALS and widen the radius to at least the rounding cell."""
     if lat is None or lon is None:
         return None, None, None

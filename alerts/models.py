@@ -58,7 +58,9 @@ class DispatchPolicy(models.Model):
         help_text="Evidence score at or above which an incident is dispatched without review",
     )
     review_deadline_s = models.PositiveIntegerField(
-        null=True, blank=True, validators=[MinValueValidator(5), MaxValueValidator(3600)],
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(5), MaxValueValidator(3600)],
         help_text="Seconds a reviewer has before the incident is dispatched unreviewed; empty: the site default",
     )
 
@@ -151,13 +153,15 @@ class Incident(models.Model):
         ordering = ["-first_detected_at", "-id"]
         indexes = [
             # Joining looks only at incidents still open, by the time of their latest detection.
-            models.Index(fields=["last_detected_at"], name="alerts_incident_open_last",
-                         condition=~Q(status="closed")),
+            models.Index(fields=["last_detected_at"], name="alerts_incident_open_last", condition=~Q(status="closed")),
             models.Index(fields=["updated_at"], name="alerts_incident_updated"),
             models.Index(fields=["first_detected_at"], name="alerts_incident_first"),
             # The review queue and the deadline sweep read only incidents waiting for a reviewer.
-            models.Index(fields=["review_deadline_at"], name="alerts_incident_review",
-                         condition=Q(dispatch__in=["review", "held"])),
+            models.Index(
+                fields=["review_deadline_at"],
+                name="alerts_incident_review",
+                condition=Q(dispatch__in=["review", "held"]),
+            ),
         ]
         # Granted by an administrator to staff or approved police: the review queue.
         permissions = [("reviewer", "Can review incidents before dispatch")]
@@ -269,8 +273,9 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str, str]] = {
         IncidentEvent.Kind.ON_SCENE,
     ),
     "close": (
-        frozenset({Incident.Status.NEW, Incident.Status.ACKNOWLEDGED, Incident.Status.EN_ROUTE,
-                   Incident.Status.ON_SCENE}),
+        frozenset(
+            {Incident.Status.NEW, Incident.Status.ACKNOWLEDGED, Incident.Status.EN_ROUTE, Incident.Status.ON_SCENE}
+        ),
         Incident.Status.CLOSED,
         IncidentEvent.Kind.CLOSED,
     ),
@@ -332,9 +337,7 @@ class Notification(models.Model):
     class Meta:
         ordering = ["created_at", "id"]
         constraints = [
-            models.UniqueConstraint(
-                fields=["incident", "recipient_key", "channel"], name="alerts_notification_once"
-            )
+            models.UniqueConstraint(fields=["incident", "recipient_key", "channel"], name="alerts_notification_once")
         ]
         indexes = [models.Index(fields=["status", "updated_at"], name="alerts_notification_status")]
 

@@ -24,9 +24,7 @@ def stations_covering(lat: float, lon: float) -> list[PoliceStation]:
     """Active stations whose jurisdiction (radius or polygon) contains the point."""
     found: list[PoliceStation] = []
     for station in PoliceStation.objects.filter(is_active=True, jurisdiction_geojson__isnull=False):
-        if isinstance(station.jurisdiction_geojson, dict) and point_in_geojson(
-            lat, lon, station.jurisdiction_geojson
-        ):
+        if isinstance(station.jurisdiction_geojson, dict) and point_in_geojson(lat, lon, station.jurisdiction_geojson):
             found.append(station)
     radius_stations = PoliceStation.objects.filter(
         is_active=True, jurisdiction_geojson__isnull=True, jurisdiction_radius_km__gt=0
@@ -50,9 +48,7 @@ def stations_nearest(lat: float, lon: float, limit: int) -> list[PoliceStation]:
     candidates: list[PoliceStation] = []
     for radius in NEAREST_SEARCH_RADII_M:
         min_lat, min_lon, max_lat, max_lon = bounding_box(lat, lon, radius)
-        boxed = list(
-            active.filter(latitude__range=(min_lat, max_lat), longitude__range=(min_lon, max_lon))
-        )
+        boxed = list(active.filter(latitude__range=(min_lat, max_lat), longitude__range=(min_lon, max_lon)))
         # Only stations inside the circle are sure to beat anything outside the box.
         inside = [s for s in boxed if haversine_m(lat, lon, s.latitude, s.longitude) <= radius]
         if len(inside) >= limit:
@@ -113,8 +109,19 @@ def incidents_in_bbox(qs: QuerySet[Incident], bbox: tuple[float, float, float, f
 
 OUTCOME_DIMENSIONS = ("model", "station", "device")
 OUTCOME_COLUMNS = (
-    "key", "incidents", "dispatched", "confirmed_gunfire", "false_alarms", "other_sources", "no_evidence",
-    "dismissed_in_review", "unreviewed", "open", "confirmed_share", "median_review_s", "median_ack_s",
+    "key",
+    "incidents",
+    "dispatched",
+    "confirmed_gunfire",
+    "false_alarms",
+    "other_sources",
+    "no_evidence",
+    "dismissed_in_review",
+    "unreviewed",
+    "open",
+    "confirmed_share",
+    "median_review_s",
+    "median_ack_s",
 )
 
 
@@ -138,8 +145,13 @@ class OutcomeRow:
 
     @property
     def confirmed_share(self) -> float | None:
-        decided = (self.confirmed_gunfire + self.false_alarms + self.other_sources + self.no_evidence
-                   + self.dismissed_in_review)
+        decided = (
+            self.confirmed_gunfire
+            + self.false_alarms
+            + self.other_sources
+            + self.no_evidence
+            + self.dismissed_in_review
+        )
         return round(self.confirmed_gunfire / decided, 3) if decided else None
 
     @property
@@ -190,14 +202,22 @@ def outcomes(by: str, *, since: datetime | None = None, until: datetime | None =
         incidents = incidents.filter(first_detected_at__lt=until)
     incidents = incidents.prefetch_related(
         "stations",
-        Prefetch("detections", queryset=Detection.objects.select_related(
-            "device", "classification__model_version").only(
-            "incident_id", "device__name", "device__code", "classification__model_version__name",
-            "classification__model_version__version")),
+        Prefetch(
+            "detections",
+            queryset=Detection.objects.select_related("device", "classification__model_version").only(
+                "incident_id",
+                "device__name",
+                "device__code",
+                "classification__model_version__name",
+                "classification__model_version__version",
+            ),
+        ),
     )
     acks = dict(
         IncidentEvent.objects.filter(kind=IncidentEvent.Kind.ACKNOWLEDGED, incident__in=incidents.values("pk"))
-        .values_list("incident_id").annotate(first=Min("at")).values_list("incident_id", "first")
+        .values_list("incident_id")
+        .annotate(first=Min("at"))
+        .values_list("incident_id", "first")
     )
     rows: dict[str, OutcomeRow] = {}
     for incident in incidents:

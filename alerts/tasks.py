@@ -56,9 +56,11 @@ def requeue_stale_notifications() -> int:
         pk
         for pk, attempts, kind, updated_at in Notification.objects.filter(
             status=Notification.Status.QUEUED, updated_at__lt=now - timedelta(seconds=60)
-        ).order_by("updated_at").values_list("pk", "attempts", "recipient_kind", "updated_at")[:500]
-        if updated_at < now - timedelta(seconds=60 + (retry_countdown(attempts, cap=backoff_cap(kind)) * 1.2
-                                                      if attempts else 0))
+        )
+        .order_by("updated_at")
+        .values_list("pk", "attempts", "recipient_kind", "updated_at")[:500]
+        if updated_at
+        < now - timedelta(seconds=60 + (retry_countdown(attempts, cap=backoff_cap(kind)) * 1.2 if attempts else 0))
     ]
     enqueue_notifications(stale)
     return len(stale)

@@ -15,8 +15,9 @@ urlpatterns = [
     path("review/items", views_review.review_items, name="review-items"),
     path("review/<uuid:code>/decide", views_review.review_decide, name="review-decide"),
     path("review/clips/<uuid:code>/audio", views_review.review_clip_audio, name="review-clip-audio"),
-    path("review/clips/<uuid:code>/spectrogram.png", views_review.review_clip_spectrogram,
-         name="review-clip-spectrogram"),
+    path(
+        "review/clips/<uuid:code>/spectrogram.png", views_review.review_clip_spectrogram, name="review-clip-spectrogram"
+    ),
     path("review/clips/<uuid:code>/waveform.png", views_review.review_clip_waveform, name="review-clip-waveform"),
     path("outcomes/", views_outcomes.outcomes_page, name="outcomes"),
     path("outcomes/outcomes.csv", views_outcomes.outcomes_csv, name="outcomes-csv"),

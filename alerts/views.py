@@ -90,12 +90,14 @@ def incident_map_devices(request: HttpRequest) -> JsonResponse:
             continue
         if reach_m is not None and _distance_m(station.latitude, station.longitude, *position) > reach_m:  # type: ignore[union-attr]  # reach_m implies a station
             continue
-        devices.append({
-            "lat": round(position[0], DEVICE_LAYER_DECIMALS),
-            "lon": round(position[1], DEVICE_LAYER_DECIMALS),
-            "kind": device.kind,
-            "online": device.is_online,
-        })
+        devices.append(
+            {
+                "lat": round(position[0], DEVICE_LAYER_DECIMALS),
+                "lon": round(position[1], DEVICE_LAYER_DECIMALS),
+                "kind": device.kind,
+                "online": device.is_online,
+            }
+        )
     online = sum(d["online"] for d in devices)
     return JsonResponse({"devices": devices, "online": online, "offline": len(devices) - online})
 

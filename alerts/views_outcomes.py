@@ -43,8 +43,7 @@ def outcomes_page(request: HttpRequest) -> HttpResponse:
         for by in OUTCOME_DIMENSIONS
     ]
     query = request.GET.urlencode()
-    return render(request, "alerts/outcomes.html",
-                  {"tables": tables, "since": since, "until": until, "query": query})
+    return render(request, "alerts/outcomes.html", {"tables": tables, "since": since, "until": until, "query": query})
 
 
 @login_required
@@ -99,8 +98,9 @@ def outcomes_png(rows: list[OutcomeRow], *, title: str) -> bytes:
         left = [a + b for a, b in zip(left, values, strict=True)]
     for y, row in enumerate(rows):
         share = row.confirmed_share
-        axes.text(left[y] + 0.1, y, f"{share:.0%} confirmed" if share is not None else "no verdicts",
-                  va="center", fontsize=8)
+        axes.text(
+            left[y] + 0.1, y, f"{share:.0%} confirmed" if share is not None else "no verdicts", va="center", fontsize=8
+        )
     axes.invert_yaxis()
     axes.set_xlabel("incidents")
     axes.set_title(f"Outcomes by {title.lower()}", fontsize=10)

@@ -50,11 +50,17 @@ def _queue() -> list[Incident]:
 @login_required
 def review_queue(request: HttpRequest) -> HttpResponse:
     _reviewer(request)
-    return render(request, "alerts/review_queue.html", {
-        "incidents": _queue(), "reasons": DISMISS_REASONS.items(),
-        "recent": Incident.objects.filter(reviewed_at__isnull=False).select_related("reviewed_by")
-        .order_by("-reviewed_at")[:10],
-    })
+    return render(
+        request,
+        "alerts/review_queue.html",
+        {
+            "incidents": _queue(),
+            "reasons": DISMISS_REASONS.items(),
+            "recent": Incident.objects.filter(reviewed_at__isnull=False)
+            .select_related("reviewed_by")
+            .order_by("-reviewed_at")[:10],
+        },
+    )
 
 
 @login_required
@@ -71,13 +77,20 @@ def review_decide(request: HttpRequest, code: str) -> HttpResponse:
     incident = get_object_or_404(Incident, code=code)
     decision = request.POST.get("decision", "")
     try:
-        incident_review(incident=incident, user=user, decision=decision,
-                        reason=request.POST.get("reason", ""), note=request.POST.get("note", ""))
+        incident_review(
+            incident=incident,
+            user=user,
+            decision=decision,
+            reason=request.POST.get("reason", ""),
+            note=request.POST.get("note", ""),
+        )
     except ApplicationError as exc:
         messages.error(request, exc.message)
     else:
-        messages.success(request, "Confirmed: dispatched to police." if decision == "confirm"
-                         else "Dismissed: police will not see it.")
+        messages.success(
+            request,
+            "Confirmed: dispatched to police." if decision == "confirm" else "Dismissed: police will not see it.",
+        )
     return redirect("review-queue")
 
 
@@ -123,8 +136,9 @@ def review_clip_waveform(request: HttpRequest, code: str) -> HttpResponse:
             samples, rate = audio.decode(handle.read())
     except (FileNotFoundError, audio.AudioError) as exc:
         raise Http404 from exc
-    return HttpResponse(waveform_png(samples, rate), content_type="image/png",
-                        headers={"Cache-Control": "private, max-age=3600"})
+    return HttpResponse(
+        waveform_png(samples, rate), content_type="image/png", headers={"Cache-Control": "private, max-age=3600"}
+    )
 
 
 def waveform_png(samples: object, rate: int) -> bytes:

@@ -202,10 +202,12 @@ async def listen(ws_url: str, cookie: str, run: Run, ready: threading.Event, sto
             raise
 
 
-async def _listen(websockets: Any, ws_url: str, cookie: str, run: Run, ready: threading.Event,
-                  stop: threading.Event) -> None:
-    async with websockets.connect(ws_url, additional_headers={"Cookie": cookie, "Origin": ws_url.replace(
-        "ws://", "http://").split("/ws/")[0]}) as socket_:
+async def _listen(
+    websockets: Any, ws_url: str, cookie: str, run: Run, ready: threading.Event, stop: threading.Event
+) -> None:
+    async with websockets.connect(
+        ws_url, additional_headers={"Cookie": cookie, "Origin": ws_url.replace("ws://", "http://").split("/ws/")[0]}
+    ) as socket_:
         ready.set()
         while not stop.is_set():
             try:
@@ -265,11 +267,18 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds at the start left out of the figures")
     parser.add_argument("--concurrency", type=int, default=2, help="Celery worker processes")
     parser.add_argument("--clients", type=int, default=32, help="upload threads")
-    parser.add_argument("--server", choices=("gunicorn", "daphne"), default="gunicorn",
-                        help="gunicorn: --web-processes uvicorn workers (what ./gw serve runs); daphne: one process")
+    parser.add_argument(
+        "--server",
+        choices=("gunicorn", "daphne"),
+        default="gunicorn",
+        help="gunicorn: --web-processes uvicorn workers (what ./gw serve runs); daphne: one process",
+    )
     parser.add_argument("--web-processes", type=int, default=2)
-    parser.add_argument("--any-database", action="store_true",
-                        help="allow a database whose name lacks 'bench' (its devices and incidents are deleted)")
+    parser.add_argument(
+        "--any-database",
+        action="store_true",
+        help="allow a database whose name lacks 'bench' (its devices and incidents are deleted)",
+    )
     args = parser.parse_args()
 
     database_url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/gw_bench")
@@ -298,9 +307,17 @@ def main() -> int:
     manage = [python, str(REPO / "manage.py")]
     subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, cwd=REPO, check=True)
     setup = subprocess.run(
-        [*manage, "shell", "-c",
-         f"import sys; sys.argv = ['', {str(work)!r}, {PASSWORD!r}, '{args.devices}']\n{SETUP}"],
-        env=env, cwd=REPO, check=True, capture_output=True, text=True,
+        [
+            *manage,
+            "shell",
+            "-c",
+            f"import sys; sys.argv = ['', {str(work)!r}, {PASSWORD!r}, '{args.devices}']\n{SETUP}",
+        ],
+        env=env,
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     devices = json.loads(next(line for line in setup.stdout.splitlines() if line.startswith("SETUP "))[6:])
     claim_redis(redis_url)
@@ -309,17 +326,53 @@ def main() -> int:
     base = f"http://127.0.0.1:{port}"
     logs = {name: (work / f"{name}.log").open("w") for name in ("worker", "daphne")}
     worker = subprocess.Popen(
-        [python, "-m", "celery", "-A", "gunwatch", "worker", "-Q", "audio,default", "-c", str(args.concurrency),
-         "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-        env=env, cwd=REPO, stdout=logs["worker"], stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            python,
+            "-m",
+            "celery",
+            "-A",
+            "gunwatch",
+            "worker",
+            "-Q",
+            "audio,default",
+            "-c",
+            str(args.concurrency),
+            "--loglevel",
+            "WARNING",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        env=env,
+        cwd=REPO,
+        stdout=logs["worker"],
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     if args.server == "daphne":
         command = [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "gunwatch.asgi:application"]
     else:
-        command = [python, "-m", "gunicorn", "gunwatch.asgi:application", "-k", "uvicorn_worker.UvicornWorker",
-                   "-w", str(args.web_processes), "-b", f"127.0.0.1:{port}", "--log-level", "warning"]
+        command = [
+            python,
+            "-m",
+            "gunicorn",
+            "gunwatch.asgi:application",
+            "-k",
+            "uvicorn_worker.UvicornWorker",
+            "-w",
+            str(args.web_processes),
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+        ]
     daphne = subprocess.Popen(
-        command, env=env, cwd=REPO, stdout=logs["daphne"], stderr=subprocess.STDOUT, start_new_session=True,
+        command,
+        env=env,
+        cwd=REPO,
+        stdout=logs["daphne"],
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     run = Run()
     stop = threading.Event()
@@ -328,7 +381,8 @@ def main() -> int:
         cookie = login(base)
         ready = threading.Event()
         listener = threading.Thread(
-            target=asyncio.run, args=(listen(f"ws://127.0.0.1:{port}/ws/incidents/", cookie, run, ready, stop),),
+            target=asyncio.run,
+            args=(listen(f"ws://127.0.0.1:{port}/ws/incidents/", cookie, run, ready, stop),),
             daemon=True,
         )
         listener.start()
@@ -392,19 +446,30 @@ def main() -> int:
         statuses[item.status] = statuses.get(item.status, 0) + 1
     last_accept = max((u.accepted for u in accepted if u.accepted), default=sent_done)
     received = [u.message_at for u in accepted if u.message_at]
-    print(f"devices={args.devices} target_rate={args.rate}/s duration={args.duration}s "
-          f"worker_processes={args.concurrency} server={args.server}"
-          + (f" x{args.web_processes}" if args.server == "gunicorn" else "") + f" load={os.getloadavg()[0]:.1f}")
-    print(f"uploads sent={len(run.uploads)} statuses={statuses} "
-          f"accepted_rate={len(accepted) / (last_accept - start):.1f}/s")
+    print(
+        f"devices={args.devices} target_rate={args.rate}/s duration={args.duration}s "
+        f"worker_processes={args.concurrency} server={args.server}"
+        + (f" x{args.web_processes}" if args.server == "gunicorn" else "")
+        + f" load={os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"uploads sent={len(run.uploads)} statuses={statuses} "
+        f"accepted_rate={len(accepted) / (last_accept - start):.1f}/s"
+    )
     if received:
-        print(f"map messages matched={len(received)}/{len(accepted)} "
-              f"message_rate={len(received) / (max(received) - start):.1f}/s")
-    print(f"upload accepted -> map message (ms, n={len(latencies)} after {args.warmup:.0f}s warm-up): "
-          f"p50={percentile(latencies, 50):.0f} p95={percentile(latencies, 95):.0f} "
-          f"p99={percentile(latencies, 99):.0f} max={max(latencies, default=float('nan')):.0f}")
-    print(f"upload response time (ms): p50={percentile(upload_ms, 50):.0f} p95={percentile(upload_ms, 95):.0f} "
-          f"p99={percentile(upload_ms, 99):.0f}")
+        print(
+            f"map messages matched={len(received)}/{len(accepted)} "
+            f"message_rate={len(received) / (max(received) - start):.1f}/s"
+        )
+    print(
+        f"upload accepted -> map message (ms, n={len(latencies)} after {args.warmup:.0f}s warm-up): "
+        f"p50={percentile(latencies, 50):.0f} p95={percentile(latencies, 95):.0f} "
+        f"p99={percentile(latencies, 99):.0f} max={max(latencies, default=float('nan')):.0f}"
+    )
+    print(
+        f"upload response time (ms): p50={percentile(upload_ms, 50):.0f} p95={percentile(upload_ms, 95):.0f} "
+        f"p99={percentile(upload_ms, 99):.0f}"
+    )
     if latencies:
         verdict = "met" if percentile(latencies, 95) <= 300 and len(latencies) == len(measured) else "NOT met"
         print(f"target p95 <= 300 ms at {args.rate:g} uploads/s: {verdict}")

@@ -29,14 +29,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.upload import cpu_seconds, create_user, percentile, set_up_devices
 
-BODY = json.dumps({
-    "uptime_s": 3600, "battery_pct": 87, "mic_level_dbfs": -42.5, "clipping": False, "free_storage_mb": 900,
-    "queue_length": 0, "dropped_clips": 0, "clock_source": "ntp", "firmware_version": "1.4.2",
-}).encode()
+BODY = json.dumps(
+    {
+        "uptime_s": 3600,
+        "battery_pct": 87,
+        "mic_level_dbfs": -42.5,
+        "clipping": False,
+        "free_storage_mb": 900,
+        "queue_length": 0,
+        "dropped_clips": 0,
+        "clock_source": "ntp",
+        "firmware_version": "1.4.2",
+    }
+).encode()
 
 
-def run_client(url: str, token: str, deadline: float, latencies: list[float], statuses: Counter[int],
-               lock: threading.Lock) -> None:
+def run_client(
+    url: str, token: str, deadline: float, latencies: list[float], statuses: Counter[int], lock: threading.Lock
+) -> None:
     # http.client, not requests: the client shares the machine's two cores with the server, so it must be cheap.
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
@@ -70,8 +80,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of heartbeats before measuring")
     parser.add_argument("--user", default=f"bench-{uuid.uuid4().hex[:8]}")
-    parser.add_argument("--server-pid", type=int, action="append", default=[],
-                        help="a local server process (repeat for each); gives server CPU ms per heartbeat")
+    parser.add_argument(
+        "--server-pid",
+        type=int,
+        action="append",
+        default=[],
+        help="a local server process (repeat for each); gives server CPU ms per heartbeat",
+    )
     args = parser.parse_args()
     url = args.url.rstrip("/")
     create_user(args.user)
@@ -88,8 +103,9 @@ def main() -> None:
     started = time.perf_counter()
     deadline = started + args.seconds
     with ThreadPoolExecutor(args.clients) as pool:
-        for future in [pool.submit(run_client, url, token, deadline, latencies, statuses, lock)
-                       for _, token in devices]:
+        for future in [
+            pool.submit(run_client, url, token, deadline, latencies, statuses, lock) for _, token in devices
+        ]:
             future.result()
     wall = time.perf_counter() - started
     server_cpu = cpu_seconds(args.server_pid) - cpu_before

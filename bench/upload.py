@@ -89,16 +89,26 @@ def check(response: requests.Response, expected: int) -> dict[str, Any]:
 def set_up_devices(url: str, username: str, count: int) -> tuple[str, list[tuple[str, str]]]:
     """A user token and `count` paired devices [(device id, device token)], all through the API."""
     session = requests.Session()
-    token = check(session.post(f"{url}/api/v1/auth/token", json={"username": username, "password": PASSWORD}),
-                  200)["token"]
+    token = check(session.post(f"{url}/api/v1/auth/token", json={"username": username, "password": PASSWORD}), 200)[
+        "token"
+    ]
     owner = {"Authorization": f"Token {token}"}
     devices = []
     for n in range(count):
-        created = check(patiently(lambda n=n: session.post(f"{url}/api/v1/devices", headers=owner, json={
-            "name": f"bench {n}", "kind": "home", "latitude": 52.5 + n / 1000, "longitude": 13.4})), 201)
+        created = check(
+            patiently(
+                lambda n=n: session.post(
+                    f"{url}/api/v1/devices",
+                    headers=owner,
+                    json={"name": f"bench {n}", "kind": "home", "latitude": 52.5 + n / 1000, "longitude": 13.4},
+                )
+            ),
+            201,
+        )
         code = created["pairing_code"]
-        paired = check(patiently(lambda code=code: session.post(f"{url}/api/v1/devices/pair",
-                                                                json={"pairing_code": code})), 201)
+        paired = check(
+            patiently(lambda code=code: session.post(f"{url}/api/v1/devices/pair", json={"pairing_code": code})), 201
+        )
         devices.append((paired["device_id"], paired["token"]))
     return token, devices
 
@@ -112,8 +122,17 @@ class Outcome:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def run_client(url: str, device: tuple[str, str], clips: list[bytes], uploads: int, interval_s: float | None,
-               deadline: float, outcome: Outcome, worker: int, clients: int = 1) -> None:
+def run_client(
+    url: str,
+    device: tuple[str, str],
+    clips: list[bytes],
+    uploads: int,
+    interval_s: float | None,
+    deadline: float,
+    outcome: Outcome,
+    worker: int,
+    clients: int = 1,
+) -> None:
     session = requests.Session()
     session.headers["Authorization"] = f"Device {device[1]}"
     # Paced clients start out of phase: a fleet's uploads arrive spread out, not in bursts of N at once.
@@ -135,8 +154,9 @@ def run_client(url: str, device: tuple[str, str], clips: list[bytes], uploads: i
         }
         start = time.perf_counter()
         try:
-            response = session.post(f"{url}/api/v1/clips", data=fields, files={"audio": ("clip.flac", data)},
-                                    timeout=30)
+            response = session.post(
+                f"{url}/api/v1/clips", data=fields, files={"audio": ("clip.flac", data)}, timeout=30
+            )
         except requests.RequestException as exc:
             with outcome.lock:
                 outcome.errors[type(exc).__name__] += 1
@@ -188,11 +208,20 @@ def main() -> None:
     parser.add_argument("--clip-seconds", type=float, default=2.0)
     parser.add_argument("--sample-rate", type=int, default=16000)
     parser.add_argument("--user", default=f"bench-{uuid.uuid4().hex[:8]}")
-    parser.add_argument("--wait-classified", type=float, default=0.0,
-                        help="then wait up to this many seconds for the workers to classify everything")
-    parser.add_argument("--server-pid", type=int, action="append", default=[],
-                        help="a local server process to charge CPU time to (repeat for several); gives CPU ms "
-                             "per upload, which does not depend on what else the machine is doing")
+    parser.add_argument(
+        "--wait-classified",
+        type=float,
+        default=0.0,
+        help="then wait up to this many seconds for the workers to classify everything",
+    )
+    parser.add_argument(
+        "--server-pid",
+        type=int,
+        action="append",
+        default=[],
+        help="a local server process to charge CPU time to (repeat for several); gives CPU ms "
+        "per upload, which does not depend on what else the machine is doing",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON too")
     args = parser.parse_args()
     url = args.url.rstrip("/")
@@ -216,8 +245,10 @@ def main() -> None:
     cpu_before = cpu_seconds(args.server_pid)
     started = time.perf_counter()
     with ThreadPoolExecutor(args.clients) as pool:
-        futures = [pool.submit(run_client, url, device, clips, per_client, interval, deadline, outcome, i,
-                               args.clients) for i, device in enumerate(devices)]
+        futures = [
+            pool.submit(run_client, url, device, clips, per_client, interval, deadline, outcome, i, args.clients)
+            for i, device in enumerate(devices)
+        ]
         for future in futures:
             future.result()
     wall = time.perf_counter() - started
@@ -243,10 +274,15 @@ def main() -> None:
         "errors": dict(outcome.errors),
         "wall_s": round(wall, 2),
         "accepted_per_s": round(outcome.statuses.get(202, 0) / wall, 1),
-        "latency_ms": {"p50": round(percentile(lat, 50), 1), "p95": round(percentile(lat, 95), 1),
-                       "p99": round(percentile(lat, 99), 1), "max": round(max(lat), 1) if lat else None},
-        "server_cpu_ms_per_upload": (round(server_cpu * 1000 / max(1, sum(outcome.statuses.values())), 2)
-                                     if args.server_pid else None),
+        "latency_ms": {
+            "p50": round(percentile(lat, 50), 1),
+            "p95": round(percentile(lat, 95), 1),
+            "p99": round(percentile(lat, 99), 1),
+            "max": round(max(lat), 1) if lat else None,
+        },
+        "server_cpu_ms_per_upload": (
+            round(server_cpu * 1000 / max(1, sum(outcome.statuses.values())), 2) if args.server_pid else None
+        ),
         "verified_rows": len(expected & set(found)),
         "lost": len(lost),
         "clip_statuses": dict(Counter(found[c] for c in expected if c in found)),

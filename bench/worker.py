@@ -68,8 +68,9 @@ def queue_clips(count: int) -> None:
     owner, _ = User.objects.get_or_create(username="bench-worker-owner")
     device = Device.objects.filter(name="bench-worker").first()
     if device is None:
-        device, _ = device_services.device_create(owner=owner, name="bench-worker", kind=Device.Kind.HOME,
-                                                  latitude=52.52, longitude=13.405)
+        device, _ = device_services.device_create(
+            owner=owner, name="bench-worker", kind=Device.Kind.HOME, latitude=52.52, longitude=13.405
+        )
         Device.objects.filter(pk=device.pk).update(status=Device.Status.ACTIVE)
         device.refresh_from_db()
     payloads = generated_clips(32, seconds=2.0, sample_rate=16000)
@@ -78,17 +79,35 @@ def queue_clips(count: int) -> None:
     try:
         for n in range(count):
             data = payloads[n % len(payloads)]
-            clips.clip_upload(device=device, audio_file=io.BytesIO(data), audio_size=len(data),
-                              client_id=uuid.uuid4(), recorded_at=timezone.now())
+            clips.clip_upload(
+                device=device,
+                audio_file=io.BytesIO(data),
+                audio_size=len(data),
+                client_id=uuid.uuid4(),
+                recorded_at=timezone.now(),
+            )
     finally:
         clips.enqueue_on_commit = enqueue
 
 
 def run(processes: int, batch: int, incidents: bool) -> tuple[int, float, float, float]:
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "gunwatch.settings", "PYTHONPATH": str(REPO),
-           "LOG_LEVEL": "WARNING", "INFERENCE_TORCH_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(batch), "1" if incidents else "0"], env=env,
-                              cwd=REPO, stdout=subprocess.PIPE, text=True) for _ in range(processes)]
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "gunwatch.settings",
+        "PYTHONPATH": str(REPO),
+        "LOG_LEVEL": "WARNING",
+        "INFERENCE_TORCH_THREADS": "1",
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(batch), "1" if incidents else "0"],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
     done = batches = 0
     cpu = work_wall = 0.0
     for proc in procs:
@@ -111,11 +130,14 @@ def main() -> None:
             queue_clips(args.clips)
             load = os.getloadavg()[0]
             done, batches, cpu, wall = run(processes, batch, args.with_incidents)
-            print(f"processes={processes} batch<={batch}: {done} clips in {wall:.1f} s = {done / wall:.1f} clips/s; "
-                  f"CPU {cpu * 1000 / max(1, done):.1f} ms/clip (after warm-up) -> "
-                  f"{1000 / (cpu * 1000 / max(1, done)):.0f} clips/s per core; "
-                  f"mean batch {done / max(1, batches):.1f}; "
-                  f"load {load:.1f}", flush=True)
+            print(
+                f"processes={processes} batch<={batch}: {done} clips in {wall:.1f} s = {done / wall:.1f} clips/s; "
+                f"CPU {cpu * 1000 / max(1, done):.1f} ms/clip (after warm-up) -> "
+                f"{1000 / (cpu * 1000 / max(1, done)):.0f} clips/s per core; "
+                f"mean batch {done / max(1, batches):.1f}; "
+                f"load {load:.1f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

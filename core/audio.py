@@ -108,7 +108,6 @@ class AudioHeader:
     frames: int | None  # None where the container does not say (a streamed FLAC, some Ogg files)
 
 
-
 def _declared_frames(frames: int) -> int | None:
     # libsndfile reports an unknown length as 0 or as SF_COUNT_MAX.
     return frames if 0 < frames < 2**62 else None

@@ -430,8 +430,13 @@ def shot_fits(
             for j in range(i + 1, len(group)):
                 a, b = group[i], group[j]
                 slack = (a.tolerance_m(speed_of_sound) + b.tolerance_m(speed_of_sound)) / speed_of_sound
-                if not could_be_same_event(a.obs, b.obs, speed_of_sound=speed_of_sound,  # type: ignore[arg-type]
-                                           hearing_range_m=hearing_range_m, slack_s=slack):
+                if not could_be_same_event(
+                    a.obs,  # type: ignore[arg-type]  # the group holds positioned arrivals only
+                    b.obs,  # type: ignore[arg-type]
+                    speed_of_sound=speed_of_sound,
+                    hearing_range_m=hearing_range_m,
+                    slack_s=slack,
+                ):
                     return False
     obs = [a.obs for a in [*arrivals, *same_place_as] if a.obs is not None]
     if not arrivals or not obs:
@@ -608,8 +613,9 @@ def _at_place(
         if distance - a.obs.gps_accuracy_m > hearing_range_m + FOLLOW_UP_M:
             return False
     founding = [a for a in incident.shots[0] if a.obs is not None]
-    return shot_fits(arrivals, speed_of_sound=speed_of_sound, hearing_range_m=hearing_range_m,
-                     same_place_as=founding, located=place)
+    return shot_fits(
+        arrivals, speed_of_sound=speed_of_sound, hearing_range_m=hearing_range_m, same_place_as=founding, located=place
+    )
 
 
 def place_arrival(

@@ -22,17 +22,54 @@ HEADLINE_METRICS = ("recall", "precision", "fpr", "auc", "false_alarms_per_hour"
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "status", "architecture", "threshold_rounded", "short_sha256", "headline_metrics",
-                    "created_at", "activated_at"]
+    list_display = [
+        "__str__",
+        "status",
+        "architecture",
+        "threshold_rounded",
+        "short_sha256",
+        "headline_metrics",
+        "created_at",
+        "activated_at",
+    ]
     list_filter = ["status", "architecture"]
     search_fields = ["name", "version", "sha256"]
     actions = ["activate_version", "roll_back"]
-    readonly_fields = ["name", "version", "status", "architecture", "weights_file_name", "sha256", "sample_rate",
-                       "feature_params_pretty", "threshold_rounded", "metrics_pretty", "model_card_rendered",
-                       "previous_active", "created_by", "created_at", "activated_at"]
-    change_fields = ["name", "version", "status", "architecture", "weights_file_name", "sha256", "sample_rate",
-                     "threshold_rounded", "feature_params_pretty", "metrics_pretty", "model_card_rendered", "notes",
-                     "previous_active", "created_by", "created_at", "activated_at"]
+    readonly_fields = [
+        "name",
+        "version",
+        "status",
+        "architecture",
+        "weights_file_name",
+        "sha256",
+        "sample_rate",
+        "feature_params_pretty",
+        "threshold_rounded",
+        "metrics_pretty",
+        "model_card_rendered",
+        "previous_active",
+        "created_by",
+        "created_at",
+        "activated_at",
+    ]
+    change_fields = [
+        "name",
+        "version",
+        "status",
+        "architecture",
+        "weights_file_name",
+        "sha256",
+        "sample_rate",
+        "threshold_rounded",
+        "feature_params_pretty",
+        "metrics_pretty",
+        "model_card_rendered",
+        "notes",
+        "previous_active",
+        "created_by",
+        "created_at",
+        "activated_at",
+    ]
     add_fields = ["weights_file", "name", "version", "metrics", "model_card", "notes", "activate"]
 
     def get_fields(self, request: HttpRequest, obj: ModelVersion | None = None) -> list[str]:  # type: ignore[override]  # flat names: one of the shapes Django takes
@@ -41,8 +78,9 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: ModelVersion | None = None) -> list[str]:
         return self.readonly_fields if obj is not None else []
 
-    def get_form(self, request: HttpRequest, obj: ModelVersion | None = None, change: bool = False,
-                 **kwargs: Any) -> type[ModelForm]:
+    def get_form(
+        self, request: HttpRequest, obj: ModelVersion | None = None, change: bool = False, **kwargs: Any
+    ) -> type[ModelForm]:
         if obj is None:
             kwargs["form"] = ModelVersionUploadForm
         return super().get_form(request, obj, change=change, **kwargs)
@@ -83,15 +121,21 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     @admin.display(description="metrics")
     def headline_metrics(self, obj: ModelVersion) -> str:
-        shown = [f"{key}={round_metric(obj.metrics[key])}" for key in HEADLINE_METRICS
-                 if isinstance(obj.metrics.get(key), int | float)]
+        shown = [
+            f"{key}={round_metric(obj.metrics[key])}"
+            for key in HEADLINE_METRICS
+            if isinstance(obj.metrics.get(key), int | float)
+        ]
         return ", ".join(shown) or "—"
 
     @admin.display(description="metrics")
     def metrics_pretty(self, obj: ModelVersion) -> str:
         scalars = {k: v for k, v in sorted(obj.metrics.items()) if not isinstance(v, dict | list)}
-        rows = format_html_join("", "<tr><th>{}</th><td>{}</td></tr>",
-                                ((k.replace("_", " "), strip_paths(round_metric(v))) for k, v in scalars.items()))
+        rows = format_html_join(
+            "",
+            "<tr><th>{}</th><td>{}</td></tr>",
+            ((k.replace("_", " "), strip_paths(round_metric(v))) for k, v in scalars.items()),
+        )
         return format_html('<table class="gw-metrics">{}</table>', rows) if scalars else "—"
 
     @admin.display(description="model card")
@@ -140,14 +184,30 @@ class ClassificationInline(admin.StackedInline):
     extra = 0
     can_delete = False
     fields = readonly_fields = (
-        "label", "score", "threshold", "model_version", "shots", "offset_s", "timings_ms", "created_at",
+        "label",
+        "score",
+        "threshold",
+        "model_version",
+        "shots",
+        "offset_s",
+        "timings_ms",
+        "created_at",
     )
 
 
 @admin.register(Clip)
 class ClipAdmin(admin.ModelAdmin):
-    list_display = ["code", "device", "status", "result", "recorded_at", "received_at", "duration_s",
-                    "retain_until", "audio_deleted_at"]
+    list_display = [
+        "code",
+        "device",
+        "status",
+        "result",
+        "recorded_at",
+        "received_at",
+        "duration_s",
+        "retain_until",
+        "audio_deleted_at",
+    ]
     list_filter = ["status", "classification__label", "audio_format"]
     search_fields = ["code", "client_id", "device__name", "device__code", "audio_sha256"]
     list_select_related = ["device", "classification"]

@@ -53,9 +53,7 @@ class ModelVersion(models.Model):
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(fields=["name", "version"], name="detection_model_name_version"),
-            models.UniqueConstraint(
-                fields=["status"], condition=Q(status="active"), name="detection_one_active_model"
-            ),
+            models.UniqueConstraint(fields=["status"], condition=Q(status="active"), name="detection_one_active_model"),
         ]
 
     def __str__(self) -> str:
@@ -106,9 +104,7 @@ class Clip(models.Model):
 
     class Meta:
         ordering = ["-recorded_at", "-id"]
-        constraints = [
-            models.UniqueConstraint(fields=["device", "client_id"], name="detection_clip_device_client_id")
-        ]
+        constraints = [models.UniqueConstraint(fields=["device", "client_id"], name="detection_clip_device_client_id")]
         indexes = [
             models.Index(fields=["status", "received_at"], name="detection_clip_status"),
             models.Index(fields=["retain_until"], name="detection_clip_retain_until"),

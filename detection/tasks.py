@@ -19,8 +19,15 @@ NO_MODEL_MAX_RETRIES = 60
 # the audio queue. The soft limit raises inside the task, so the clips are released or failed as usual.
 # ignore_result: the outcome lives on the clip row; with the Redis result backend, a task whose result
 # is kept makes every enqueue subscribe to its result channel, which cost the upload request ~10 ms.
-@shared_task(name="detection.tasks.classify_clip", bind=True, acks_late=True, max_retries=5, soft_time_limit=120,
-             time_limit=180, ignore_result=True)
+@shared_task(
+    name="detection.tasks.classify_clip",
+    bind=True,
+    acks_late=True,
+    max_retries=5,
+    soft_time_limit=120,
+    time_limit=180,
+    ignore_result=True,
+)
 def classify_clip(self: Any, clip_id: int) -> str | None:
     """Classify a clip (routed to the ``audio`` queue) and whatever else is queued with it, in one batch.
 

@@ -19,15 +19,37 @@ class DeviceTokenInline(admin.TabularInline):
 
 @admin.register(Device)
 class DeviceAdmin(admin.ModelAdmin):
-    list_display = ["name", "owner", "kind", "status", "connectivity", "last_heartbeat_at", "battery_pct",
-                    "firmware_version", "model_version", "alert_threshold", "calibration_flag"]
+    list_display = [
+        "name",
+        "owner",
+        "kind",
+        "status",
+        "connectivity",
+        "last_heartbeat_at",
+        "battery_pct",
+        "firmware_version",
+        "model_version",
+        "alert_threshold",
+        "calibration_flag",
+    ]
     list_filter = ["kind", "status", "connectivity"]
     search_fields = ["name", "code", "owner__username", "owner__email"]
     list_select_related = ["owner"]
     raw_id_fields = ["owner"]
-    readonly_fields = ["code", "pairing_code_digest", "pairing_expires_at", "paired_at", "last_heartbeat_at",
-                       "offline_after", "health", "created_at", "updated_at", "nuisance_per_day", "calibrated_at",
-                       "calibration_flagged_at"]
+    readonly_fields = [
+        "code",
+        "pairing_code_digest",
+        "pairing_expires_at",
+        "paired_at",
+        "last_heartbeat_at",
+        "offline_after",
+        "health",
+        "created_at",
+        "updated_at",
+        "nuisance_per_day",
+        "calibrated_at",
+        "calibration_flagged_at",
+    ]
     inlines = [DeviceTokenInline]
     actions = ["disable_devices", "enable_devices"]
 

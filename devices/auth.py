@@ -95,5 +95,9 @@ class DeviceTokenScheme(OpenApiAuthenticationExtension):
     name = "deviceToken"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
-        return {"type": "apiKey", "in": "header", "name": "Authorization",
-                "description": "`Device gw_<key>.<secret>`, the token a device receives when it pairs"}
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": "`Device gw_<key>.<secret>`, the token a device receives when it pairs",
+        }

@@ -74,7 +74,9 @@ class Device(models.Model):
     # Per-device calibration (alerts.services.calibration): the threshold a detection's score must reach
     # to count as evidence, adapted to the device's nuisance rate and kept within bounds.
     alert_threshold = models.FloatField(
-        null=True, blank=True, validators=[MinValueValidator(0), MaxValueValidator(1)],
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0), MaxValueValidator(1)],
         help_text="Calibrated alert threshold; empty: the model's threshold",
     )
     nuisance_per_day = models.FloatField(null=True, blank=True, help_text="False alarms a day at the current threshold")
@@ -93,9 +95,7 @@ class Device(models.Model):
         ordering = ["name", "id"]
         indexes = [
             # The offline sweep only ever looks at devices currently believed online.
-            models.Index(
-                fields=["offline_after"], name="devices_online_deadline", condition=Q(connectivity="online")
-            ),
+            models.Index(fields=["offline_after"], name="devices_online_deadline", condition=Q(connectivity="online")),
             models.Index(fields=["pairing_code_digest"], name="devices_pairing_digest"),
         ]
 
@@ -105,9 +105,7 @@ class Device(models.Model):
     @property
     def is_online(self) -> bool:
         return (
-            self.status == self.Status.ACTIVE
-            and self.offline_after is not None
-            and self.offline_after > timezone.now()
+            self.status == self.Status.ACTIVE and self.offline_after is not None and self.offline_after > timezone.now()
         )
 
     @property

@@ -62,8 +62,14 @@ def replay_seed(seed: int, options: ReplayOptions | None = None) -> dict[str, An
     opts = options or ReplayOptions()
     rng = np.random.default_rng(seed)
     start = EPOCH + seed * 86_400.0
-    fleet = make_fleet(rng, count=opts.devices, center=opts.center, radius_m=opts.radius_m,
-                       vehicle_share=opts.vehicle_share, clock_sigma_s=opts.clock_sigma_s)
+    fleet = make_fleet(
+        rng,
+        count=opts.devices,
+        center=opts.center,
+        radius_m=opts.radius_m,
+        vehicle_share=opts.vehicle_share,
+        clock_sigma_s=opts.clock_sigma_s,
+    )
     for sim in fleet:
         sim.started_at = start
     interval = opts.duration_s / max(opts.events, 1)
@@ -91,36 +97,66 @@ def replay_seed(seed: int, options: ReplayOptions | None = None) -> dict[str, An
     return report
 
 
-def _replay(seed: int, fleet: list[Any], truth: list[TruthEvent],
-            arrivals: list[tuple[float, float, int, int]]) -> dict[str, Any]:
+def _replay(
+    seed: int, fleet: list[Any], truth: list[TruthEvent], arrivals: list[tuple[float, float, int, int]]
+) -> dict[str, Any]:
     owner = User.objects.create(username=f"replay-{seed}-{uuid.uuid4().hex[:8]}", role=User.Role.OWNER)
     devices = [
-        Device.objects.create(owner=owner, name=sim.name, kind=sim.kind, status=Device.Status.ACTIVE,
-                              latitude=sim.route[0][0] if sim.kind == "home" else None,
-                              longitude=sim.route[0][1] if sim.kind == "home" else None)
+        Device.objects.create(
+            owner=owner,
+            name=sim.name,
+            kind=sim.kind,
+            status=Device.Status.ACTIVE,
+            latitude=sim.route[0][0] if sim.kind == "home" else None,
+            longitude=sim.route[0][1] if sim.kind == "home" else None,
+        )
         for sim in fleet
     ]
-    version = ModelVersion.objects.create(name=f"replay-{seed}", version=uuid.uuid4().hex[:8], architecture="sim",
-                                          sha256="0" * 64, weights="models/replay.pt")
+    version = ModelVersion.objects.create(
+        name=f"replay-{seed}",
+        version=uuid.uuid4().hex[:8],
+        architecture="sim",
+        sha256="0" * 64,
+        weights="models/replay.pt",
+    )
     for _processed, on_clock, device_index, _shot in arrivals:
         sim, device = fleet[device_index], devices[device_index]
         position = sim.position_at(on_clock)
         clip = Clip.objects.create(
-            device=device, client_id=uuid.uuid4(), audio_sha256="0" * 64, audio_format="wav",
-            recorded_at=datetime.fromtimestamp(on_clock - 0.5, UTC), trigger_offset_s=0.5,
-            latitude=position.latitude, longitude=position.longitude, accuracy_m=position.accuracy_m,
-            clock_source="gps", status=Clip.Status.DONE, duration_s=2.0,
+            device=device,
+            client_id=uuid.uuid4(),
+            audio_sha256="0" * 64,
+            audio_format="wav",
+            recorded_at=datetime.fromtimestamp(on_clock - 0.5, UTC),
+            trigger_offset_s=0.5,
+            latitude=position.latitude,
+            longitude=position.longitude,
+            accuracy_m=position.accuracy_m,
+            clock_source="gps",
+            status=Clip.Status.DONE,
+            duration_s=2.0,
         )
         classification = Classification.objects.create(
-            clip=clip, model_version=version, label=Classification.Label.GUNSHOT, score=0.9, threshold=0.5,
-            shots=1, offset_s=0.5,
+            clip=clip,
+            model_version=version,
+            label=Classification.Label.GUNSHOT,
+            score=0.9,
+            threshold=0.5,
+            shots=1,
+            offset_s=0.5,
         )
         incident_record_detection(classification=classification)
     incidents = [
         ObservedIncident(
-            first_detected_at=row.first_detected_at.timestamp(), opened_at=row.first_detected_at.timestamp(),
-            latitude=row.latitude, longitude=row.longitude, radius_m=row.radius_m, method=row.location_method,
-            device_count=row.device_count, key=row.pk, shots=row.shots,
+            first_detected_at=row.first_detected_at.timestamp(),
+            opened_at=row.first_detected_at.timestamp(),
+            latitude=row.latitude,
+            longitude=row.longitude,
+            radius_m=row.radius_m,
+            method=row.location_method,
+            device_count=row.device_count,
+            key=row.pk,
+            shots=row.shots,
             detections=tuple((d.device.name, d.event_at.timestamp()) for d in row.detections.select_related("device")),
         )
         for row in Incident.objects.filter(detections__device__owner=owner).distinct().order_by("first_detected_at")

@@ -88,10 +88,7 @@ def device_pair(*, pairing_code: str, firmware_version: str = "") -> IssuedToken
     digest = _digest(normalise_pairing_code(pairing_code))
     now = timezone.now()
     device = (
-        Device.objects.select_for_update()
-        .filter(pairing_code_digest=digest)
-        .exclude(pairing_code_digest="")
-        .first()
+        Device.objects.select_for_update().filter(pairing_code_digest=digest).exclude(pairing_code_digest="").first()
     )
     if device is None:
         raise ApplicationError("Unknown or already used pairing code.", code="pairing_code_invalid")
@@ -176,8 +173,12 @@ def heartbeat_record(*, device: Device, data: dict[str, Any]) -> Device:
         "health": {key: data[key] for key in HEALTH_FIELDS if data.get(key) is not None},
     }
     if data.get("latitude") is not None and data.get("longitude") is not None:
-        changes.update(last_latitude=data["latitude"], last_longitude=data["longitude"],
-                       last_accuracy_m=data.get("accuracy_m"), last_position_at=now)
+        changes.update(
+            last_latitude=data["latitude"],
+            last_longitude=data["longitude"],
+            last_accuracy_m=data.get("accuracy_m"),
+            last_position_at=now,
+        )
     for field in ("battery_pct", "firmware_version", "model_version"):
         if data.get(field) is not None:
             changes[field] = data[field]

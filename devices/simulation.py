@@ -42,8 +42,21 @@ BED_RMS_DBFS = -60.0
 LEAD_S = 2.0  # background before an arrival, so the trigger has a noise floor to compare with
 TAIL_S = 2.0
 NUISANCE_CATEGORIES = (
-    "door_slam", "knock", "door_knock", "car_horn", "dog_bark", "clapping", "drilling", "jackhammer",
-    "fireworks", "firecracker", "metal_impact", "keys_drop", "siren", "scream", "street_music",
+    "door_slam",
+    "knock",
+    "door_knock",
+    "car_horn",
+    "dog_bark",
+    "clapping",
+    "drilling",
+    "jackhammer",
+    "fireworks",
+    "firecracker",
+    "metal_impact",
+    "keys_drop",
+    "siren",
+    "scream",
+    "street_music",
 )
 # Recordings whose own background is louder than this (relative to the blast) are not used as shots.
 SHOT_MAX_FLOOR_DB = -20.0
@@ -146,11 +159,26 @@ def make_fleet(
         vehicle = rng.random() < vehicle_share
         if vehicle:
             route = [random_point(rng, center, radius_m) for _ in range(4)]
-            devices.append(SimDevice(f"Sim car {i + 1}", "vehicle", route, speed_mps=float(rng.uniform(5, 14)),
-                                     clock_offset_s=float(rng.normal(0, clock_sigma_s)), accuracy_m=8.0))
+            devices.append(
+                SimDevice(
+                    f"Sim car {i + 1}",
+                    "vehicle",
+                    route,
+                    speed_mps=float(rng.uniform(5, 14)),
+                    clock_offset_s=float(rng.normal(0, clock_sigma_s)),
+                    accuracy_m=8.0,
+                )
+            )
         else:
-            devices.append(SimDevice(f"Sim home {i + 1}", "home", [random_point(rng, center, radius_m)],
-                                     clock_offset_s=float(rng.normal(0, clock_sigma_s)), accuracy_m=4.0))
+            devices.append(
+                SimDevice(
+                    f"Sim home {i + 1}",
+                    "home",
+                    [random_point(rng, center, radius_m)],
+                    clock_offset_s=float(rng.normal(0, clock_sigma_s)),
+                    accuracy_m=4.0,
+                )
+            )
     return devices
 
 
@@ -192,8 +220,9 @@ class SoundBank:
 
     @classmethod
     def synthetic(cls, rng: np.random.Generator) -> SoundBank:
-        return cls([synthetic_shot(rng) for _ in range(4)], [synthetic_knock(rng) for _ in range(4)],
-                   [pink_noise(rng, 8.0)])
+        return cls(
+            [synthetic_shot(rng) for _ in range(4)], [synthetic_knock(rng) for _ in range(4)], [pink_noise(rng, 8.0)]
+        )
 
     def bed(self, rng: np.random.Generator, seconds: float) -> np.ndarray:
         source = self.beds[int(rng.integers(len(self.beds)))]
@@ -263,8 +292,9 @@ class SimulatedSource:
     own (slightly wrong) clock, so uploads carry the timestamps a real unit would send.
     """
 
-    def __init__(self, device: SimDevice, stop: threading.Event, *, block_s: float = 0.1,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, device: SimDevice, stop: threading.Event, *, block_s: float = 0.1, clock: Callable[[], float] = time.time
+    ) -> None:
         self.device = device
         self.stop = stop
         self.block = int(block_s * SAMPLE_RATE)
@@ -377,7 +407,11 @@ def hearers(
 def heard_event(event: TruthEvent, heard: Sequence[tuple[SimDevice, float, float]]) -> TruthEvent:
     """The event with who could hear it, and when each device's (slightly wrong) clock says it did."""
     return TruthEvent(
-        event.index, event.time, event.latitude, event.longitude, len(heard),
+        event.index,
+        event.time,
+        event.latitude,
+        event.longitude,
+        len(heard),
         min((arrival for _, _, arrival in heard), default=None),
         tuple((device.name, arrival + device.clock_offset_s) for device, _, arrival in heard),
     )
@@ -460,18 +494,28 @@ def shot_verdicts(
     for event in events:
         found = holders.get(event.index, [])
         verdict: dict[str, object] = {
-            "shot": event.index + 1, "audible": event.audible, "devices": devices.get(event.index, 0),
-            "incidents": [incidents[p].key for p in found], "shared_with": [], "shared_m": [],
-            "confusable_with": [], "error_m": None, "located": None,
-            "radius_m": None, "method": None, "ok": event.audible == 0,
+            "shot": event.index + 1,
+            "audible": event.audible,
+            "devices": devices.get(event.index, 0),
+            "incidents": [incidents[p].key for p in found],
+            "shared_with": [],
+            "shared_m": [],
+            "confusable_with": [],
+            "error_m": None,
+            "located": None,
+            "radius_m": None,
+            "method": None,
+            "ok": event.audible == 0,
         }
         if len(found) == 1:
             incident = incidents[found[0]]
             others = sorted(shots_in[found[0]] - {event.index})
             verdict["shared_with"] = [i + 1 for i in others]
             by_index = {e.index: e for e in events}
-            apart = [haversine_m(event.latitude, event.longitude, by_index[i].latitude, by_index[i].longitude)
-                     for i in others]
+            apart = [
+                haversine_m(event.latitude, event.longitude, by_index[i].latitude, by_index[i].longitude)
+                for i in others
+            ]
             verdict["shared_m"] = [round(m) for m in apart]
             # Another shot at the same place within the quiet window is a follow-up by the rule's own
             # definition, not a separate shooting absorbed.

@@ -26,7 +26,7 @@ def _own_device(request: HttpRequest, code: str) -> Device:
 
 
 def natural_key(text: str) -> list[tuple[int, int | str]]:
-    """"Sim home 2" before "Sim home 10": digit runs compare as numbers."""
+    """ "Sim home 2" before "Sim home 10": digit runs compare as numbers."""
     return [(0, int(part)) if part.isdigit() else (1, part.casefold()) for part in re.split(r"(\d+)", text) if part]
 
 
@@ -185,7 +185,9 @@ def _show_pairing_code(
 ) -> HttpResponse:
     """POST-redirect-GET: the code waits in the session, so a reload shows it again, never makes another device."""
     request.session[_pairing_session_key(device)] = {
-        "code": issued.code, "expires_at": issued.expires_at.isoformat(), "new": new,
+        "code": issued.code,
+        "expires_at": issued.expires_at.isoformat(),
+        "new": new,
     }
     return redirect("device-pairing", code=device.code)
 
@@ -199,9 +201,11 @@ def device_pairing(request: HttpRequest, code: str) -> HttpResponse:
         return redirect("device-detail", code=device.code)
     issued = services.IssuedPairingCode(code=shown["code"], expires_at=datetime.fromisoformat(shown["expires_at"]))
     context = {
-        "device": device, "issued": issued, "new": shown["new"],
+        "device": device,
+        "issued": issued,
+        "new": shown["new"],
         "command": f"python -m devices.agent pair {issued.code} --server {request.build_absolute_uri('/').rstrip('/')}",
-        "ttl_min": int(settings.DEVICE_PAIRING_CODE_TTL.total_seconds() // 60)
+        "ttl_min": int(settings.DEVICE_PAIRING_CODE_TTL.total_seconds() // 60),
     }
     return render(request, "devices/pairing_code.html", context)
 

@@ -48,7 +48,8 @@ class Scheduler(PersistentScheduler):
         if self.broker_down_since is not None:
             logger.warning(
                 "Broker back after %.0f s; sending the %d scheduled task(s) missed meanwhile",
-                time.monotonic() - self.broker_down_since, len(self.missed),
+                time.monotonic() - self.broker_down_since,
+                len(self.missed),
             )
             self.broker_down_since = None
         missed, self.missed = self.missed, {}
@@ -68,7 +69,9 @@ class Scheduler(PersistentScheduler):
                 self.broker_down_since = time.monotonic()
                 logger.warning(
                     "Broker unavailable, scheduled task %s not sent (%s); beat keeps its schedule and sends "
-                    "what it missed once the broker is back", entry.name, _first_line(exc),
+                    "what it missed once the broker is back",
+                    entry.name,
+                    _first_line(exc),
                 )
             return False
         return True

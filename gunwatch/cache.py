@@ -47,8 +47,9 @@ class ResilientRedisCache(RedisCache):
             return fallback
 
     def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> bool:
-        return bool(self._guard("add", lambda: super(ResilientRedisCache, self).add(key, value, timeout, version),
-                                False))
+        return bool(
+            self._guard("add", lambda: super(ResilientRedisCache, self).add(key, value, timeout, version), False)
+        )
 
     def get(self, key: Any, default: Any = None, version: Any = None) -> Any:
         return self._guard("get", lambda: super(ResilientRedisCache, self).get(key, default, version), default)
@@ -57,8 +58,7 @@ class ResilientRedisCache(RedisCache):
         self._guard("set", lambda: super(ResilientRedisCache, self).set(key, value, timeout, version), None)
 
     def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> bool:
-        return bool(self._guard("touch", lambda: super(ResilientRedisCache, self).touch(key, timeout, version),
-                                False))
+        return bool(self._guard("touch", lambda: super(ResilientRedisCache, self).touch(key, timeout, version), False))
 
     def delete(self, key: Any, version: Any = None) -> bool:
         return bool(self._guard("delete", lambda: super(ResilientRedisCache, self).delete(key, version), False))

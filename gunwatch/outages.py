@@ -94,8 +94,9 @@ class DatabaseUnavailableMiddleware:
         _forget_broken_connections()
         response: HttpResponse
         if request.path.startswith("/api/"):
-            body = error_body(DATABASE_UNAVAILABLE_MESSAGE, "database_unavailable",
-                              {"retry_after_s": int(_retry_after())})
+            body = error_body(
+                DATABASE_UNAVAILABLE_MESSAGE, "database_unavailable", {"retry_after_s": int(_retry_after())}
+            )
             response = JsonResponse(body, status=503)
         else:
             response = HttpResponse(

@@ -120,8 +120,9 @@ def enqueue(task: Task, *args: Any, countdown: float | None = None, **kwargs: An
         # The caller's transaction has committed; failing the request now would make the device retry
         # an upload we already hold. The row stays queued for the requeue sweep. One line, no traceback:
         # a broker outage produces one of these per request and the cause is not in our code.
-        logger.warning("Could not enqueue %s%r (broker unavailable: %s); its sweep sends it later", task.name, args,
-                       exc)
+        logger.warning(
+            "Could not enqueue %s%r (broker unavailable: %s); its sweep sends it later", task.name, args, exc
+        )
     except Exception:
         logger.exception("Could not enqueue %s%r", task.name, args)
     return None

@@ -33,8 +33,11 @@ class Consumer(CeleryConsumer):
                 try:
                     return close()
                 except AttributeError as error:
-                    logger.warning("Broker connection lost with unacknowledged tasks; they stay in the broker "
-                                   "for redelivery and the sweeps (%s)", error)
+                    logger.warning(
+                        "Broker connection lost with unacknowledged tasks; they stay in the broker "
+                        "for redelivery and the sweeps (%s)",
+                        error,
+                    )
                     return None
 
             # ``ignore_errors(connection, connection.close)`` in the base class looks the method up here.

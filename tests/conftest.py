@@ -104,8 +104,9 @@ def device(owner: User) -> Device:
 @pytest.fixture
 def paired_device(owner: User) -> tuple[Device, str]:
     """A device that went through the real pairing flow, with its raw token."""
-    _, issued = services.device_create(owner=owner, name="Kitchen", kind=Device.Kind.HOME,
-                                       latitude=52.52, longitude=13.405)
+    _, issued = services.device_create(
+        owner=owner, name="Kitchen", kind=Device.Kind.HOME, latitude=52.52, longitude=13.405
+    )
     paired = services.device_pair(pairing_code=issued.code)
     return paired.device, paired.token
 
@@ -125,8 +126,13 @@ def shared_data() -> Path:
 
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 
 
@@ -180,8 +186,16 @@ def model_factory(db: None, tmp_path: Path) -> Callable[..., ModelVersion]:
     """Registers tiny random-weight networks (``make_weights``) as model versions, active by default."""
     counter = iter(range(1, 1000))
 
-    def make(*, logit: float | None = None, threshold: float = 0.5, activate: bool = True,
-             name: str = "tiny", version: str | None = None, seed: int = 0, **kwargs: Any) -> ModelVersion:
+    def make(
+        *,
+        logit: float | None = None,
+        threshold: float = 0.5,
+        activate: bool = True,
+        name: str = "tiny",
+        version: str | None = None,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> ModelVersion:
         number = next(counter)
         path = make_weights(tmp_path / "weights" / f"w{number}.pt", logit=logit, threshold=threshold, seed=seed)
         return model_version_register(

@@ -66,8 +66,9 @@ class Cast:
         return str(obj.pk) if obj is not None else "999999"
 
 
-def S(anon: int, owner: int, other: int, device: int, pending: int, police: int, police_other: int,
-      admin_: int) -> tuple[int, ...]:
+def S(
+    anon: int, owner: int, other: int, device: int, pending: int, police: int, police_other: int, admin_: int
+) -> tuple[int, ...]:
     return (anon, owner, other, device, pending, police, police_other, admin_)
 
 
@@ -84,8 +85,9 @@ def page(owner: int, other: int, pending: int, police: int, police_other: int, a
 
 
 # API: no credentials → 401, a device token on a person's endpoint → 403.
-def api(owner: int, other: int, pending: int, police: int, police_other: int, admin_: int,
-        device: int = 403) -> tuple[int, ...]:
+def api(
+    owner: int, other: int, pending: int, police: int, police_other: int, admin_: int, device: int = 403
+) -> tuple[int, ...]:
     return S(401, owner, other, device, pending, police, police_other, admin_)
 
 
@@ -109,50 +111,71 @@ ROWS: dict[str, Row] = {
     "accounts/login/": Row("GET", lambda c: "/accounts/login/", S(200, 302, 302, 200, 302, 302, 302, 302)),
     "accounts/logout/": Row("POST", lambda c: "/accounts/logout/", everyone(302)),
     "accounts/password_change/": Row("GET", lambda c: "/accounts/password_change/", page(200, 200, 200, 200, 200, 200)),
-    "accounts/password_change/done/": Row("GET", lambda c: "/accounts/password_change/done/",
-                                          page(200, 200, 200, 200, 200, 200)),
+    "accounts/password_change/done/": Row(
+        "GET", lambda c: "/accounts/password_change/done/", page(200, 200, 200, 200, 200, 200)
+    ),
     "accounts/password_reset/": Row("GET", lambda c: "/accounts/password_reset/", everyone(200)),
     "accounts/password_reset/done/": Row("GET", lambda c: "/accounts/password_reset/done/", everyone(200)),
     "accounts/reset/<uidb64>/<token>/": Row("GET", lambda c: "/accounts/reset/MQ/bogus-token/", everyone(200)),
     "accounts/reset/done/": Row("GET", lambda c: "/accounts/reset/done/", everyone(200)),
     # --- API: accounts and devices ---
-    "api/v1/auth/token": Row("POST", lambda c: "/api/v1/auth/token", everyone(200),
-                             data={"username": "alice", "password": "correct-horse-battery"}),
-    "api/v1/devices/pair": Row("POST", lambda c: "/api/v1/devices/pair", everyone(400),
-                               data={"pairing_code": "WRONG234"}),
+    "api/v1/auth/token": Row(
+        "POST",
+        lambda c: "/api/v1/auth/token",
+        everyone(200),
+        data={"username": "alice", "password": "correct-horse-battery"},
+    ),
+    "api/v1/devices/pair": Row(
+        "POST", lambda c: "/api/v1/devices/pair", everyone(400), data={"pairing_code": "WRONG234"}
+    ),
     # Only a device token is heard here; a person's session or token is not a device.
-    "api/v1/devices/heartbeat": Row("POST", lambda c: "/api/v1/devices/heartbeat",
-                                    S(401, 401, 401, 200, 401, 401, 401, 401), data={"battery_pct": 50}, json=True),
+    "api/v1/devices/heartbeat": Row(
+        "POST",
+        lambda c: "/api/v1/devices/heartbeat",
+        S(401, 401, 401, 200, 401, 401, 401, 401),
+        data={"battery_pct": 50},
+        json=True,
+    ),
     "api/v1/^devices$": Row("GET", lambda c: "/api/v1/devices", api(200, 200, 200, 200, 200, 200)),
     "api/v1/^devices/(?P<id>[0-9a-fA-F-]{36})$": Row("GET", lambda c: D.format(c.device.code), only_owner_api(200)),
     "api/v1/^devices/(?P<id>[0-9a-fA-F-]{36})/pairing-code$": Row(
-        "POST", lambda c: D.format(c.device.code) + "/pairing-code", only_owner_api(201)),
+        "POST", lambda c: D.format(c.device.code) + "/pairing-code", only_owner_api(201)
+    ),
     "api/v1/^devices/(?P<id>[0-9a-fA-F-]{36})/revoke-token$": Row(
-        "POST", lambda c: D.format(c.device.code) + "/revoke-token", only_owner_api(200)),
+        "POST", lambda c: D.format(c.device.code) + "/revoke-token", only_owner_api(200)
+    ),
     "api/v1/^devices/(?P<id>[0-9a-fA-F-]{36})/rotate-token$": Row(
-        "POST", lambda c: D.format(c.device.code) + "/rotate-token", only_owner_api(201)),
+        "POST", lambda c: D.format(c.device.code) + "/rotate-token", only_owner_api(201)
+    ),
     "api/v1/devices/<uuid:id>/data": Row("POST", lambda c: D.format(c.device.code) + "/data", only_owner_api(200)),
     "api/v1/devices/<uuid:id>/purge": Row("POST", lambda c: D.format(c.device.code) + "/purge", only_owner_api(200)),
     "api/v1/^contacts$": Row("GET", lambda c: "/api/v1/contacts", api(200, 200, 200, 200, 200, 200)),
     "api/v1/^contacts/(?P<pk>[^/.]+)$": Row("GET", lambda c: f"/api/v1/contacts/{c.contact.pk}", only_owner_api(200)),
     # --- API: clips and models (devices and people; each sees only their own clips) ---
     "api/v1/clips": Row("GET", lambda c: "/api/v1/clips", api(200, 200, 200, 200, 200, 200, device=200)),
-    "api/v1/clips/<uuid:id>": Row("GET", lambda c: f"/api/v1/clips/{c.clip.code}",
-                                  api(200, 404, 404, 404, 404, 404, device=200)),
+    "api/v1/clips/<uuid:id>": Row(
+        "GET", lambda c: f"/api/v1/clips/{c.clip.code}", api(200, 404, 404, 404, 404, 404, device=200)
+    ),
     # No model is active in this cast: everyone let in hears "no_active_model" (404); strangers 401.
-    "api/v1/models/active": Row("GET", lambda c: "/api/v1/models/active",
-                                api(404, 404, 404, 404, 404, 404, device=404)),
-    "api/v1/models/active/download": Row("GET", lambda c: "/api/v1/models/active/download",
-                                         api(404, 404, 404, 404, 404, 404, device=404)),
+    "api/v1/models/active": Row(
+        "GET", lambda c: "/api/v1/models/active", api(404, 404, 404, 404, 404, 404, device=404)
+    ),
+    "api/v1/models/active/download": Row(
+        "GET", lambda c: "/api/v1/models/active/download", api(404, 404, 404, 404, 404, 404, device=404)
+    ),
     # People only (token or session); a device token is not even recognised here, hence 401.
     "api/v1/predict": Row("POST", lambda c: "/api/v1/predict", api(400, 400, 400, 400, 400, 400, device=401)),
     # --- API: incidents ---
     "api/v1/^incidents$": Row("GET", lambda c: "/api/v1/incidents", api(200, 200, 200, 200, 200, 200)),
     "api/v1/^incidents/(?P<id>[0-9a-fA-F-]{36})$": Row(
-        "GET", lambda c: f"/api/v1/incidents/{c.incident.code}", api(200, 404, 404, 200, 404, 200)),
+        "GET", lambda c: f"/api/v1/incidents/{c.incident.code}", api(200, 404, 404, 200, 404, 200)
+    ),
     "api/v1/^incidents/(?P<id>[0-9a-fA-F-]{36})/transition$": Row(
-        "POST", lambda c: f"/api/v1/incidents/{c.incident.code}/transition", api(403, 403, 403, 200, 404, 200),
-        data={"action": "acknowledge"}),
+        "POST",
+        lambda c: f"/api/v1/incidents/{c.incident.code}/transition",
+        api(403, 403, 403, 200, 404, 200),
+        data={"action": "acknowledge"},
+    ),
     # Any other /api/ path: a JSON 404 for everyone.
     "^api/": Row("GET", lambda c: "/api/v1/no-such-endpoint", everyone(404)),
     "api/schema/": Row("GET", lambda c: "/api/schema/", everyone(200)),
@@ -162,14 +185,17 @@ ROWS: dict[str, Row] = {
     "devices/add/": Row("GET", lambda c: "/devices/add/", page(200, 200, 200, 200, 200, 200)),
     "devices/<uuid:code>/": Row("GET", lambda c: f"/devices/{c.device.code}/", only_owner_page(200)),
     # Post/redirect/get: the new code is shown by the pairing page below.
-    "devices/<uuid:code>/pairing-code/": Row("POST", lambda c: f"/devices/{c.device.code}/pairing-code/",
-                                             only_owner_page(302)),
+    "devices/<uuid:code>/pairing-code/": Row(
+        "POST", lambda c: f"/devices/{c.device.code}/pairing-code/", only_owner_page(302)
+    ),
     # Shows the code kept in the owner's session; without one (as here) the owner is sent to the device page.
     "devices/<uuid:code>/pairing/": Row("GET", lambda c: f"/devices/{c.device.code}/pairing/", only_owner_page(302)),
-    "devices/<uuid:code>/rotate-token/": Row("POST", lambda c: f"/devices/{c.device.code}/rotate-token/",
-                                             only_owner_page(200)),
-    "devices/<uuid:code>/revoke-token/": Row("POST", lambda c: f"/devices/{c.device.code}/revoke-token/",
-                                             only_owner_page(302)),
+    "devices/<uuid:code>/rotate-token/": Row(
+        "POST", lambda c: f"/devices/{c.device.code}/rotate-token/", only_owner_page(200)
+    ),
+    "devices/<uuid:code>/revoke-token/": Row(
+        "POST", lambda c: f"/devices/{c.device.code}/revoke-token/", only_owner_page(302)
+    ),
     "devices/<uuid:code>/delete/": Row("POST", lambda c: f"/devices/{c.device.code}/delete/", only_owner_page(302)),
     "contacts/": Row("GET", lambda c: "/contacts/", page(200, 200, 200, 200, 200, 200)),
     "contacts/add/": Row("GET", lambda c: "/contacts/add/", page(200, 200, 200, 200, 200, 200)),
@@ -177,8 +203,9 @@ ROWS: dict[str, Row] = {
     "contacts/<int:pk>/delete/": Row("POST", lambda c: f"/contacts/{c.contact.pk}/delete/", only_owner_page(302)),
     # --- Evidence: the owner, and police who may see the incident (its routed station, admins) ---
     "clips/<uuid:code>/audio": Row("GET", lambda c: f"/clips/{c.clip.code}/audio", page(200, 404, 404, 200, 404, 200)),
-    "clips/<uuid:code>/spectrogram.png": Row("GET", lambda c: f"/clips/{c.clip.code}/spectrogram.png",
-                                             page(200, 404, 404, 200, 404, 200)),
+    "clips/<uuid:code>/spectrogram.png": Row(
+        "GET", lambda c: f"/clips/{c.clip.code}/spectrogram.png", page(200, 404, 404, 200, 404, 200)
+    ),
     # The model card's plots, for staff reading it in the admin; a 404 for anyone else reveals nothing.
     "models/plots/<str:name>": Row("GET", lambda c: "/models/plots/roc.png", S(404, 404, 404, 404, 404, 404, 404, 200)),
     # --- Incident pages: the police map and its helpers ---
@@ -186,46 +213,66 @@ ROWS: dict[str, Row] = {
     "map/devices": Row("GET", lambda c: "/map/devices", page(403, 403, 403, 200, 200, 200)),
     "map/address": Row("GET", lambda c: "/map/address?lat=52.52&lon=13.405", page(403, 403, 403, 200, 200, 200)),
     "incidents/mine/": Row("GET", lambda c: "/incidents/mine/", page(200, 200, 200, 200, 200, 200)),
-    "incidents/<uuid:code>/": Row("GET", lambda c: f"/incidents/{c.incident.code}/",
-                                  page(200, 404, 404, 200, 404, 200)),
-    "incidents/<uuid:code>/transition/": Row("POST", lambda c: f"/incidents/{c.incident.code}/transition/",
-                                             page(403, 403, 403, 302, 404, 302), data={"action": "acknowledge"}),
+    "incidents/<uuid:code>/": Row(
+        "GET", lambda c: f"/incidents/{c.incident.code}/", page(200, 404, 404, 200, 404, 200)
+    ),
+    "incidents/<uuid:code>/transition/": Row(
+        "POST",
+        lambda c: f"/incidents/{c.incident.code}/transition/",
+        page(403, 403, 403, 302, 404, 302),
+        data={"action": "acknowledge"},
+    ),
     # --- Review queue: reviewers only (the reviewer permission; in this cast only the superuser has it) ---
     "review/": Row("GET", lambda c: "/review/", page(403, 403, 403, 403, 403, 200)),
     "review/items": Row("GET", lambda c: "/review/items", page(403, 403, 403, 403, 403, 200)),
-    "review/<uuid:code>/decide": Row("POST", lambda c: f"/review/{c.incident.code}/decide",
-                                     page(403, 403, 403, 403, 403, 302), data={"decision": "confirm"}),
-    "review/clips/<uuid:code>/audio": Row("GET", lambda c: f"/review/clips/{c.clip.code}/audio",
-                                          page(403, 403, 403, 403, 403, 200)),
-    "review/clips/<uuid:code>/spectrogram.png": Row("GET", lambda c: f"/review/clips/{c.clip.code}/spectrogram.png",
-                                                    page(403, 403, 403, 403, 403, 200)),
-    "review/clips/<uuid:code>/waveform.png": Row("GET", lambda c: f"/review/clips/{c.clip.code}/waveform.png",
-                                                 page(403, 403, 403, 403, 403, 200)),
+    "review/<uuid:code>/decide": Row(
+        "POST",
+        lambda c: f"/review/{c.incident.code}/decide",
+        page(403, 403, 403, 403, 403, 302),
+        data={"decision": "confirm"},
+    ),
+    "review/clips/<uuid:code>/audio": Row(
+        "GET", lambda c: f"/review/clips/{c.clip.code}/audio", page(403, 403, 403, 403, 403, 200)
+    ),
+    "review/clips/<uuid:code>/spectrogram.png": Row(
+        "GET", lambda c: f"/review/clips/{c.clip.code}/spectrogram.png", page(403, 403, 403, 403, 403, 200)
+    ),
+    "review/clips/<uuid:code>/waveform.png": Row(
+        "GET", lambda c: f"/review/clips/{c.clip.code}/waveform.png", page(403, 403, 403, 403, 403, 200)
+    ),
     # --- Outcomes: admins only ---
     "outcomes/": Row("GET", lambda c: "/outcomes/", page(403, 403, 403, 403, 403, 200)),
     "outcomes/outcomes.csv": Row("GET", lambda c: "/outcomes/outcomes.csv", page(403, 403, 403, 403, 403, 200)),
-    "outcomes/plot/<str:by>.png": Row("GET", lambda c: "/outcomes/plot/station.png",
-                                      page(403, 403, 403, 403, 403, 200)),
+    "outcomes/plot/<str:by>.png": Row(
+        "GET", lambda c: "/outcomes/plot/station.png", page(403, 403, 403, 403, 403, 200)
+    ),
     "api/v1/outcomes": Row("GET", lambda c: "/api/v1/outcomes", api(403, 403, 403, 403, 403, 200)),
     # --- Django admin: the site-wide pages (per-model pages are generated below) ---
     "admin/": Row("GET", lambda c: "/admin/", S(302, 302, 302, 302, 302, 302, 302, 200)),
     # The admin login form is shown to anyone not staff; staff are sent on to the index.
     "admin/login/": Row("GET", lambda c: "/admin/login/", S(200, 200, 200, 200, 200, 200, 200, 302)),
     "admin/logout/": Row("POST", lambda c: "/admin/logout/", everyone(302)),
-    "admin/password_change/": Row("GET", lambda c: "/admin/password_change/",
-                                  S(302, 302, 302, 302, 302, 302, 302, 200)),
-    "admin/password_change/done/": Row("GET", lambda c: "/admin/password_change/done/",
-                                       S(302, 302, 302, 302, 302, 302, 302, 200)),
+    "admin/password_change/": Row(
+        "GET", lambda c: "/admin/password_change/", S(302, 302, 302, 302, 302, 302, 302, 200)
+    ),
+    "admin/password_change/done/": Row(
+        "GET", lambda c: "/admin/password_change/done/", S(302, 302, 302, 302, 302, 302, 302, 200)
+    ),
     "admin/autocomplete/": Row("GET", lambda c: "/admin/autocomplete/", S(302, 302, 302, 302, 302, 302, 302, 403)),
     "admin/jsi18n/": Row("GET", lambda c: "/admin/jsi18n/", S(302, 302, 302, 302, 302, 302, 302, 200)),
     # Django's "view on site" shortcut; no registered model has a get_absolute_url, so there is nowhere to go.
-    "admin/r/<path:content_type_id>/<path:object_id>/": Row("GET", lambda c: "/admin/r/1/1/",
-                                                            S(302, 302, 302, 302, 302, 302, 302, 404)),
+    "admin/r/<path:content_type_id>/<path:object_id>/": Row(
+        "GET", lambda c: "/admin/r/1/1/", S(302, 302, 302, 302, 302, 302, 302, 404)
+    ),
     "admin/^(?P<app_label>auth|authtoken|accounts|devices|detection|alerts)/$": Row(
-        "GET", lambda c: "/admin/devices/", S(302, 302, 302, 302, 302, 302, 302, 200)),
+        "GET", lambda c: "/admin/devices/", S(302, 302, 302, 302, 302, 302, 302, 200)
+    ),
     "admin/(?P<url>.*)$": Row("GET", lambda c: "/admin/no/such/page/", S(302, 302, 302, 302, 302, 302, 302, 404)),
-    "admin/accounts/user/<id>/password/": Row("GET", lambda c: f"/admin/accounts/user/{c.users['owner'].pk}/password/",
-                                              S(302, 302, 302, 302, 302, 302, 302, 200)),
+    "admin/accounts/user/<id>/password/": Row(
+        "GET",
+        lambda c: f"/admin/accounts/user/{c.users['owner'].pk}/password/",
+        S(302, 302, 302, 302, 302, 302, 302, 200),
+    ),
 }
 
 ADMIN_MODEL_ROUTE = re.compile(
@@ -302,8 +349,9 @@ def cast(db: None) -> Cast:
         "police_other": PoliceUserFactory(username="faraway", police_station=elsewhere),
         "admin": UserFactory(username="root", role=User.Role.ADMIN, is_staff=True, is_superuser=True),
     }
-    _, issued = device_services.device_create(owner=owner, name="Kitchen", kind=Device.Kind.HOME,
-                                              latitude=52.52, longitude=13.405)
+    _, issued = device_services.device_create(
+        owner=owner, name="Kitchen", kind=Device.Kind.HOME, latitude=52.52, longitude=13.405
+    )
     paired = device_services.device_pair(pairing_code=issued.code)
     classification = classify(paired.device, lat=52.52, lon=13.405, audio=encode(impulses()), audio_format="flac")
     incident = incident_record_detection(classification=classification)
@@ -311,11 +359,18 @@ def cast(db: None) -> Cast:
     contact = TrustedContactFactory(owner=owner)
     # Every admin model has a row to open, so its change/delete/history pages answer 200 to staff.
     Group.objects.create(name="dispatchers")
-    ChannelOutage.objects.create(station=routed, channel="webhook", started_at=timezone.now(),
-                                 last_failure_at=timezone.now(), failures=3)
+    ChannelOutage.objects.create(
+        station=routed, channel="webhook", started_at=timezone.now(), last_failure_at=timezone.now(), failures=3
+    )
     Token.objects.create(user=owner)
-    return Cast(users=users, device=paired.device, token=paired.token, clip=classification.clip,
-                incident=incident, contact=contact)
+    return Cast(
+        users=users,
+        device=paired.device,
+        token=paired.token,
+        clip=classification.clip,
+        incident=incident,
+        contact=contact,
+    )
 
 
 def client_for(role: str, cast: Cast) -> Client:

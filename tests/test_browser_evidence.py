@@ -19,11 +19,17 @@ from tests.detection.pipeline import encode, impulses
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def test_evidence_cell_is_laid_out_in_its_column(live_server: Any, browser_page: Any, positive_model: ModelVersion,
-                                                  device: Device) -> None:
+def test_evidence_cell_is_laid_out_in_its_column(
+    live_server: Any, browser_page: Any, positive_model: ModelVersion, device: Device
+) -> None:
     payload = encode(impulses())
-    clip = services.clip_upload(device=device, audio_file=io.BytesIO(payload), audio_size=len(payload),
-                                client_id=uuid.uuid4(), recorded_at=timezone.now()).clip
+    clip = services.clip_upload(
+        device=device,
+        audio_file=io.BytesIO(payload),
+        audio_size=len(payload),
+        client_id=uuid.uuid4(),
+        recorded_at=timezone.now(),
+    ).clip
     clip.refresh_from_db()
     assert clip.audio, "the positive model keeps the clip as evidence"
     page = browser_page

@@ -95,13 +95,21 @@ def asgi_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, check=True, cwd=REPO, timeout=300)
     setup = subprocess.run(
         [*manage, "shell", "-c", f"import sys; sys.argv = ['', {str(root)!r}, {PASSWORD!r}]\n{SETUP}"],
-        env=env, check=True, cwd=REPO, capture_output=True, text=True, timeout=300,
+        env=env,
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     token = [line for line in setup.stdout.splitlines() if line.startswith("{")][-1]
     port = _free_port()
     log = (root / "server.log").open("w")
     server = subprocess.Popen(
-        [*manage, "runserver", "--noreload", f"127.0.0.1:{port}"], env=env, cwd=REPO, stdout=log,
+        [*manage, "runserver", "--noreload", f"127.0.0.1:{port}"],
+        env=env,
+        cwd=REPO,
+        stdout=log,
         stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
@@ -134,8 +142,11 @@ def _upload(base: str, token: str) -> None:
         f"{base}/api/v1/clips",
         headers={"Authorization": f"Device {token}"},
         files={"audio": ("clip.wav", _wav(), "audio/wav")},
-        data={"client_id": str(uuid.uuid4()), "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "clock_source": "ntp"},
+        data={
+            "client_id": str(uuid.uuid4()),
+            "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "clock_source": "ntp",
+        },
         timeout=30,
     )
     assert response.status_code in (201, 202), response.text
@@ -149,8 +160,13 @@ def test_new_incident_appears_on_the_map_without_reload(asgi_server: dict[str, A
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--no-first-run"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+            ],
         )
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
@@ -234,8 +250,9 @@ def test_new_incident_appears_on_the_map_without_reload(asgi_server: dict[str, A
             assert page.locator("#incident-list li.gw-incident").count() == 1
             link["blocked"] = False
             page.wait_for_function("document.body.dataset.live === 'ok'", timeout=30000)
-            page.wait_for_function("document.querySelectorAll('#incident-list li.gw-incident').length === 2",
-                                   timeout=10000)
+            page.wait_for_function(
+                "document.querySelectorAll('#incident-list li.gw-incident').length === 2", timeout=10000
+            )
             # The new marker may sit outside the view (markercluster leaves those out of the DOM).
             markers = page.evaluate("Object.values(window.gwIncidents).filter(e => e.marker).length")
             assert markers == 2

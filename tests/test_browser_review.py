@@ -75,13 +75,21 @@ def review_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
     subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, check=True, cwd=REPO, timeout=300)
     setup = subprocess.run(
         [*manage, "shell", "-c", f"import sys; sys.argv = ['', {str(root)!r}, {PASSWORD!r}]\n{SETUP}"],
-        env=env, check=True, cwd=REPO, capture_output=True, text=True, timeout=300,
+        env=env,
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     tokens = json.loads([line for line in setup.stdout.splitlines() if line.startswith("{")][-1])
     port = _free_port()
     log = (root / "server.log").open("w")
     server = subprocess.Popen(
-        [*manage, "runserver", "--noreload", f"127.0.0.1:{port}"], env=env, cwd=REPO, stdout=log,
+        [*manage, "runserver", "--noreload", f"127.0.0.1:{port}"],
+        env=env,
+        cwd=REPO,
+        stdout=log,
         stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
@@ -111,8 +119,11 @@ def _upload(base: str, token: str) -> None:
         f"{base}/api/v1/clips",
         headers={"Authorization": f"Device {token}"},
         files={"audio": ("clip.wav", _wav(), "audio/wav")},
-        data={"client_id": str(uuid.uuid4()), "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "clock_source": "ntp"},
+        data={
+            "client_id": str(uuid.uuid4()),
+            "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "clock_source": "ntp",
+        },
         timeout=30,
     )
     assert response.status_code in (201, 202), response.text
@@ -134,8 +145,14 @@ def test_reviewer_confirms_and_only_then_police_see_it(review_server: dict[str, 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--no-first-run", "--autoplay-policy=no-user-gesture-required"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--autoplay-policy=no-user-gesture-required",
+            ],
         )
         try:
             errors: list[str] = []
@@ -161,14 +178,14 @@ def test_reviewer_confirms_and_only_then_police_see_it(review_server: dict[str, 
             # The reviewer plays the clip, sees its waveform and spectrogram, and confirms.
             item.locator(".review-play").first.click()
             review.wait_for_function(
-                "(() => { const a = document.querySelector('.review-item audio'); "
-                "return a && a.currentTime > 0; })()",
+                "(() => { const a = document.querySelector('.review-item audio'); return a && a.currentTime > 0; })()",
                 timeout=15000,
             )
             for image in (".review-waveform", ".review-spectrogram"):
                 review.wait_for_function(
                     f"(() => {{ const i = document.querySelector('{image}'); return i && i.complete && "
-                    "i.naturalWidth > 0; })()", timeout=30000,
+                    "i.naturalWidth > 0; })()",
+                    timeout=30000,
                 )
             review.screenshot(path=str(ARTIFACTS / "review_queue.png"), full_page=True)
             item.locator(".review-confirm").click()

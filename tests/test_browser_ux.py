@@ -42,11 +42,14 @@ def _fits_phone(page: Any, name: str) -> None:
 
 def _fleet(owner: User) -> None:
     for index in (1, 2, 10):
-        device = DeviceFactory(owner=owner, name=f"Sim home {index}", latitude=52.52 + index / 500,
-                               longitude=13.40 + index / 400)
+        device = DeviceFactory(
+            owner=owner, name=f"Sim home {index}", latitude=52.52 + index / 500, longitude=13.40 + index / 400
+        )
         if index != 10:
-            heartbeat_record(device=device, data={"battery_pct": 60 + index, "queue_length": 0,
-                                                  "free_storage_mb": 900, "clock_source": "gps"})
+            heartbeat_record(
+                device=device,
+                data={"battery_pct": 60 + index, "queue_length": 0, "free_storage_mb": 900, "clock_source": "gps"},
+            )
     DeviceFactory(owner=owner, name="New sensor", status=Device.Status.PENDING, latitude=None, longitude=None)
     stale = Device.objects.get(name="Sim home 10")
     stale.last_heartbeat_at = timezone.now() - timedelta(hours=2)
@@ -146,8 +149,16 @@ def test_police_map_controls_and_incident_page_on_a_phone(live_server: Any, brow
     _fits_phone(page, "ux-police-map")
 
     now = timezone.now()
-    incident = Incident.objects.create(first_detected_at=now, last_detected_at=now, latitude=52.52, longitude=13.405,
-                                       radius_m=40, shots=2, max_confidence=0.93, device_count=3)
+    incident = Incident.objects.create(
+        first_detected_at=now,
+        last_detected_at=now,
+        latitude=52.52,
+        longitude=13.405,
+        radius_m=40,
+        shots=2,
+        max_confidence=0.93,
+        device_count=3,
+    )
     incident.stations.add(station)
     page.goto(f"{live_server.url}/incidents/{incident.code}/")
     page.click("button[data-action=acknowledge]")
@@ -164,26 +175,55 @@ def test_every_list_page_fits_a_phone(live_server: Any, browser_page: Any) -> No
 
     owner = UserFactory(username="olivia")
     _fleet(owner)
-    TrustedContact.objects.create(owner=owner, name="Grandmother Henriette von Berg", relation="family",
-                                  email="henriette.von.berg@example.org", phone="+4930123456789",
-                                  channels=["email", "sms"])
+    TrustedContact.objects.create(
+        owner=owner,
+        name="Grandmother Henriette von Berg",
+        relation="family",
+        email="henriette.von.berg@example.org",
+        phone="+4930123456789",
+        channels=["email", "sms"],
+    )
     device = Device.objects.get(name="Sim home 1")
     now = timezone.now()
-    incident = Incident.objects.create(first_detected_at=now, last_detected_at=now, latitude=52.52, longitude=13.405,
-                                       radius_m=40, shots=2, max_confidence=0.93, device_count=3)
+    incident = Incident.objects.create(
+        first_detected_at=now,
+        last_detected_at=now,
+        latitude=52.52,
+        longitude=13.405,
+        radius_m=40,
+        shots=2,
+        max_confidence=0.93,
+        device_count=3,
+    )
     from alerts.models import Detection
     from tests.alerts.helpers import classify
 
     classification = classify(device)
-    Detection.objects.create(incident=incident, device=device, classification=classification,
-                             clip=classification.clip, event_at=now, score=0.93, shots=2)
-    Notification.objects.create(incident=incident, owner=owner, recipient_kind="contact", recipient_key="c1",
-                                recipient_name="Grandmother Henriette von Berg", channel="email",
-                                target="henriette.von.berg@example.org")
+    Detection.objects.create(
+        incident=incident,
+        device=device,
+        classification=classification,
+        clip=classification.clip,
+        event_at=now,
+        score=0.93,
+        shots=2,
+    )
+    Notification.objects.create(
+        incident=incident,
+        owner=owner,
+        recipient_kind="contact",
+        recipient_key="c1",
+        recipient_name="Grandmother Henriette von Berg",
+        channel="email",
+        target="henriette.von.berg@example.org",
+    )
     page = browser_page
     _login(page, live_server.url, "olivia")
-    for path, name in [("/contacts/", "ux-contacts"), ("/incidents/mine/", "ux-my-incidents"),
-                       ("/accounts/password_change/", "ux-password-change")]:
+    for path, name in [
+        ("/contacts/", "ux-contacts"),
+        ("/incidents/mine/", "ux-my-incidents"),
+        ("/accounts/password_change/", "ux-password-change"),
+    ]:
         page.goto(f"{live_server.url}{path}")
         _fits_phone(page, name)
     UserFactory(username="root", role=User.Role.ADMIN, is_staff=True, is_superuser=True)

@@ -71,8 +71,13 @@ def _start(tmp_path: Path) -> tuple[subprocess.Popen[str], Path, int]:
     }
     out = tmp_path / "gw.out"
     process = subprocess.Popen(
-        [str(REPO / "gw"), "run"], cwd=REPO, env=env, stdout=out.open("w"), stderr=subprocess.STDOUT,
-        text=True, start_new_session=True,
+        [str(REPO / "gw"), "run"],
+        cwd=REPO,
+        env=env,
+        stdout=out.open("w"),
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 400
     while "Press Ctrl-C to stop." not in out.read_text():
@@ -109,7 +114,7 @@ def test_ctrl_c_stops_everything_within_seconds(tmp_path: Path) -> None:
     process, out, port = _start(tmp_path)
     text = out.read_text()
     # The banner is the last thing printed at start, and carries the URL and the logins.
-    banner = text[text.index("GunWatch is running at"):]
+    banner = text[text.index("GunWatch is running at") :]
     assert f"http://127.0.0.1:{port}/" in banner
     assert "admin, police, owner" in banner and "gunwatch-demo" in banner
     took = _stop_and_check(process, lambda: os.killpg(process.pid, signal.SIGINT))

@@ -35,7 +35,10 @@ def daphne_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     log = (var / "daphne.log").open("wb")
     process = subprocess.Popen(
         [str(daphne), "-b", "127.0.0.1", "-p", str(port), "gunwatch.asgi:application"],
-        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 60
@@ -89,9 +92,7 @@ def _exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
 
 @pytest.mark.parametrize("size", [20_000, 60_000, 600_000])
 def test_an_oversized_authorization_header_gets_a_431(daphne_port: int, size: int) -> None:
-    request = (
-        b"GET /api/v1/devices HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Token " + b"a" * size + b"\r\n\r\n"
-    )
+    request = b"GET /api/v1/devices HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Token " + b"a" * size + b"\r\n\r\n"
     status, _, body = _exchange(daphne_port, request)
     assert status == 431
     assert json.loads(body)["code"] == "headers_too_large"
@@ -109,14 +110,18 @@ def test_normal_headers_still_reach_django(daphne_port: int) -> None:
     assert status == 401 and json.loads(body)["code"] == "authentication_failed"
 
 
-@pytest.mark.parametrize("content_type", [b"multipart/form-data", b"multipart/form-data; boundary=",
-                                          b'multipart/form-data; boundary="\xff"'])
-def test_a_broken_multipart_boundary_is_answered_by_django_in_the_error_shape(daphne_port: int,
-                                                                              content_type: bytes) -> None:
+@pytest.mark.parametrize(
+    "content_type", [b"multipart/form-data", b"multipart/form-data; boundary=", b'multipart/form-data; boundary="\xff"']
+)
+def test_a_broken_multipart_boundary_is_answered_by_django_in_the_error_shape(
+    daphne_port: int, content_type: bytes
+) -> None:
     body = b'--xx\r\nContent-Disposition: form-data; name="pairing_code"\r\n\r\nABCD'
     request = (
-        b"POST /api/v1/devices/pair HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: " + content_type
-        + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        b"POST /api/v1/devices/pair HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+        + content_type
+        + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
+        + body
     )
     status, headers, answer = _exchange(daphne_port, request)
     assert status == 400

@@ -211,10 +211,18 @@ def test_broker_errors_are_recognised_through_the_chain() -> None:
 def test_beat_logs_an_outage_in_two_lines_and_sends_what_it_missed(tmp_path, caplog) -> None:
     caplog.set_level(logging.DEBUG, logger="gunwatch.beat")
     scheduler = Scheduler(app=celery_app, schedule_filename=str(tmp_path / "beat"), lazy=True)
-    sweep = ScheduleEntry(name="requeue-stuck-clips", task="detection.tasks.requeue_stuck_clips",
-                          schedule=every(timedelta(minutes=5)), app=celery_app)
-    offline = ScheduleEntry(name="mark-offline-devices", task="devices.tasks.mark_offline_devices",
-                            schedule=every(timedelta(seconds=30)), app=celery_app)
+    sweep = ScheduleEntry(
+        name="requeue-stuck-clips",
+        task="detection.tasks.requeue_stuck_clips",
+        schedule=every(timedelta(minutes=5)),
+        app=celery_app,
+    )
+    offline = ScheduleEntry(
+        name="mark-offline-devices",
+        task="devices.tasks.mark_offline_devices",
+        schedule=every(timedelta(seconds=30)),
+        app=celery_app,
+    )
     sent: list[str] = []
 
     def apply_async(entry: ScheduleEntry, **kwargs: Any) -> None:
@@ -283,21 +291,46 @@ def test_a_worker_holding_unacknowledged_tasks_survives_redis_stopping_and_recon
     def start_redis() -> subprocess.Popen[bytes]:
         server = subprocess.Popen(
             ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         _wait_for(lambda: _pings(url), 10, "redis-server to answer")
         return server
 
     server = start_redis()
     log = tmp_path / "worker.log"
-    env = {**os.environ, "REDIS_URL": url, "GUNWATCH_VAR_DIR": str(tmp_path / "var"), "DJANGO_SETTINGS_MODULE":
-           "gunwatch.settings", "CELERY_TASK_ALWAYS_EAGER": "false"}
+    env = {
+        **os.environ,
+        "REDIS_URL": url,
+        "GUNWATCH_VAR_DIR": str(tmp_path / "var"),
+        "DJANGO_SETTINGS_MODULE": "gunwatch.settings",
+        "CELERY_TASK_ALWAYS_EAGER": "false",
+    }
     env.pop("DATABASE_URL", None)
     with open(log, "wb") as out:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "gunwatch", "worker", "-Q", "default", "--concurrency", "1",
-             "--pool", "solo", "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
-            cwd=Path(__file__).resolve().parents[1], env=env, stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "gunwatch",
+                "worker",
+                "-Q",
+                "default",
+                "--concurrency",
+                "1",
+                "--pool",
+                "solo",
+                "--loglevel",
+                "INFO",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            cwd=Path(__file__).resolve().parents[1],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         _wait_for(lambda: b"ready." in log.read_bytes(), 90, "the worker to start")

@@ -23,8 +23,9 @@ def test_every_environment_variable_is_listed_in_env_example() -> None:
     assert read - documented == set()
 
 
-@pytest.mark.parametrize(("helper", "raw"), [(gw_settings.env_bool, "Flase"), (gw_settings.env_int, "ten"),
-                                             (gw_settings.env_float, "1,5")])
+@pytest.mark.parametrize(
+    ("helper", "raw"), [(gw_settings.env_bool, "Flase"), (gw_settings.env_int, "ten"), (gw_settings.env_float, "1,5")]
+)
 def test_typos_in_settings_fail_loudly(monkeypatch, helper, raw: str) -> None:
     monkeypatch.setenv("GW_PROBE", raw)
     with pytest.raises(ImproperlyConfigured, match="GW_PROBE"):
@@ -55,7 +56,11 @@ def _check_deploy(tmp_path, **overrides: str) -> subprocess.CompletedProcess[str
     )
     return subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

@@ -28,8 +28,9 @@ def test_production_settings_are_the_same_with_pytest_imported() -> None:
     )
     env = {key: value for key, value in os.environ.items() if not key.startswith(("GUNWATCH_", "DJANGO_"))}
     env["DJANGO_SETTINGS_MODULE"] = "gunwatch.settings"
-    result = subprocess.run([sys.executable, "-c", probe], env=env, cwd=REPO_ROOT, capture_output=True, text=True,
-                            timeout=120, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True
+    )
     eager_in_thread, hasher = result.stdout.split()
     assert eager_in_thread == "True"
     assert hasher != MD5

@@ -65,8 +65,10 @@ def test_login_per_address_holds_against_a_spoofed_header(owner: User, rates: di
     client = APIClient()
     limit = _limit(rates["login"])
     # A different account each time, so only the per-address budget can refuse.
-    answers = [client.post("/api/v1/auth/token", {"username": f"user{i}", "password": "x"}, **spoofed(i))
-               for i in range(limit + 1)]
+    answers = [
+        client.post("/api/v1/auth/token", {"username": f"user{i}", "password": "x"}, **spoofed(i))
+        for i in range(limit + 1)
+    ]
     assert statuses(answers)[:limit] == [400] * limit
     assert answers[-1].status_code == 429
     assert answers[-1].json()["code"] == "throttled" and "Retry-After" in answers[-1]
@@ -77,17 +79,27 @@ def test_login_per_account_holds_from_many_addresses(owner: User, settings: Any,
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
     client = APIClient()
     limit = _limit(rates["login_account"])
-    answers = [client.post("/api/v1/auth/token", {"username": "ALICE ", "password": f"guess{i}"},
-                           HTTP_X_FORWARDED_FOR=f"198.51.100.{i}") for i in range(limit + 1)]
+    answers = [
+        client.post(
+            "/api/v1/auth/token",
+            {"username": "ALICE ", "password": f"guess{i}"},
+            HTTP_X_FORWARDED_FOR=f"198.51.100.{i}",
+        )
+        for i in range(limit + 1)
+    ]
     assert statuses(answers)[:limit] == [400] * limit
     assert answers[-1].status_code == 429
     # The right password is refused too while the account's budget is spent: that is the point.
-    right = client.post("/api/v1/auth/token", {"username": "alice", "password": "correct-horse-battery"},
-                        HTTP_X_FORWARDED_FOR="198.51.100.250")
+    right = client.post(
+        "/api/v1/auth/token",
+        {"username": "alice", "password": "correct-horse-battery"},
+        HTTP_X_FORWARDED_FOR="198.51.100.250",
+    )
     assert right.status_code == 429
     # Another account is not affected.
-    other = client.post("/api/v1/auth/token", {"username": "someone-else", "password": "x"},
-                        HTTP_X_FORWARDED_FOR="198.51.100.251")
+    other = client.post(
+        "/api/v1/auth/token", {"username": "someone-else", "password": "x"}, HTTP_X_FORWARDED_FOR="198.51.100.251"
+    )
     assert other.status_code == 400
 
 
@@ -96,8 +108,14 @@ def test_with_one_proxy_the_address_it_appended_counts(owner: User, settings: An
     client = APIClient()
     limit = _limit(rates["pairing"])
     # The client forges the first entries; the proxy appends the real address last, and that is the one counted.
-    answers = [client.post("/api/v1/devices/pair", {"pairing_code": distinct_code(i)},
-                           HTTP_X_FORWARDED_FOR=f"203.0.113.{i % 250}, 192.0.2.7") for i in range(limit + 1)]
+    answers = [
+        client.post(
+            "/api/v1/devices/pair",
+            {"pairing_code": distinct_code(i)},
+            HTTP_X_FORWARDED_FOR=f"203.0.113.{i % 250}, 192.0.2.7",
+        )
+        for i in range(limit + 1)
+    ]
     assert statuses(answers)[:limit] == [400] * limit
     assert answers[-1].status_code == 429
     fresh = client.post("/api/v1/devices/pair", {"pairing_code": "ZZZZ9999"}, HTTP_X_FORWARDED_FOR="192.0.2.8")
@@ -107,8 +125,9 @@ def test_with_one_proxy_the_address_it_appended_counts(owner: User, settings: An
 def test_pairing_per_address_holds_against_a_spoofed_header(rates: dict[str, str]) -> None:
     client = APIClient()
     limit = _limit(rates["pairing"])
-    answers = [client.post("/api/v1/devices/pair", {"pairing_code": distinct_code(i)}, **spoofed(i))
-               for i in range(limit + 1)]
+    answers = [
+        client.post("/api/v1/devices/pair", {"pairing_code": distinct_code(i)}, **spoofed(i)) for i in range(limit + 1)
+    ]
     assert statuses(answers)[:limit] == [400] * limit
     assert answers[-1].status_code == 429
 
@@ -122,8 +141,14 @@ def test_pairing_per_code_holds_from_many_addresses(device: Device, settings: An
     limit = _limit(rates["pairing_code"])
     # Spelled differently each time (case, dashes): it is still the same code.
     spellings = [issued.code.lower(), f"{issued.code[:4]}-{issued.code[4:]}", f" {issued.code} "]
-    answers = [client.post("/api/v1/devices/pair", {"pairing_code": spellings[i % 3], "firmware_version": "x" * 100},
-                           HTTP_X_FORWARDED_FOR=f"198.51.100.{i}") for i in range(limit)]
+    answers = [
+        client.post(
+            "/api/v1/devices/pair",
+            {"pairing_code": spellings[i % 3], "firmware_version": "x" * 100},
+            HTTP_X_FORWARDED_FOR=f"198.51.100.{i}",
+        )
+        for i in range(limit)
+    ]
     # An over-long firmware_version makes each try a 400 without using the code up.
     assert statuses(answers) == [400] * limit
     refused = client.post("/api/v1/devices/pair", {"pairing_code": issued.code}, HTTP_X_FORWARDED_FOR="198.51.100.99")

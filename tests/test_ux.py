@@ -32,6 +32,7 @@ def login(user: User) -> Client:
 
 # --- 4: links follow HOST/PORT ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
@@ -42,8 +43,9 @@ def login(user: User) -> Client:
         ({"PORT": "9123", "SITE_URL": "https://gw.example.org/"}, "https://gw.example.org"),
     ],
 )
-def test_site_url_defaults_to_host_and_port(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
-                                            expected: str) -> None:
+def test_site_url_defaults_to_host_and_port(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: str
+) -> None:
     for name in ("HOST", "PORT", "SITE_URL"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
@@ -59,6 +61,7 @@ def test_site_url_defaults_to_host_and_port(monkeypatch: pytest.MonkeyPatch, env
 
 
 # --- 5: one access-log line per request; no offline mail for a parked demo fleet ---------------
+
 
 def test_a_request_log_line_is_printed_once(settings: Any, capsys: pytest.CaptureFixture[str]) -> None:
     from django.utils.log import DEFAULT_LOGGING
@@ -104,6 +107,7 @@ def test_parked_demo_devices_never_mail_their_owner(settings: Any) -> None:
 
 # --- 6: API docs offline ----------------------------------------------------------------------
 
+
 def test_api_docs_load_swagger_ui_from_our_static_files(admin_user: User) -> None:
     html = login(admin_user).get("/api/docs/").content.decode()
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in html
@@ -114,6 +118,7 @@ def test_api_docs_load_swagger_ui_from_our_static_files(admin_user: User) -> Non
 
 
 # --- 8: the police map's data, scope and confirmations -----------------------------------------
+
 
 @pytest.fixture
 def station():
@@ -145,8 +150,9 @@ def test_device_layer_shows_nearby_devices_coarsely_with_their_state(officer: Us
     assert login(UserFactory()).get("/map/devices").status_code == 403
 
 
-def test_address_uses_the_geocoder_when_configured(officer: User, settings: Any,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_address_uses_the_geocoder_when_configured(
+    officer: User, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     client = login(officer)
     settings.GEOCODER_URL = ""
     plain = client.get("/map/address?lat=52.52&lon=13.405").json()
@@ -175,8 +181,16 @@ def test_address_uses_the_geocoder_when_configured(officer: User, settings: Any,
 
 def test_every_workflow_action_is_confirmed(officer: User, station) -> None:
     now = timezone.now()
-    incident = Incident.objects.create(first_detected_at=now, last_detected_at=now, latitude=52.52, longitude=13.405,
-                                       radius_m=30, shots=1, max_confidence=0.9, device_count=3)
+    incident = Incident.objects.create(
+        first_detected_at=now,
+        last_detected_at=now,
+        latitude=52.52,
+        longitude=13.405,
+        radius_m=30,
+        shots=1,
+        max_confidence=0.9,
+        device_count=3,
+    )
     incident.stations.add(station)
     client = login(officer)
     url = f"/incidents/{incident.code}/transition/"
@@ -189,6 +203,7 @@ def test_every_workflow_action_is_confirmed(officer: User, station) -> None:
 
 
 # --- 10: password and error pages in GunWatch's style --------------------------------------------
+
 
 @pytest.mark.parametrize("url", ["/accounts/password_change/", "/accounts/password_change/done/"])
 def test_password_change_pages_are_gunwatch_pages(url: str) -> None:
@@ -222,19 +237,31 @@ def test_forbidden_page_is_gunwatch_style_with_a_way_back() -> None:
 
 # --- 11: police sign-up and approval emails; admin links ---------------------------------------
 
+
 def test_police_sign_up_and_approval_send_emails(settings: Any, station) -> None:
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-    root = UserFactory(username="root", email="root@example.org", role=User.Role.ADMIN, is_staff=True,
-                       is_superuser=True)
-    response = Client().post("/accounts/signup/police/", {
-        "username": "rookie", "email": "rookie@police.example", "first_name": "Rita", "last_name": "Rook",
-        "badge_number": "B-7", "police_station": station.pk, "password1": "a-long-Passphrase-42",
-        "password2": "a-long-Passphrase-42",
-    })
+    root = UserFactory(
+        username="root", email="root@example.org", role=User.Role.ADMIN, is_staff=True, is_superuser=True
+    )
+    response = Client().post(
+        "/accounts/signup/police/",
+        {
+            "username": "rookie",
+            "email": "rookie@police.example",
+            "first_name": "Rita",
+            "last_name": "Rook",
+            "badge_number": "B-7",
+            "police_station": station.pk,
+            "password1": "a-long-Passphrase-42",
+            "password2": "a-long-Passphrase-42",
+        },
+    )
     assert response.status_code == 302
     subjects = {message.to[0]: message.subject for message in mail.outbox}
-    assert subjects == {"rookie@police.example": "GunWatch: your police account request was received",
-                        "root@example.org": "GunWatch: police account request from rookie"}
+    assert subjects == {
+        "rookie@police.example": "GunWatch: your police account request was received",
+        "root@example.org": "GunWatch: police account request from rookie",
+    }
     mail.outbox.clear()
     police_account_approve(user=User.objects.get(username="rookie"), station=None, approved_by=root)
     assert [m.subject for m in mail.outbox] == ["GunWatch: your police account is approved"]
@@ -248,17 +275,34 @@ def test_admin_home_links_model_versions(admin_user: User) -> None:
 
 def test_incident_admin_rounds_numbers(admin_user: User) -> None:
     now = timezone.now()
-    incident = Incident.objects.create(first_detected_at=now, last_detected_at=now, latitude=52.520012345678,
-                                       longitude=13.40498765432, radius_m=12.3456789, residual_m=1.23456,
-                                       shots=2, max_confidence=0.912345678, device_count=3)
+    incident = Incident.objects.create(
+        first_detected_at=now,
+        last_detected_at=now,
+        latitude=52.520012345678,
+        longitude=13.40498765432,
+        radius_m=12.3456789,
+        residual_m=1.23456,
+        shots=2,
+        max_confidence=0.912345678,
+        device_count=3,
+    )
     from alerts.models import Detection
     from tests.alerts.helpers import classify
 
     device = DeviceFactory()
     classification = classify(device)
-    Detection.objects.create(incident=incident, device=device, classification=classification, clip=classification.clip,
-                             event_at=now, latitude=52.5212345678, longitude=13.4012345678, accuracy_m=4.56789,
-                             score=0.876543, shots=1)
+    Detection.objects.create(
+        incident=incident,
+        device=device,
+        classification=classification,
+        clip=classification.clip,
+        event_at=now,
+        latitude=52.5212345678,
+        longitude=13.4012345678,
+        accuracy_m=4.56789,
+        score=0.876543,
+        shots=1,
+    )
     client = login(admin_user)
     listing = client.get("/admin/alerts/incident/").content.decode()
     assert "0.91" in listing and "±12 m" in listing and "0.912345678" not in listing
@@ -268,6 +312,7 @@ def test_incident_admin_rounds_numbers(admin_user: User) -> None:
 
 
 # --- 12: one time format, with the zone ---------------------------------------------------------
+
 
 def test_one_time_format_with_the_zone(settings: Any) -> None:
     moment = datetime(2026, 12, 7, 4, 18, 27, 345678, tzinfo=UTC)
@@ -284,6 +329,7 @@ def test_one_time_format_with_the_zone(settings: Any) -> None:
 
 # --- 13: unknown API paths answer the one error shape ------------------------------------------
 
+
 @pytest.mark.parametrize("path", ["/api/v1/nope", "/api/v1/devices/x/y/z", "/api/v2/incidents", "/api/"])
 def test_unknown_api_path_answers_json(path: str, settings: Any) -> None:
     settings.DEBUG = True  # the HTML technical 404 page is what used to come back
@@ -294,6 +340,7 @@ def test_unknown_api_path_answers_json(path: str, settings: Any) -> None:
 
 
 # --- 9: the device form reads like a form, not like model field names ---------------------------
+
 
 def test_device_settings_have_units_and_rounded_coordinates() -> None:
     owner = UserFactory(username="olivia")

@@ -24,10 +24,32 @@ class IncidentSerializer(serializers.ModelSerializer):
     class Meta:
         model = Incident
         fields = [
-            "id", "status", "status_display", "disposition", "first_detected_at", "last_detected_at",
-            "opened_at", "updated_at", "closed_at", "latitude", "longitude", "radius_m", "location_method",
-            "residual_m", "shots", "max_confidence", "device_count", "revision", "url", "evidence", "stations",
-            "evidence_score", "evidence_summary", "dispatch", "dispatch_reason", "dispatched_at",
+            "id",
+            "status",
+            "status_display",
+            "disposition",
+            "first_detected_at",
+            "last_detected_at",
+            "opened_at",
+            "updated_at",
+            "closed_at",
+            "latitude",
+            "longitude",
+            "radius_m",
+            "location_method",
+            "residual_m",
+            "shots",
+            "max_confidence",
+            "device_count",
+            "revision",
+            "url",
+            "evidence",
+            "stations",
+            "evidence_score",
+            "evidence_summary",
+            "dispatch",
+            "dispatch_reason",
+            "dispatched_at",
         ]
         read_only_fields = fields
 
@@ -69,8 +91,18 @@ class DetectionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Detection
-        fields = ["device_id", "device_name", "clip_id", "event_at", "latitude", "longitude", "accuracy_m",
-                  "clock_source", "score", "shots"]
+        fields = [
+            "device_id",
+            "device_name",
+            "clip_id",
+            "event_at",
+            "latitude",
+            "longitude",
+            "accuracy_m",
+            "clock_source",
+            "score",
+            "shots",
+        ]
 
 
 class IncidentEventSerializer(serializers.ModelSerializer):
@@ -84,8 +116,17 @@ class IncidentEventSerializer(serializers.ModelSerializer):
 class NotificationSerializer(serializers.ModelSerializer):
     class Meta:
         model = Notification
-        fields = ["recipient_kind", "recipient_name", "channel", "target", "status", "attempts", "last_error",
-                  "created_at", "sent_at"]
+        fields = [
+            "recipient_kind",
+            "recipient_name",
+            "channel",
+            "target",
+            "status",
+            "attempts",
+            "last_error",
+            "created_at",
+            "sent_at",
+        ]
 
 
 class StationNotificationSerializer(serializers.ModelSerializer):

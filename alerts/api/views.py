@@ -80,9 +80,14 @@ class OutcomesView(APIView):
 
     permission_classes = [IsAdminUser]
 
-    @extend_schema(parameters=[OpenApiParameter("by", str, enum=list(OUTCOME_DIMENSIONS)),
-                               OpenApiParameter("since", str), OpenApiParameter("until", str)],
-                   responses={200: OutcomesSerializer})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("by", str, enum=list(OUTCOME_DIMENSIONS)),
+            OpenApiParameter("since", str),
+            OpenApiParameter("until", str),
+        ],
+        responses={200: OutcomesSerializer},
+    )
     def get(self, request: Request) -> Response:
         by = request.query_params.get("by", "station")
         if by not in OUTCOME_DIMENSIONS:

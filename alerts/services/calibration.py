@@ -47,8 +47,9 @@ class Calibration:
     flag: str
 
 
-def threshold_for_budget(scores: list[float], *, days: float, budget_per_day: float, lower: float,
-                         upper: float) -> tuple[float, float]:
+def threshold_for_budget(
+    scores: list[float], *, days: float, budget_per_day: float, lower: float, upper: float
+) -> tuple[float, float]:
     """The lowest threshold in [lower, upper] (hundredths) letting through at most budget * days of
     these nuisance scores; with the rate per day it leaves. Pure, for the tests."""
     allowed = math.floor(budget_per_day * days + 1e-9)

@@ -60,8 +60,9 @@ def device_track_records(device_ids: list[int], *, exclude_incident: int | None 
         .exclude(incident_id=exclude_incident)  # type: ignore[misc]  # None excludes nothing, as meant
         .values("device_id")
         .annotate(
-            confirmed=Count("incident", filter=Q(incident__disposition=Incident.Disposition.CONFIRMED_GUNFIRE),
-                            distinct=True),
+            confirmed=Count(
+                "incident", filter=Q(incident__disposition=Incident.Disposition.CONFIRMED_GUNFIRE), distinct=True
+            ),
             false=Count("incident", filter=false_q, distinct=True),
         )
     )
@@ -73,11 +74,15 @@ def _independent(witnesses: list[Witness]) -> list[Witness]:
     """The strongest witness of each cluster of devices closer than ALERT_INDEPENDENT_M."""
     kept: list[Witness] = []
     for witness in sorted(witnesses, key=lambda w: -w.strength):
-        if witness.latitude is not None and witness.longitude is not None and any(
-            k.latitude is not None
-            and haversine_m(witness.latitude, witness.longitude, k.latitude, k.longitude)  # type: ignore[arg-type]
-            < settings.ALERT_INDEPENDENT_M
-            for k in kept
+        if (
+            witness.latitude is not None
+            and witness.longitude is not None
+            and any(
+                k.latitude is not None
+                and haversine_m(witness.latitude, witness.longitude, k.latitude, k.longitude)  # type: ignore[arg-type]
+                < settings.ALERT_INDEPENDENT_M
+                for k in kept
+            )
         ):
             continue
         kept.append(witness)
@@ -97,8 +102,13 @@ def evidence_combine(
     if tdoa and residual_m is not None:
         agreement = 1.0 / (1.0 + (residual_m / settings.ALERT_RESIDUAL_SCALE_M) ** 2)
     score = round(combined * agreement, 3)
-    return Evidence(score, len(independent), heard_by, round(agreement, 3),
-                    _summary(score, independent, heard_by, agreement, tdoa, residual_m, radius_m))
+    return Evidence(
+        score,
+        len(independent),
+        heard_by,
+        round(agreement, 3),
+        _summary(score, independent, heard_by, agreement, tdoa, residual_m, radius_m),
+    )
 
 
 def _level(score: float) -> str:
@@ -108,8 +118,13 @@ def _level(score: float) -> str:
 
 
 def _summary(
-    score: float, independent: list[Witness], heard_by: int, agreement: float, tdoa: bool,
-    residual_m: float | None, radius_m: float | None,
+    score: float,
+    independent: list[Witness],
+    heard_by: int,
+    agreement: float,
+    tdoa: bool,
+    residual_m: float | None,
+    radius_m: float | None,
 ) -> str:
     n = len(independent)
     if n == 0:
@@ -138,9 +153,7 @@ def alert_threshold(device_threshold: float | None, model_threshold: float) -> f
 
 def incident_evidence(incident: Incident) -> Evidence:
     """Read the incident's detections and score them (the row's location fields must be current)."""
-    detections = list(
-        Detection.objects.filter(incident=incident).select_related("device", "classification")
-    )
+    detections = list(Detection.objects.filter(incident=incident).select_related("device", "classification"))
     device_ids = sorted({d.device_id for d in detections})
     records = device_track_records(device_ids, exclude_incident=incident.pk)
     best: dict[int, Detection] = {}
@@ -150,9 +163,7 @@ def incident_evidence(incident: Incident) -> Evidence:
             continue
         if detection.device_id not in best or detection.score > best[detection.device_id].score:
             best[detection.device_id] = detection
-    witnesses = [
-        Witness(pk, d.score, records[pk], d.latitude, d.longitude) for pk, d in best.items()
-    ]
+    witnesses = [Witness(pk, d.score, records[pk], d.latitude, d.longitude) for pk, d in best.items()]
     return evidence_combine(
         witnesses,
         residual_m=incident.residual_m,

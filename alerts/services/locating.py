@@ -43,8 +43,14 @@ def arrival(
 
 
 def detection_arrival(detection: Detection) -> Arrival:
-    return arrival(detection.device_id, detection.latitude, detection.longitude, detection.event_at,
-                   detection.accuracy_m, detection.clock_source)
+    return arrival(
+        detection.device_id,
+        detection.latitude,
+        detection.longitude,
+        detection.event_at,
+        detection.accuracy_m,
+        detection.clock_source,
+    )
 
 
 def incident_shots(detections: Sequence[Detection]) -> list[list[Detection]]:
@@ -54,8 +60,11 @@ def incident_shots(detections: Sequence[Detection]) -> list[list[Detection]]:
     The same alignment decides joins, picks the detections TDOA compares, and counts shots.
     """
     ordered = sorted(detections, key=lambda d: (d.event_at, d.pk or 0))
-    groups = align_shots([detection_arrival(d) for d in ordered], speed_of_sound=SPEED_OF_SOUND_M_S,
-                         hearing_range_m=settings.ALERT_HEARING_RANGE_M)
+    groups = align_shots(
+        [detection_arrival(d) for d in ordered],
+        speed_of_sound=SPEED_OF_SOUND_M_S,
+        hearing_range_m=settings.ALERT_HEARING_RANGE_M,
+    )
     shots = [[ordered[i] for i in group] for group in groups]
     # A shot heard by one device places the incident only within the hearing range, and every shot in
     # that circle would pass for a follow-up: the place comes from the best-heard shot (the earliest

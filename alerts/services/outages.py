@@ -43,7 +43,11 @@ def channel_outage_failure(*, notification: Notification, error: str, permanent:
         try:
             with transaction.atomic():
                 ChannelOutage.objects.create(
-                    station_id=station_id, channel=channel, started_at=now, last_failure_at=now, failures=1,
+                    station_id=station_id,
+                    channel=channel,
+                    started_at=now,
+                    last_failure_at=now,
+                    failures=1,
                     last_error=error,
                 )
         except IntegrityError:  # another worker opened it a moment ago

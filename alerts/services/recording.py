@@ -110,8 +110,14 @@ def _max_skew_s() -> float:
 
 
 def _sighting_arrival(sighting: Sighting) -> Arrival:
-    return arrival(sighting.device_id, sighting.latitude, sighting.longitude, sighting.event_at,
-                   sighting.accuracy_m, sighting.clock_source)
+    return arrival(
+        sighting.device_id,
+        sighting.latitude,
+        sighting.longitude,
+        sighting.event_at,
+        sighting.accuracy_m,
+        sighting.clock_source,
+    )
 
 
 def _open_view(incident: Incident) -> tuple[OpenIncident, list[list[Detection]]]:
@@ -158,7 +164,13 @@ def _candidates(sighting: Sighting) -> list[Incident]:
             Prefetch(
                 "detections",
                 queryset=Detection.objects.only(
-                    "incident_id", "device_id", "latitude", "longitude", "accuracy_m", "event_at", "clock_source",
+                    "incident_id",
+                    "device_id",
+                    "latitude",
+                    "longitude",
+                    "accuracy_m",
+                    "event_at",
+                    "clock_source",
                     "shots",
                 ),
             )

@@ -58,8 +58,9 @@ def user_can_review(user: Any) -> bool:
 
 def incident_policy(incident: Incident) -> Policy:
     """The strictest policy of the incident's stations (the site default for stations without one)."""
-    default = Policy(settings.ALERT_DISPATCH_DEFAULT_MODE, settings.ALERT_STRONG_EVIDENCE,
-                     settings.ALERT_REVIEW_DEADLINE_S)
+    default = Policy(
+        settings.ALERT_DISPATCH_DEFAULT_MODE, settings.ALERT_STRONG_EVIDENCE, settings.ALERT_REVIEW_DEADLINE_S
+    )
     stations = list(incident.stations.select_related("dispatch_policy"))
     policies: list[Policy] = []
     for station in stations:
@@ -113,8 +114,9 @@ def _move(incident: Incident, decision: str, summary: str) -> list[str]:
     if decision == Incident.Dispatch.DISPATCHED:
         # "Immediate" is dispatch as it always was; a timeline line for it would say nothing.
         quiet = incident_policy(incident).mode == DispatchPolicy.Mode.IMMEDIATE
-        return _dispatch(incident, Incident.DispatchReason.POLICY,
-                         message="" if quiet else f"Dispatched by policy: {summary}")
+        return _dispatch(
+            incident, Incident.DispatchReason.POLICY, message="" if quiet else f"Dispatched by policy: {summary}"
+        )
     if decision == incident.dispatch and (decision == Incident.Dispatch.HELD or incident.review_deadline_at):
         return []
     incident.dispatch = decision
@@ -124,7 +126,8 @@ def _move(incident: Incident, decision: str, summary: str) -> list[str]:
     deadline_s = incident_policy(incident).review_deadline_s
     incident.review_deadline_at = timezone.now() + timedelta(seconds=deadline_s)
     incident_event_add(
-        incident, IncidentEvent.Kind.REVIEW_QUEUED,
+        incident,
+        IncidentEvent.Kind.REVIEW_QUEUED,
         f"Sent to review, dispatched unreviewed in {deadline_s} s if nobody decides: {summary}",
     )
     incident_id = incident.pk
@@ -184,8 +187,10 @@ def incident_review(*, incident: Incident, user: User, decision: str, reason: st
     fields = ["reviewed_by", "reviewed_at", "review_note", "revision", "updated_at"]
     if decision == "confirm":
         fields += _dispatch(
-            incident, Incident.DispatchReason.REVIEWED,
-            message=f"{user.username}: confirmed in review" + (f" — {note}" if note else ""), actor=user,
+            incident,
+            Incident.DispatchReason.REVIEWED,
+            message=f"{user.username}: confirmed in review" + (f" — {note}" if note else ""),
+            actor=user,
         )
         kind: broadcast.EventKind = "incident.opened"
     elif decision == "dismiss":
@@ -197,10 +202,12 @@ def incident_review(*, incident: Incident, user: User, decision: str, reason: st
         incident.status, incident.disposition, incident.closed_at = Incident.Status.CLOSED, reason, now
         fields += ["dispatch", "status", "disposition", "closed_at"]
         incident_event_add(
-            incident, IncidentEvent.Kind.DISMISSED,
+            incident,
+            IncidentEvent.Kind.DISMISSED,
             f"{user.username}: dismissed in review ({DISMISS_REASONS[Incident.Disposition(reason)]})"
             + (f" — {note}" if note else ""),
-            actor=user, data={"reason": reason},
+            actor=user,
+            data={"reason": reason},
         )
         kind = "incident.updated"
         _recalibrate_after_commit(incident)
@@ -236,7 +243,8 @@ def incident_escalate(*, incident_id: int) -> bool:
         ):
             return False
         fields = _dispatch(
-            incident, Incident.DispatchReason.UNREVIEWED,
+            incident,
+            Incident.DispatchReason.UNREVIEWED,
             message=f"Review deadline passed: dispatched unreviewed ({incident.evidence_summary})",
         )
         incident.revision += 1

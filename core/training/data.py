@@ -151,6 +151,7 @@ def limited(records: list[ClipRecord], limit: int, seed: int) -> list[ClipRecord
     pos = [r for r in records if r.positive]
     neg = [r for r in records if not r.positive]
     k = max(1, limit // 2)
+
     def pick(rs: list[ClipRecord]) -> list[ClipRecord]:
         return [rs[i] for i in sorted(rng.choice(len(rs), min(k, len(rs)), replace=False))]
 

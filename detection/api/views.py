@@ -91,8 +91,12 @@ class ClipListApi(generics.ListAPIView):
 
     @extend_schema(
         request={"multipart/form-data": ClipUploadInputSerializer},
-        responses={202: ClipAcceptedSerializer, 409: OpenApiResponse(description="client_id reused for other audio"),
-                   413: OpenApiResponse(description="audio too large"), 415: OpenApiResponse(description="not audio")},
+        responses={
+            202: ClipAcceptedSerializer,
+            409: OpenApiResponse(description="client_id reused for other audio"),
+            413: OpenApiResponse(description="audio too large"),
+            415: OpenApiResponse(description="not audio"),
+        },
     )
     def post(self, request: Request) -> Response:
         _reject_oversized_body(request)
@@ -100,9 +104,7 @@ class ClipListApi(generics.ListAPIView):
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         upload = data.pop("audio")
-        result = services.clip_upload(
-            device=request_device(request), audio_file=upload, audio_size=upload.size, **data
-        )
+        result = services.clip_upload(device=request_device(request), audio_file=upload, audio_size=upload.size, **data)
         body = ClipAcceptedSerializer(result.clip, context={"request": request}).data
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
 
@@ -173,8 +175,10 @@ class ActiveModelDownloadApi(_ActiveModelMixin, APIView):  # type: ignore[misc] 
     """The active model as TorchScript, with its sha256 and version in headers."""
 
     @extend_schema(
-        responses={(200, "application/octet-stream"): OpenApiResponse(description="TorchScript file"),
-                   404: NO_ACTIVE_MODEL}
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(description="TorchScript file"),
+            404: NO_ACTIVE_MODEL,
+        }
     )
     def get(self, request: Request) -> FileResponse:
         model_version = self.active()

@@ -276,8 +276,9 @@ class _Lease:
     def __enter__(self) -> _Lease:
         every = settings.CLIP_PROCESSING_STALE_AFTER.total_seconds() / 3
         if every > 0:
-            self._thread = threading.Thread(target=self._renew_every, args=(every,), daemon=True,
-                                            name="gunwatch-clip-lease")
+            self._thread = threading.Thread(
+                target=self._renew_every, args=(every,), daemon=True, name="gunwatch-clip-lease"
+            )
             self._thread.start()
         return self
 
@@ -480,6 +481,7 @@ def _record(
                 **done, audio="", audio_deleted_at=now, retain_until=None
             )
             names = [clip.audio.name for clip in negatives]
+
             def delete_audio() -> None:
                 for name in names:
                     _delete_stored(name)

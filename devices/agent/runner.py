@@ -310,8 +310,9 @@ class Agent:
                     item = self.spool.note_failure(item, exc.as_dict())
                     if item.failures >= self.options.max_attempts and len(items) > 1:
                         self._suspect = item.name
-                        log.warning("clip %s failed %d times (%s); trying the next clip", item.client_id,
-                                    item.failures, exc)
+                        log.warning(
+                            "clip %s failed %d times (%s); trying the next clip", item.client_id, item.failures, exc
+                        )
                         self._record_upload(item.meta, ok=False, error=exc.as_dict(), retry_in_s=0.0)
                         continue  # probe at once, while the server is in the state that just failed this clip
                 delay = backoff.next_delay(exc.retry_after)
@@ -364,8 +365,13 @@ class Agent:
         self._suspect = self._confirming = None
         self.counters.set_aside += 1
         self.store.update_state(
-            last_set_aside={"at": _now(), "client_id": item.client_id, "recorded_at": item.meta.get("recorded_at"),
-                            "failures": item.failures, "error": item.meta.get("last_error")}
+            last_set_aside={
+                "at": _now(),
+                "client_id": item.client_id,
+                "recorded_at": item.meta.get("recorded_at"),
+                "failures": item.failures,
+                "error": item.meta.get("last_error"),
+            }
         )
 
     def _record_upload(self, meta: dict[str, Any], *, ok: bool, **details: Any) -> None:

@@ -161,9 +161,7 @@ class HeartbeatOutputSerializer(serializers.Serializer):
 
 
 class TrustedContactSerializer(serializers.ModelSerializer):
-    devices = serializers.SlugRelatedField(
-        slug_field="code", many=True, required=False, queryset=Device.objects.none()
-    )
+    devices = serializers.SlugRelatedField(slug_field="code", many=True, required=False, queryset=Device.objects.none())
     channels = serializers.ListField(
         child=serializers.ChoiceField(choices=TrustedContact.Channel.choices), allow_empty=False
     )

@@ -35,8 +35,9 @@ def test_owner_signup_logs_in_and_lands_on_the_dashboard() -> None:
 
 
 def test_signup_with_mismatched_passwords_shows_the_error() -> None:
-    response = Client().post("/accounts/signup/", {"username": "dana", "email": "d@example.org",
-                                                   "password1": PASSWORD, "password2": "other"})
+    response = Client().post(
+        "/accounts/signup/", {"username": "dana", "email": "d@example.org", "password1": PASSWORD, "password2": "other"}
+    )
     assert response.status_code == 200
     assert b"didn" in response.content  # "The two password fields didn't match."
     assert not User.objects.exists()
@@ -115,8 +116,10 @@ def test_password_reset_sends_an_email(owner) -> None:
 def test_password_change_works(owner) -> None:
     client = Client()
     client.force_login(owner)
-    response = client.post("/accounts/password_change/", {
-        "old_password": "correct-horse-battery", "new_password1": PASSWORD, "new_password2": PASSWORD})
+    response = client.post(
+        "/accounts/password_change/",
+        {"old_password": "correct-horse-battery", "new_password1": PASSWORD, "new_password2": PASSWORD},
+    )
     assert response.status_code == 302
     owner.refresh_from_db()
     assert owner.check_password(PASSWORD)

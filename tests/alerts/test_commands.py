@@ -80,12 +80,21 @@ def test_geojson_import_with_polygon_jurisdiction(tmp_path: Path, db) -> None:
     data = {
         "type": "FeatureCollection",
         "features": [
-            {"type": "Feature", "geometry": {"type": "Point", "coordinates": [13.405, 52.52]},
-             "properties": {"name": "Mitte", "contact_phone": "+49301234", "jurisdiction": square}},
-            {"type": "Feature", "geometry": {"type": "LineString", "coordinates": [[0, 0], [1, 1]]},
-             "properties": {"name": "Line"}},
-            {"type": "Feature", "geometry": {"type": "Point", "coordinates": [11.5, 48.1]},
-             "properties": {"name": "Broken", "jurisdiction": {"type": "Polygon", "coordinates": [[[0, 0]]]}}},
+            {
+                "type": "Feature",
+                "geometry": {"type": "Point", "coordinates": [13.405, 52.52]},
+                "properties": {"name": "Mitte", "contact_phone": "+49301234", "jurisdiction": square},
+            },
+            {
+                "type": "Feature",
+                "geometry": {"type": "LineString", "coordinates": [[0, 0], [1, 1]]},
+                "properties": {"name": "Line"},
+            },
+            {
+                "type": "Feature",
+                "geometry": {"type": "Point", "coordinates": [11.5, 48.1]},
+                "properties": {"name": "Broken", "jurisdiction": {"type": "Polygon", "coordinates": [[[0, 0]]]}},
+            },
         ],
     }
     path = tmp_path / "stations.geojson"

@@ -28,9 +28,9 @@ pytestmark = [
 ORIGIN = [(b"origin", b"http://127.0.0.1")]
 
 
-async def _connect(user: Any = None, headers: list[tuple[bytes, bytes]] | None = None) -> tuple[
-    WebsocketCommunicator, bool, int | None
-]:
+async def _connect(
+    user: Any = None, headers: list[tuple[bytes, bytes]] | None = None
+) -> tuple[WebsocketCommunicator, bool, int | None]:
     communicator = WebsocketCommunicator(application, "/ws/incidents/", headers=ORIGIN + (headers or []))
     if user is not None:
         communicator.scope["user"] = user

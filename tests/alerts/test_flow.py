@@ -34,8 +34,14 @@ async def test_upload_to_incident_to_map_and_notifications(cast, device_client, 
     communicator.scope["user"] = cast["police"]
     assert (await communicator.connect(timeout=5))[0]
 
-    fields = pipeline.upload_fields(pipeline.encode(pipeline.impulses()), latitude=52.5201, longitude=13.4051,
-                                    accuracy_m=6, clock_source="gps", trigger_offset_s=0.5)
+    fields = pipeline.upload_fields(
+        pipeline.encode(pipeline.impulses()),
+        latitude=52.5201,
+        longitude=13.4051,
+        accuracy_m=6,
+        clock_source="gps",
+        trigger_offset_s=0.5,
+    )
     response = await database_sync_to_async(device_client.post)("/api/v1/clips", fields, format="multipart")
     assert response.status_code in (201, 202), response.json()
 

@@ -25,8 +25,16 @@ def _device(pos: tuple[float, float], name: str) -> Device:
 def _hear(device: Device, source: tuple[float, float], shot: datetime, *, shots: int = 1) -> Incident:
     pos = (device.latitude, device.longitude)
     incident = incident_record_detection(
-        classification=classify(device, recorded_at=heard_at(source, pos, shot), offset_s=0.0, clock_source="gps",
-                                accuracy_m=4, lat=pos[0], lon=pos[1], shots=shots)
+        classification=classify(
+            device,
+            recorded_at=heard_at(source, pos, shot),
+            offset_s=0.0,
+            clock_source="gps",
+            accuracy_m=4,
+            lat=pos[0],
+            lon=pos[1],
+            shots=shots,
+        )
     )
     assert incident is not None
     return incident
@@ -174,8 +182,9 @@ def test_a_detection_whose_time_no_source_explains_does_not_join_the_shot(db, la
     pos = (odd.latitude, odd.longitude)
     at = heard_at(CENTRE, pos, start) + timedelta(milliseconds=late_ms - 300 if late_ms == 0 else late_ms)
     result = incident_record_detection(
-        classification=classify(odd, recorded_at=at, offset_s=0.0, clock_source="gps", accuracy_m=4,
-                                lat=pos[0], lon=pos[1])
+        classification=classify(
+            odd, recorded_at=at, offset_s=0.0, clock_source="gps", accuracy_m=4, lat=pos[0], lon=pos[1]
+        )
     )
     incident.refresh_from_db()
     same_shot = late_ms == 5  # 5 ms is within a GPS clock's tolerance; 300 ms is 100 m of sound

@@ -28,8 +28,9 @@ def scene(owner, station):
     owner.save()
     device = DeviceFactory(owner=owner, name="Balcony", latitude=PRECISE[0], longitude=PRECISE[1])
     other_device = DeviceFactory(owner=owner, name="Garage", latitude=PRECISE[0], longitude=PRECISE[1])
-    mum = TrustedContactFactory(owner=owner, name="Mum", email="mum@example.org", phone="+4915100000002",
-                                channels=["email", "sms"])
+    mum = TrustedContactFactory(
+        owner=owner, name="Mum", email="mum@example.org", phone="+4915100000002", channels=["email", "sms"]
+    )
     limited = TrustedContactFactory(owner=owner, name="Neighbour", channels=["email"])
     limited.devices.add(other_device)
     station.webhook_url = "https://cad.example.org/hook"
@@ -39,8 +40,7 @@ def scene(owner, station):
 
 
 def _open(device, django_capture_on_commit_callbacks, **kwargs) -> tuple[Incident, list[int]]:
-    with mock.patch("alerts.tasks.enqueue_notifications") as enqueue, \
-            django_capture_on_commit_callbacks(execute=True):
+    with mock.patch("alerts.tasks.enqueue_notifications") as enqueue, django_capture_on_commit_callbacks(execute=True):
         incident = incident_record_detection(classification=classify(device, **kwargs))
     return incident, [pk for call in enqueue.call_args_list for pk in call.args[0]]
 
@@ -68,8 +68,9 @@ def test_follow_ups_do_not_notify_again_but_new_owners_are_told(scene, django_ca
     shot = timezone.now()
     incident, _ = _open(scene["device"], django_capture_on_commit_callbacks, recorded_at=shot)
     before = incident.notifications.count()
-    again, enqueued = _open(scene["device"], django_capture_on_commit_callbacks,
-                            recorded_at=shot + timedelta(seconds=40))
+    again, enqueued = _open(
+        scene["device"], django_capture_on_commit_callbacks, recorded_at=shot + timedelta(seconds=40)
+    )
     assert again.pk == incident.pk
     assert enqueued == []
     assert incident.notifications.count() == before
@@ -107,8 +108,10 @@ def _send_all(incident: Incident) -> None:
 
 def test_contacts_get_a_coarse_location_and_police_the_precise_one(scene, django_capture_on_commit_callbacks) -> None:
     incident, _ = _open(scene["device"], django_capture_on_commit_callbacks)
-    with mock.patch("alerts.transports.ConsoleSmsBackend.send") as sms, \
-            mock.patch("alerts.transports.requests.post", return_value=mock.Mock(status_code=204, text="")):
+    with (
+        mock.patch("alerts.transports.ConsoleSmsBackend.send") as sms,
+        mock.patch("alerts.transports.requests.post", return_value=mock.Mock(status_code=204, text="")),
+    ):
         _send_all(incident)
     by_recipient = {message.to[0]: message.body for message in mail.outbox}
     for private in ("mum@example.org", scene["device"].owner.email):
@@ -130,8 +133,10 @@ def _one_email(scene, django_capture_on_commit_callbacks) -> Notification:
 
 def test_transient_failures_are_retried_until_sent(scene, django_capture_on_commit_callbacks) -> None:
     notification = _one_email(scene, django_capture_on_commit_callbacks)
-    with mock.patch("alerts.transports.EmailTransport.send",
-                    side_effect=[TransportError("mail server down"), TransportError("mail server down"), None]) as send:
+    with mock.patch(
+        "alerts.transports.EmailTransport.send",
+        side_effect=[TransportError("mail server down"), TransportError("mail server down"), None],
+    ) as send:
         result, countdowns = run_like_a_worker(notification.pk)
     notification.refresh_from_db()
     assert result == "sent"
@@ -147,9 +152,11 @@ def test_retries_back_off_exponentially(scene, django_capture_on_commit_callback
     assert retry_countdown(30) == 3600
     notification = _one_email(scene, django_capture_on_commit_callbacks)
     Notification.objects.filter(pk=notification.pk).update(attempts=2)
-    with mock.patch("alerts.transports.EmailTransport.send", side_effect=TransportError("busy")), \
-            mock.patch.object(send_notification, "retry", side_effect=RuntimeError("retry requested")) as retry, \
-            pytest.raises(RuntimeError):
+    with (
+        mock.patch("alerts.transports.EmailTransport.send", side_effect=TransportError("busy")),
+        mock.patch.object(send_notification, "retry", side_effect=RuntimeError("retry requested")) as retry,
+        pytest.raises(RuntimeError),
+    ):
         send_notification.run(notification.pk)
     countdown = retry.call_args.kwargs["countdown"]
     assert 0.8 * 20 <= countdown <= 1.2 * 20  # third attempt: 4 * base, with jitter
@@ -159,8 +166,9 @@ def test_retries_back_off_exponentially(scene, django_capture_on_commit_callback
 
 def test_permanent_failure_stops_retrying(scene, django_capture_on_commit_callbacks) -> None:
     notification = _one_email(scene, django_capture_on_commit_callbacks)
-    with mock.patch("alerts.transports.EmailTransport.send",
-                    side_effect=TransportError("550 no such mailbox", permanent=True)) as send:
+    with mock.patch(
+        "alerts.transports.EmailTransport.send", side_effect=TransportError("550 no such mailbox", permanent=True)
+    ) as send:
         result, countdowns = run_like_a_worker(notification.pk)
     notification.refresh_from_db()
     assert (result, countdowns) == ("failed", [])

@@ -133,8 +133,7 @@ def test_owner_notifications_keep_the_ordinary_budget(
     with time_machine.travel(START, tick=False) as traveller:
         incident = _open_incident(owner, django_capture_on_commit_callbacks, START)
         email = incident.notifications.get(recipient_kind="owner", channel="email")
-        with mock.patch("alerts.transports.EmailTransport.send",
-                        side_effect=TransportError("down")):
+        with mock.patch("alerts.transports.EmailTransport.send", side_effect=TransportError("down")):
             result, countdowns = run_through_outage(email.pk, traveller)
     assert (result, len(countdowns)) == ("failed", 2)
     assert not ChannelOutage.objects.exists()  # owners' mail is not a station's channel
@@ -150,8 +149,10 @@ def test_one_outage_holding_several_alerts_is_one_email_and_recovery_sends_the_r
             incident = _open_incident(owner, django_capture_on_commit_callbacks, START + timedelta(minutes=minute * 5))
             hooks.append(incident.notifications.get(channel="webhook"))
         endpoint = Endpoint(recovers_at=START + timedelta(minutes=10))
-        with mock.patch("alerts.transports.requests.post", side_effect=endpoint), \
-                mock.patch.object(send_notification, "retry", side_effect=RetryRequested):
+        with (
+            mock.patch("alerts.transports.requests.post", side_effect=endpoint),
+            mock.patch.object(send_notification, "retry", side_effect=RetryRequested),
+        ):
             for _ in range(2):
                 for hook in hooks:
                     with pytest.raises(RetryRequested):
@@ -160,8 +161,10 @@ def test_one_outage_holding_several_alerts_is_one_email_and_recovery_sends_the_r
             assert ChannelOutage.objects.get().failures == 6
             assert len([m for m in mail.outbox if "root@example.org" in m.to]) == 1
             traveller.shift(timedelta(minutes=10))
-            with mock.patch("alerts.tasks.enqueue_notifications") as enqueue, \
-                    django_capture_on_commit_callbacks(execute=True):
+            with (
+                mock.patch("alerts.tasks.enqueue_notifications") as enqueue,
+                django_capture_on_commit_callbacks(execute=True),
+            ):
                 assert send_notification.run(hooks[0].pk) == "sent"
     # The first delivery after the outage sends the held alerts now instead of at their next retry.
     enqueue.assert_called_once()
@@ -192,9 +195,11 @@ def test_retry_after_is_capped(owner, hooked_station, django_capture_on_commit_c
     incident = _open_incident(owner, django_capture_on_commit_callbacks, timezone.now())
     hook = incident.notifications.get(channel="webhook")
     busy = mock.Mock(status_code=429, text="slow down", headers={"Retry-After": "86400"})
-    with mock.patch("alerts.transports.requests.post", return_value=busy), \
-            mock.patch.object(send_notification, "retry", side_effect=RetryRequested) as retry, \
-            pytest.raises(RetryRequested):
+    with (
+        mock.patch("alerts.transports.requests.post", return_value=busy),
+        mock.patch.object(send_notification, "retry", side_effect=RetryRequested) as retry,
+        pytest.raises(RetryRequested),
+    ):
         send_notification.run(hook.pk)
     assert retry.call_args.kwargs["countdown"] == 600
 
@@ -213,8 +218,9 @@ def test_a_permanent_refusal_tells_the_admins_at_once(
 ) -> None:
     incident = _open_incident(owner, django_capture_on_commit_callbacks, timezone.now())
     hook = incident.notifications.get(channel="webhook")
-    with mock.patch("alerts.transports.requests.post",
-                    return_value=mock.Mock(status_code=404, text="no such hook", headers={})):
+    with mock.patch(
+        "alerts.transports.requests.post", return_value=mock.Mock(status_code=404, text="no such hook", headers={})
+    ):
         assert send_notification.run(hook.pk) == "failed"
     outage = ChannelOutage.objects.get()
     assert (outage.failures, outage.admins_told_at is not None) == (1, True)
@@ -241,10 +247,13 @@ def test_outages_are_visible_in_the_admin(
 ) -> None:
     incident = _open_incident(owner, django_capture_on_commit_callbacks, timezone.now())
     hook = incident.notifications.get(channel="webhook")
-    with mock.patch("alerts.transports.requests.post",
-                    return_value=mock.Mock(status_code=502, text="bad gateway", headers={})), \
-            mock.patch.object(send_notification, "retry", side_effect=RetryRequested), \
-            pytest.raises(RetryRequested):
+    with (
+        mock.patch(
+            "alerts.transports.requests.post", return_value=mock.Mock(status_code=502, text="bad gateway", headers={})
+        ),
+        mock.patch.object(send_notification, "retry", side_effect=RetryRequested),
+        pytest.raises(RetryRequested),
+    ):
         send_notification.run(hook.pk)
     client.force_login(admin_user)
     listing = client.get("/admin/alerts/channeloutage/?resolved_at__isempty=1")
@@ -266,9 +275,13 @@ def test_admin_can_send_a_failed_notification_again(
     Notification.objects.filter(pk=sent.pk).update(status="sent")
     client.force_login(admin_user)
     with mock.patch("alerts.tasks.enqueue_notifications") as enqueue:
-        response = client.post("/admin/alerts/notification/", {
-            "action": "send_again", "_selected_action": [hook.pk, sent.pk],
-        })
+        response = client.post(
+            "/admin/alerts/notification/",
+            {
+                "action": "send_again",
+                "_selected_action": [hook.pk, sent.pk],
+            },
+        )
     assert response.status_code == 302
     enqueue.assert_called_once_with([hook.pk])
     hook.refresh_from_db()

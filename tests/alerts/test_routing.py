@@ -21,10 +21,10 @@ SQUARE = {
 
 def test_radius_and_polygon_jurisdictions_cover_the_point(db) -> None:
     radius = PoliceStationFactory(name="Radius", latitude=52.52, longitude=13.405, jurisdiction_radius_km=5)
-    polygon = PoliceStationFactory(name="Polygon", latitude=52.0, longitude=13.0, jurisdiction_radius_km=None,
-                                   jurisdiction_geojson=SQUARE)
-    PoliceStationFactory(name="Inactive", latitude=52.52, longitude=13.405, jurisdiction_radius_km=50,
-                         is_active=False)
+    polygon = PoliceStationFactory(
+        name="Polygon", latitude=52.0, longitude=13.0, jurisdiction_radius_km=None, jurisdiction_geojson=SQUARE
+    )
+    PoliceStationFactory(name="Inactive", latitude=52.52, longitude=13.405, jurisdiction_radius_km=50, is_active=False)
     PoliceStationFactory(name="Small", latitude=52.40, longitude=13.405, jurisdiction_radius_km=1)
     assert {s.name for s in stations_covering(52.53, 13.40)} == {"Radius", "Polygon"}
     assert stations_covering(52.46, 13.36) == [polygon]
@@ -51,15 +51,22 @@ def test_nearest_works_across_the_antimeridian(db) -> None:
 
 def test_incident_is_routed_and_stations_are_notified(owner, settings) -> None:
     settings.ALERT_NEAREST_STATIONS = 1
-    covering = PoliceStationFactory(name="Mitte", latitude=52.52, longitude=13.405, jurisdiction_radius_km=5,
-                                    webhook_url="https://cad.example.org/hook", webhook_secret="s3cret")
+    covering = PoliceStationFactory(
+        name="Mitte",
+        latitude=52.52,
+        longitude=13.405,
+        jurisdiction_radius_km=5,
+        webhook_url="https://cad.example.org/hook",
+        webhook_secret="s3cret",
+    )
     PoliceStationFactory(name="Elsewhere", latitude=48.1, longitude=11.5, jurisdiction_radius_km=5)
     device = DeviceFactory(owner=owner, latitude=52.521, longitude=13.41)
     incident = incident_record_detection(classification=classify(device, recorded_at=timezone.now()))
     assert list(incident.stations.all()) == [covering]
     station_rows = Notification.objects.filter(recipient_kind="station")
     assert {(n.channel, n.target) for n in station_rows} == {
-        ("webhook", "https://cad.example.org/hook"), ("email", covering.contact_email)
+        ("webhook", "https://cad.example.org/hook"),
+        ("email", covering.contact_email),
     }
     assert all(n.station_id == covering.pk for n in station_rows)
 

@@ -69,8 +69,15 @@ def test_clip_position_beats_device_position(home: Device, settings) -> None:
 
 
 def test_vehicle_uses_last_fix_and_its_accuracy(owner, settings) -> None:
-    car = DeviceFactory(owner=owner, kind=Device.Kind.VEHICLE, latitude=None, longitude=None,
-                        last_latitude=52.5, last_longitude=13.3, last_accuracy_m=12)
+    car = DeviceFactory(
+        owner=owner,
+        kind=Device.Kind.VEHICLE,
+        latitude=None,
+        longitude=None,
+        last_latitude=52.5,
+        last_longitude=13.3,
+        last_accuracy_m=12,
+    )
     incident = incident_record_detection(classification=classify(car))
     incident.refresh_from_db()
     assert (incident.latitude, incident.longitude) == (52.5, 13.3)
@@ -179,8 +186,15 @@ def _ring_of_devices(source: tuple[float, float], shot, clock_source: str):
     for pos in positions:
         device = DeviceFactory(owner=UserFactory(), latitude=pos[0], longitude=pos[1])
         incident = incident_record_detection(
-            classification=classify(device, recorded_at=heard_at(source, pos, shot), offset_s=0.0,
-                                    clock_source=clock_source, accuracy_m=3, lat=pos[0], lon=pos[1])
+            classification=classify(
+                device,
+                recorded_at=heard_at(source, pos, shot),
+                offset_s=0.0,
+                clock_source=clock_source,
+                accuracy_m=3,
+                lat=pos[0],
+                lon=pos[1],
+            )
         )
     assert incident is not None
     incident.refresh_from_db()

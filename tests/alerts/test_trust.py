@@ -131,8 +131,9 @@ def reviewed_station(station):
 
 @pytest.fixture
 def reviewer(reviewed_station) -> User:
-    user = UserFactory(username="reviewer", role=User.Role.POLICE, police_approved=True,
-                       police_station=reviewed_station)
+    user = UserFactory(
+        username="reviewer", role=User.Role.POLICE, police_approved=True, police_station=reviewed_station
+    )
     user.user_permissions.add(Permission.objects.get(codename="reviewer", content_type__app_label="alerts"))
     return User.objects.get(pk=user.pk)  # a fresh object: permissions are cached per instance
 
@@ -165,8 +166,15 @@ def test_several_agreeing_devices_dispatch_at_once(reviewed_station, police_user
     for pos in around(CENTRE, 700, [0, 100, 200, 290]):
         device = DeviceFactory(owner=UserFactory(), latitude=pos[0], longitude=pos[1])
         incident = incident_record_detection(
-            classification=classify(device, recorded_at=heard_at(source, pos, shot), offset_s=0.0,
-                                    clock_source="gps", accuracy_m=3, lat=pos[0], lon=pos[1])
+            classification=classify(
+                device,
+                recorded_at=heard_at(source, pos, shot),
+                offset_s=0.0,
+                clock_source="gps",
+                accuracy_m=3,
+                lat=pos[0],
+                lon=pos[1],
+            )
         )
     incident.refresh_from_db()
     assert incident.dispatch == "dispatched"
@@ -231,8 +239,9 @@ def test_unreviewed_is_dispatched_at_the_deadline_once(reviewed_station, owner, 
     assert Notification.objects.filter(incident=incident, recipient_kind="owner").count() == 1
 
 
-def test_a_second_device_joining_can_make_the_evidence_strong(reviewed_station, owner, monkeypatch,
-                                                              django_capture_on_commit_callbacks) -> None:
+def test_a_second_device_joining_can_make_the_evidence_strong(
+    reviewed_station, owner, monkeypatch, django_capture_on_commit_callbacks
+) -> None:
     from alerts import broadcast
 
     sent: list[tuple[str, bool]] = []
@@ -245,8 +254,16 @@ def test_a_second_device_joining_can_make_the_evidence_strong(reviewed_station, 
         device = DeviceFactory(owner=UserFactory(), latitude=pos[0], longitude=pos[1])
         with django_capture_on_commit_callbacks(execute=True):
             incident = incident_record_detection(
-                classification=classify(device, recorded_at=heard_at(source, pos, shot), offset_s=0.0,
-                                        clock_source="gps", accuracy_m=3, lat=pos[0], lon=pos[1], score=0.97)
+                classification=classify(
+                    device,
+                    recorded_at=heard_at(source, pos, shot),
+                    offset_s=0.0,
+                    clock_source="gps",
+                    accuracy_m=3,
+                    lat=pos[0],
+                    lon=pos[1],
+                    score=0.97,
+                )
             )
         incident.refresh_from_db()
         states.append(incident.dispatch)
@@ -356,8 +373,13 @@ def _race(action, barrier, errors: list) -> None:
 def test_reviewer_and_deadline_racing_dispatch_once(settings) -> None:
     import threading
 
-    station = PoliceStationFactory(name="Race", latitude=CENTRE[0], longitude=CENTRE[1], jurisdiction_radius_km=10,
-                                   contact_email="race@police.example")
+    station = PoliceStationFactory(
+        name="Race",
+        latitude=CENTRE[0],
+        longitude=CENTRE[1],
+        jurisdiction_radius_km=10,
+        contact_email="race@police.example",
+    )
     DispatchPolicy.objects.create(station=station, mode="review_all")
     reviewer = UserFactory(username="racer", is_staff=True)
     reviewer.user_permissions.add(Permission.objects.get(codename="reviewer", content_type__app_label="alerts"))
@@ -368,8 +390,10 @@ def test_reviewer_and_deadline_racing_dispatch_once(settings) -> None:
     barrier = threading.Barrier(3)
     errors: list[Exception] = []
     threads = [
-        threading.Thread(target=_race, args=(lambda: incident_review(incident=incident, user=reviewer,
-                                                                     decision="confirm"), barrier, errors)),
+        threading.Thread(
+            target=_race,
+            args=(lambda: incident_review(incident=incident, user=reviewer, decision="confirm"), barrier, errors),
+        ),
         threading.Thread(target=_race, args=(lambda: incident_escalate(incident_id=incident.pk), barrier, errors)),
         threading.Thread(target=_race, args=(incidents_escalate_overdue, barrier, errors)),
     ]

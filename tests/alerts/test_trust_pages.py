@@ -84,8 +84,9 @@ def test_review_queue_lists_clips_and_decides(policy, owner, reviewer, police_us
         # streaming_content exists on streaming responses only (the audio); the images are plain responses.
         chunks = response.streaming_content if response.streaming else [response.content]  # type: ignore[attr-defined]
         assert b"".join(chunks)[:4] in (b"RIFF", b"\x89PNG")
-    response = _web(reviewer).post(f"/review/{incident.code}/decide", {"decision": "dismiss", "reason": "false_alarm",
-                                                                     "note": "door slam"})
+    response = _web(reviewer).post(
+        f"/review/{incident.code}/decide", {"decision": "dismiss", "reason": "false_alarm", "note": "door slam"}
+    )
     assert response.status_code == 302
     incident.refresh_from_db()
     assert (incident.dispatch, incident.disposition, incident.review_note) == ("dismissed", "false_alarm", "door slam")
@@ -123,14 +124,34 @@ def test_outcome_figures_on_known_data(policy, owner, reviewer, police_user, adm
 
     by_device = {row.key: row.as_dict() for row in outcomes("device")}
     assert by_device["North"] == {
-        "key": "North", "incidents": 3, "dispatched": 3, "confirmed_gunfire": 1, "false_alarms": 0,
-        "other_sources": 1, "no_evidence": 0, "dismissed_in_review": 0, "unreviewed": 0, "open": 1,
-        "confirmed_share": 0.5, "median_review_s": 20.0, "median_ack_s": 60.0,
+        "key": "North",
+        "incidents": 3,
+        "dispatched": 3,
+        "confirmed_gunfire": 1,
+        "false_alarms": 0,
+        "other_sources": 1,
+        "no_evidence": 0,
+        "dismissed_in_review": 0,
+        "unreviewed": 0,
+        "open": 1,
+        "confirmed_share": 0.5,
+        "median_review_s": 20.0,
+        "median_ack_s": 60.0,
     }
     assert by_device["South"] == {
-        "key": "South", "incidents": 2, "dispatched": 1, "confirmed_gunfire": 0, "false_alarms": 0,
-        "other_sources": 0, "no_evidence": 0, "dismissed_in_review": 1, "unreviewed": 1, "open": 1,
-        "confirmed_share": 0.0, "median_review_s": 10.0, "median_ack_s": None,
+        "key": "South",
+        "incidents": 2,
+        "dispatched": 1,
+        "confirmed_gunfire": 0,
+        "false_alarms": 0,
+        "other_sources": 0,
+        "no_evidence": 0,
+        "dismissed_in_review": 1,
+        "unreviewed": 1,
+        "open": 1,
+        "confirmed_share": 0.0,
+        "median_review_s": 10.0,
+        "median_ack_s": None,
     }
     (by_model,) = outcomes("model")
     assert (by_model.key, by_model.incidents, by_model.dismissed_in_review) == ("test-model:1", 5, 1)

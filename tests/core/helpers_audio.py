@@ -43,8 +43,15 @@ def write(path: Path, y: np.ndarray, sr: int = SR, subtype: str | None = None) -
     return path
 
 
-def make_weights(path: Path, *, logit: float | None = None, threshold: float = 0.5, seed: int = 0,
-                 architecture: str = ARCH, meta: dict[str, Any] | None = None) -> Path:
+def make_weights(
+    path: Path,
+    *,
+    logit: float | None = None,
+    threshold: float = 0.5,
+    seed: int = 0,
+    architecture: str = ARCH,
+    meta: dict[str, Any] | None = None,
+) -> Path:
     """A tiny random network; with ``logit`` its output is pinned to that value for every window."""
     torch.manual_seed(seed)
     params = FeatureParams()
@@ -54,8 +61,14 @@ def make_weights(path: Path, *, logit: float | None = None, threshold: float = 0
         with torch.no_grad():
             network.head.weight.zero_()  # type: ignore[union-attr, operator]  # build() says nn.Module; all have a Linear head
             network.head.bias.fill_(logit)  # type: ignore[union-attr, operator]  # as above
-    save_weights(path, architecture=architecture, params=params, threshold=threshold,
-                 state_dict=network.state_dict(), meta=meta or {"seed": seed})
+    save_weights(
+        path,
+        architecture=architecture,
+        params=params,
+        threshold=threshold,
+        state_dict=network.state_dict(),
+        meta=meta or {"seed": seed},
+    )
     return path
 
 

@@ -374,8 +374,15 @@ def test_one_speed_of_sound_drives_the_same_shot_test() -> None:
 # --- the joining rule: one shot, aligned shots, which incident ------------------------------------
 
 
-def _arrivals(source: tuple[float, float], at: float, bearings: list[float], distance_m: float = 600.0,
-              *, first_device: int = 0, sigma_s: float = 0.002) -> list[Arrival]:
+def _arrivals(
+    source: tuple[float, float],
+    at: float,
+    bearings: list[float],
+    distance_m: float = 600.0,
+    *,
+    first_device: int = 0,
+    sigma_s: float = 0.002,
+) -> list[Arrival]:
     out = []
     for k, bearing in enumerate(bearings):
         lat, lon = destination_point(*CENTRE, bearing, distance_m)

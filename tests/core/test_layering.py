@@ -88,8 +88,10 @@ def test_the_agent_imports_only_itself_and_core() -> None:
     for path in sorted((ROOT / "devices" / "agent").rglob("*.py")):
         for name in sorted(imported_names(path)):
             top = name.split(".")[0]
-            if top in FRAMEWORKS or (top in APPS and not name.startswith("devices.agent")) or (
-                top == "devices" and name != "devices" and not name.startswith("devices.agent")
+            if (
+                top in FRAMEWORKS
+                or (top in APPS and not name.startswith("devices.agent"))
+                or (top == "devices" and name != "devices" and not name.startswith("devices.agent"))
             ):
                 found.append(f"{path.relative_to(ROOT)} imports {name}")
     assert found == []

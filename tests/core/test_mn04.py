@@ -221,4 +221,3 @@ def test_calibration_is_folded_into_the_device_export(tmp_path):
     with torch.inference_mode():
         device = torch.sigmoid(scripted(torch.from_numpy(batch))).numpy()
     np.testing.assert_allclose(device, clf.window_scores(batch), rtol=1e-5)
-

@@ -43,8 +43,14 @@ def encode(y: np.ndarray, *, sr: int = SR, fmt: str = "FLAC", subtype: str | Non
     return buffer.getvalue()
 
 
-def upload_fields(data: bytes, *, name: str = "clip.flac", client_id: uuid.UUID | str | None = None,
-                  recorded_at: datetime | str | None = None, **extra: Any) -> dict[str, Any]:
+def upload_fields(
+    data: bytes,
+    *,
+    name: str = "clip.flac",
+    client_id: uuid.UUID | str | None = None,
+    recorded_at: datetime | str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     stamp = recorded_at or timezone.now()

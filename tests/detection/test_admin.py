@@ -29,8 +29,15 @@ def admin_client(admin_user: Any) -> Client:
 
 
 def add(client: Client, content: bytes, **fields: Any) -> Any:
-    data = {"name": "gwcnn", "version": "3.0", "metrics": "", "model_card": "", "notes": "",
-            "weights_file": SimpleUploadedFile("w.pt", content), **fields}
+    data = {
+        "name": "gwcnn",
+        "version": "3.0",
+        "metrics": "",
+        "model_card": "",
+        "notes": "",
+        "weights_file": SimpleUploadedFile("w.pt", content),
+        **fields,
+    }
     return client.post(f"{CHANGELIST}add/", data)
 
 
@@ -47,8 +54,7 @@ def test_upload_registers_a_version_from_the_file(admin_client: Client, admin_us
 
 def test_upload_with_activate(admin_client: Client, tmp_path: Path, model_factory: Callable[..., ModelVersion]) -> None:
     previous = model_factory()
-    response = add(admin_client, make_weights(tmp_path / "w.pt").read_bytes(), activate="on",
-                   metrics='{"auc": 0.97}')
+    response = add(admin_client, make_weights(tmp_path / "w.pt").read_bytes(), activate="on", metrics='{"auc": 0.97}')
     assert response.status_code == 302
     new = ModelVersion.objects.get(name="gwcnn")
     previous.refresh_from_db()
@@ -107,8 +113,9 @@ def test_change_page_shows_metrics_card_and_read_only_provenance(
 def test_activate_action(admin_client: Client, model_factory: Callable[..., ModelVersion]) -> None:
     first = model_factory()
     second = model_factory(activate=False)
-    response = admin_client.post(CHANGELIST, {"action": "activate_version", "_selected_action": [second.pk]},
-                                 follow=True)
+    response = admin_client.post(
+        CHANGELIST, {"action": "activate_version", "_selected_action": [second.pk]}, follow=True
+    )
     assert "is now the active model" in response.content.decode()
     first.refresh_from_db()
     second.refresh_from_db()
@@ -119,8 +126,9 @@ def test_activate_action_needs_exactly_one(admin_client: Client, model_factory: 
     first = model_factory()
     second = model_factory(activate=False)
     third = model_factory(activate=False)
-    response = admin_client.post(CHANGELIST, {"action": "activate_version",
-                                              "_selected_action": [second.pk, third.pk]}, follow=True)
+    response = admin_client.post(
+        CHANGELIST, {"action": "activate_version", "_selected_action": [second.pk, third.pk]}, follow=True
+    )
     assert "Select exactly one version" in response.content.decode()
     first.refresh_from_db()
     assert first.status == "active"
@@ -153,10 +161,13 @@ def test_clip_admin_lists_clips_read_only(admin_client: Client) -> None:
 def test_model_card_renders_plots_rounds_metrics_and_hides_machine_paths(
     admin_client: Client, model_factory: Callable[..., ModelVersion]
 ) -> None:
-    card = ("# Card\n\nManifest `/work/shared/data/manifest.csv` (sha).\n\n"
-            "Plots: [roc.png](roc.png), [missing.png](missing.png)\n")
-    version = model_factory(metrics={"auc": 0.998698123, "false_alarms_per_hour": 26.0512, "clips": 453},
-                            model_card=card)
+    card = (
+        "# Card\n\nManifest `/work/shared/data/manifest.csv` (sha).\n\n"
+        "Plots: [roc.png](roc.png), [missing.png](missing.png)\n"
+    )
+    version = model_factory(
+        metrics={"auc": 0.998698123, "false_alarms_per_hour": 26.0512, "clips": 453}, model_card=card
+    )
     html = admin_client.get(f"{CHANGELIST}{version.pk}/change/").content.decode()
     assert "/work/shared" not in html and "manifest.csv" in html
     assert '<img style="max-width: 100%; height: auto" loading="lazy" alt="roc.png" src="/models/plots/roc.png"' in html

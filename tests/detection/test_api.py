@@ -64,8 +64,9 @@ def assert_nothing_written() -> None:
         ("MP3", "MPEG_LAYER_III", 16000, "mp3"),
     ],
 )
-def test_upload_accepts_each_supported_format(device_client: APIClient, fmt: str, subtype: str, sr: int,
-                                              container: str) -> None:
+def test_upload_accepts_each_supported_format(
+    device_client: APIClient, fmt: str, subtype: str, sr: int, container: str
+) -> None:
     data = encode(sine(1.5, sr=sr), sr=sr, fmt=fmt, subtype=subtype)
     response = post_clip(device_client, data, name=f"clip.{container}")
     assert response.status_code == 202, response.content
@@ -86,8 +87,15 @@ def test_upload_records_the_device_fields(device_client: APIClient, paired_devic
     recorded = timezone.now() - timedelta(seconds=3)
     client_id = uuid.uuid4()
     response = post_clip(
-        device_client, encode(sine()), client_id=client_id, recorded_at=recorded, latitude=48.1, longitude=11.5,
-        accuracy_m=12.5, trigger_offset_s=0.5, clock_source="gps",
+        device_client,
+        encode(sine()),
+        client_id=client_id,
+        recorded_at=recorded,
+        latitude=48.1,
+        longitude=11.5,
+        accuracy_m=12.5,
+        trigger_offset_s=0.5,
+        clock_source="gps",
     )
     assert response.status_code == 202
     clip = Clip.objects.get()
@@ -142,8 +150,9 @@ def test_retry_with_the_same_client_id_returns_the_same_clip(device_client: APIC
 def test_client_id_reused_for_other_audio_is_a_conflict(device_client: APIClient) -> None:
     client_id = uuid.uuid4()
     first = post_clip(device_client, encode(sine(freq=440)), client_id=client_id)
-    body = assert_error(post_clip(device_client, encode(sine(freq=880)), client_id=client_id), 409,
-                        "client_id_conflict")
+    body = assert_error(
+        post_clip(device_client, encode(sine(freq=880)), client_id=client_id), 409, "client_id_conflict"
+    )
     assert body["extra"]["id"] == first.json()["id"]
     assert Clip.objects.count() == 1
 
@@ -266,8 +275,9 @@ def test_sample_rate_and_channel_limits_come_from_settings(device_client: APICli
     assert post_clip(device_client, stereo).status_code == 202
     assert post_clip(device_client, _wav_rate(8000)).status_code == 202
     settings.CLIP_MAX_CHANNELS = 1
-    body = assert_error(post_clip(device_client, encode(np.tile(sine(freq=500)[:, None], (1, 2)))), 400,
-                        "too_many_channels")
+    body = assert_error(
+        post_clip(device_client, encode(np.tile(sine(freq=500)[:, None], (1, 2)))), 400, "too_many_channels"
+    )
     assert body["extra"]["field"] == "audio"
     settings.CLIP_MIN_SAMPLE_RATE = 16000
     assert_error(post_clip(device_client, _wav_rate(11025)), 400, "unsupported_sample_rate")
@@ -349,8 +359,11 @@ def test_timestamp_far_in_the_future_is_refused(device_client: APIClient, settin
     slightly_ahead = timezone.now() + timedelta(minutes=4)
     assert post_clip(device_client, encode(sine()), recorded_at=slightly_ahead).status_code == 202
     settings.CLIP_MAX_CLOCK_SKEW = timedelta(seconds=10)
-    assert_error(post_clip(device_client, encode(sine(freq=300)), recorded_at=timezone.now() + timedelta(minutes=1)),
-                 400, "recorded_in_future")
+    assert_error(
+        post_clip(device_client, encode(sine(freq=300)), recorded_at=timezone.now() + timedelta(minutes=1)),
+        400,
+        "recorded_in_future",
+    )
 
 
 def test_timestamp_older_than_the_max_age_is_refused(device_client: APIClient, settings: Any) -> None:
@@ -359,12 +372,16 @@ def test_timestamp_older_than_the_max_age_is_refused(device_client: APIClient, s
     six_days = timezone.now() - timedelta(days=6)
     assert post_clip(device_client, encode(sine()), recorded_at=six_days).status_code == 202
     eight_days = timezone.now() - timedelta(days=8)
-    body = assert_error(post_clip(device_client, encode(sine(freq=400)), recorded_at=eight_days), 400,
-                        "recorded_too_old")
+    body = assert_error(
+        post_clip(device_client, encode(sine(freq=400)), recorded_at=eight_days), 400, "recorded_too_old"
+    )
     assert "recorded_at" in body["extra"]["fields"]
     settings.CLIP_MAX_AGE = timedelta(hours=1)
-    assert_error(post_clip(device_client, encode(sine(freq=600)), recorded_at=timezone.now() - timedelta(hours=2)),
-                 400, "recorded_too_old")
+    assert_error(
+        post_clip(device_client, encode(sine(freq=600)), recorded_at=timezone.now() - timedelta(hours=2)),
+        400,
+        "recorded_too_old",
+    )
     assert Clip.objects.count() == 1
 
 
@@ -390,7 +407,9 @@ def test_upload_needs_a_device_token(owner_client: APIClient, api_client: APICli
 
 
 def test_upload_is_classified_and_the_result_is_served(
-    device_client: APIClient, owner_client: APIClient, negative_model: ModelVersion,
+    device_client: APIClient,
+    owner_client: APIClient,
+    negative_model: ModelVersion,
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     with django_capture_on_commit_callbacks(execute=True):
@@ -422,7 +441,10 @@ def test_result_is_null_until_classified(device_client: APIClient) -> None:
 
 
 def test_clip_is_visible_to_its_device_and_owner_only(
-    device_client: APIClient, owner_client: APIClient, other_client: APIClient, other_owner: Any,
+    device_client: APIClient,
+    owner_client: APIClient,
+    other_client: APIClient,
+    other_owner: Any,
 ) -> None:
     url = post_clip(device_client, encode(sine())).json()["url"]
     assert device_client.get(url).status_code == 200
@@ -442,21 +464,32 @@ def test_unknown_clip_is_404(owner_client: APIClient) -> None:
     assert_error(owner_client.get(f"{CLIPS}/{uuid.uuid4()}"), 404, "not_found")
 
 
-def _make_clip(device: Device, *, status: str = "done", label: str | None = None, model: ModelVersion | None = None,
-               recorded_at: Any = None) -> Clip:
+def _make_clip(
+    device: Device,
+    *,
+    status: str = "done",
+    label: str | None = None,
+    model: ModelVersion | None = None,
+    recorded_at: Any = None,
+) -> Clip:
     clip = Clip.objects.create(
-        device=device, client_id=uuid.uuid4(), audio_sha256="0" * 64, status=status,
+        device=device,
+        client_id=uuid.uuid4(),
+        audio_sha256="0" * 64,
+        status=status,
         recorded_at=recorded_at or timezone.now(),
     )
     if label is not None:
         assert model is not None
-        Classification.objects.create(clip=clip, model_version=model, label=label, score=0.9 if label == "gunshot"
-                                      else 0.1, threshold=0.5)
+        Classification.objects.create(
+            clip=clip, model_version=model, label=label, score=0.9 if label == "gunshot" else 0.1, threshold=0.5
+        )
     return clip
 
 
-def test_owner_lists_their_clips_with_filters(owner: Any, owner_client: APIClient, other_owner: Any,
-                                              negative_model: ModelVersion) -> None:
+def test_owner_lists_their_clips_with_filters(
+    owner: Any, owner_client: APIClient, other_owner: Any, negative_model: ModelVersion
+) -> None:
     home = DeviceFactory(owner=owner, name="Home")
     car = DeviceFactory(owner=owner, name="Car", kind=Device.Kind.VEHICLE)
     theirs = DeviceFactory(owner=other_owner)
@@ -508,8 +541,7 @@ def test_active_model_metadata_for_devices_and_users(
     for client in (device_client, owner_client):
         body = client.get("/api/v1/models/active").json()
         assert body["id"] == negative_model.pk
-        assert (body["name"], body["version"], body["architecture"]) == ("never", negative_model.version,
-                                                                         "gwcnn-tiny")
+        assert (body["name"], body["version"], body["architecture"]) == ("never", negative_model.version, "gwcnn-tiny")
         assert body["sha256"] == negative_model.sha256
         assert body["sample_rate"] == 16000 and body["feature_params"]["n_mels"] == 40
         assert body["threshold"] == 0.5
@@ -601,8 +633,9 @@ def test_predict_without_a_model_is_503(owner_client: APIClient) -> None:
     assert_error(predict(owner_client, encode(sine())), 503, "no_model")
 
 
-def test_predict_is_for_people_not_devices(device_client: APIClient, api_client: APIClient,
-                                          negative_model: ModelVersion) -> None:
+def test_predict_is_for_people_not_devices(
+    device_client: APIClient, api_client: APIClient, negative_model: ModelVersion
+) -> None:
     assert predict(device_client, encode(sine())).status_code in (401, 403)
     assert predict(api_client, encode(sine())).status_code in (401, 403)
 
@@ -633,8 +666,13 @@ def test_predict_is_throttled(owner_client: APIClient, negative_model: ModelVers
 
 @pytest.mark.parametrize(("method", "suffix"), [("delete", "data"), ("post", "purge")])
 def test_owner_deletes_all_data_of_a_device(
-    device_client: APIClient, owner_client: APIClient, paired_device: tuple[Device, str], positive_model: ModelVersion,
-    django_capture_on_commit_callbacks: Any, method: str, suffix: str,
+    device_client: APIClient,
+    owner_client: APIClient,
+    paired_device: tuple[Device, str],
+    positive_model: ModelVersion,
+    django_capture_on_commit_callbacks: Any,
+    method: str,
+    suffix: str,
 ) -> None:
     device = paired_device[0]
     with django_capture_on_commit_callbacks(execute=True):
@@ -649,8 +687,9 @@ def test_owner_deletes_all_data_of_a_device(
     assert Device.objects.filter(pk=device.pk).exists()
 
 
-def test_purging_another_owners_device_is_404(owner: Any, other_client: APIClient, device_client: APIClient,
-                                              paired_device: tuple[Device, str]) -> None:
+def test_purging_another_owners_device_is_404(
+    owner: Any, other_client: APIClient, device_client: APIClient, paired_device: tuple[Device, str]
+) -> None:
     post_clip(device_client, encode(sine()))
     assert_error(other_client.delete(f"/api/v1/devices/{paired_device[0].code}/data"), 404, "not_found")
     assert Clip.objects.count() == 1

@@ -36,8 +36,13 @@ def queued(device: Device, monkeypatch: Any) -> Callable[..., list[Clip]]:
     def make(n: int = 1, data: bytes | None = None) -> list[Clip]:
         payload = data if data is not None else encode(impulses())
         return [
-            services.clip_upload(device=device, audio_file=io.BytesIO(payload), audio_size=len(payload),
-                                 client_id=uuid.uuid4(), recorded_at=timezone.now()).clip
+            services.clip_upload(
+                device=device,
+                audio_file=io.BytesIO(payload),
+                audio_size=len(payload),
+                client_id=uuid.uuid4(),
+                recorded_at=timezone.now(),
+            ).clip
             for _ in range(n)
         ]
 
@@ -96,9 +101,7 @@ def test_batched_verdicts_equal_one_by_one_verdicts(negative_model: ModelVersion
         assert [w.score for w in many.windows] == pytest.approx([w.score for w in one.windows], abs=1e-6)
 
 
-def test_a_bad_clip_in_a_batch_fails_alone(
-    queued: Callable[..., list[Clip]], negative_model: ModelVersion
-) -> None:
+def test_a_bad_clip_in_a_batch_fails_alone(queued: Callable[..., list[Clip]], negative_model: ModelVersion) -> None:
     good, bad, other = queued(3)
     with default_storage.open(bad.audio.name, "wb") as handle:
         handle.write(b"not audio any more")
@@ -129,7 +132,9 @@ def test_a_lone_clip_waits_at_most_the_batch_wait(
 
 
 def test_database_round_trips_per_batch_do_not_grow_with_the_batch(
-    queued: Callable[..., list[Clip]], negative_model: ModelVersion, django_assert_max_num_queries: Any,
+    queued: Callable[..., list[Clip]],
+    negative_model: ModelVersion,
+    django_assert_max_num_queries: Any,
     django_assert_num_queries: Any,
 ) -> None:
     inference.active_model()  # loaded at worker start (worker_process_init), not per clip
@@ -191,8 +196,9 @@ def test_a_renewal_moves_the_token_only_for_clips_still_ours(queued: Callable[..
     assert lease.token > token and Clip.objects.get(pk=clip.pk).processing_started_at == lease.token
 
 
-def test_the_sweep_requeues_an_expired_lease(queued: Callable[..., list[Clip]], settings: Any,
-                                             monkeypatch: Any) -> None:
+def test_the_sweep_requeues_an_expired_lease(
+    queued: Callable[..., list[Clip]], settings: Any, monkeypatch: Any
+) -> None:
     (clip,) = queued(1)
     claimed = timezone.now()
     Clip.objects.filter(pk=clip.pk).update(status=Clip.Status.PROCESSING, processing_started_at=claimed)
@@ -224,8 +230,10 @@ def test_the_sweep_records_an_incident_its_worker_never_did(
     queued: Callable[..., list[Clip]], positive_model: ModelVersion, django_capture_on_commit_callbacks: Any
 ) -> None:
     (clip,) = queued(1)
-    with mock.patch("alerts.services.incident_record_detection", side_effect=RuntimeError("worker died")), \
-            django_capture_on_commit_callbacks(execute=True):
+    with (
+        mock.patch("alerts.services.incident_record_detection", side_effect=RuntimeError("worker died")),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
         classification = services.clip_classify(clip_id=clip.pk)
     assert classification is not None and not Detection.objects.exists()
     now = timezone.now()

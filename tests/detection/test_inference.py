@@ -36,8 +36,11 @@ def test_the_model_is_loaded_once_per_process(negative_model: ModelVersion, load
     first = inference.active_model()
     second = inference.active_model()
     assert first is second
-    assert (first.version_id, first.sha256, first.label) == (negative_model.pk, negative_model.sha256,
-                                                             negative_model.label)
+    assert (first.version_id, first.sha256, first.label) == (
+        negative_model.pk,
+        negative_model.sha256,
+        negative_model.label,
+    )
     assert len(load_calls) == 1
 
 
@@ -134,7 +137,7 @@ def test_an_incompatible_file_is_refused_and_the_previous_model_kept(
 
 
 def test_a_bad_active_model_with_nothing_loaded_before_is_unavailable(
-    model_factory: Callable[..., ModelVersion]
+    model_factory: Callable[..., ModelVersion],
 ) -> None:
     bad = model_factory(name="bad")
     Path(bad.weights.path).write_bytes(b"truncated")

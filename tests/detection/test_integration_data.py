@@ -46,7 +46,10 @@ def bundled_model() -> Any:
 
 
 def test_real_clips_get_the_bundled_models_verdict(
-    shared_data: Path, bundled_model: Any, device_client: APIClient, owner_client: APIClient,
+    shared_data: Path,
+    bundled_model: Any,
+    device_client: APIClient,
+    owner_client: APIClient,
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     reference = Classifier.load(BUNDLED_WEIGHTS)

@@ -13,8 +13,19 @@ from detection.models import ModelVersion
 from detection.services import model_version_register
 from tests.core.helpers_audio import make_weights, synthetic_manifest
 
-JSON_KEYS = {"n", "auc", "ap", "threshold", "recall", "precision", "fpr", "recall_at_fpr_1pct",
-             "false_alarms_per_hour", "per_source_recall", "per_category_fpr"}
+JSON_KEYS = {
+    "n",
+    "auc",
+    "ap",
+    "threshold",
+    "recall",
+    "precision",
+    "fpr",
+    "recall_at_fpr_1pct",
+    "false_alarms_per_hour",
+    "per_source_recall",
+    "per_category_fpr",
+}
 
 
 def run(*args: str) -> str:
@@ -41,8 +52,9 @@ def test_evaluate_json_is_one_object_with_the_agreed_keys(manifest: Path, tmp_pa
 
 def test_evaluate_threshold_override_and_split(manifest: Path, tmp_path: Path) -> None:
     weights = make_weights(tmp_path / "tiny.pt")
-    all_positive = json.loads(run("evaluate_model", "--manifest", str(manifest), "--weights", str(weights),
-                                  "--threshold", "0", "--json"))
+    all_positive = json.loads(
+        run("evaluate_model", "--manifest", str(manifest), "--weights", str(weights), "--threshold", "0", "--json")
+    )
     assert all_positive["recall"] == 1.0
     assert all_positive["fpr"] == 1.0
     with pytest.raises(CommandError, match="no clips"):
@@ -81,8 +93,22 @@ def test_evaluate_human_report_lists_sources_and_categories(manifest: Path, tmp_
 def test_train_model_writes_a_card_and_registers_a_candidate(tmp_path: Path) -> None:
     manifest = synthetic_manifest(tmp_path / "train-data", n_per_class=10)  # the split needs 5 per stratum
     out = tmp_path / "run"
-    text = run("train_model", "--manifest", str(manifest), "--out", str(out), "--epochs", "1",
-               "--steps-per-epoch", "2", "--batch-size", "8", "--seed", "3", "--register")
+    text = run(
+        "train_model",
+        "--manifest",
+        str(manifest),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "2",
+        "--batch-size",
+        "8",
+        "--seed",
+        "3",
+        "--register",
+    )
     assert (out / "gwcnn-1.pt").is_file()
     assert (out / "MODEL_CARD.md").is_file()
     assert "Registered" in text

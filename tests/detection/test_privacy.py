@@ -32,20 +32,31 @@ def classified(device: Device, django_capture_on_commit_callbacks: Any) -> Calla
     def make(data: bytes | None = None) -> Clip:
         payload = data if data is not None else encode(impulses())
         with django_capture_on_commit_callbacks(execute=True):
-            clip = services.clip_upload(device=device, audio_file=io.BytesIO(payload), audio_size=len(payload),
-                                        client_id=uuid.uuid4(), recorded_at=timezone.now()).clip
+            clip = services.clip_upload(
+                device=device,
+                audio_file=io.BytesIO(payload),
+                audio_size=len(payload),
+                client_id=uuid.uuid4(),
+                recorded_at=timezone.now(),
+            ).clip
         clip.refresh_from_db()
         return clip
 
     return make
 
 
-def test_non_gunshot_audio_is_deleted_once_classified(device: Device, negative_model: ModelVersion,
-                                                      django_capture_on_commit_callbacks: Any) -> None:
+def test_non_gunshot_audio_is_deleted_once_classified(
+    device: Device, negative_model: ModelVersion, django_capture_on_commit_callbacks: Any
+) -> None:
     data = encode(sine())
     with django_capture_on_commit_callbacks(execute=False) as upload_callbacks:
-        clip = services.clip_upload(device=device, audio_file=io.BytesIO(data), audio_size=len(data),
-                                    client_id=uuid.uuid4(), recorded_at=timezone.now()).clip
+        clip = services.clip_upload(
+            device=device,
+            audio_file=io.BytesIO(data),
+            audio_size=len(data),
+            client_id=uuid.uuid4(),
+            recorded_at=timezone.now(),
+        ).clip
     name = clip.audio.name
     assert default_storage.exists(name)
     with django_capture_on_commit_callbacks(execute=True):
@@ -92,12 +103,22 @@ def test_purge_deletes_expired_evidence_and_keeps_the_rest(
 
 def test_purge_also_catches_audio_left_behind_by_a_crash(device: Device, negative_model: ModelVersion) -> None:
     data = encode(sine())
-    clip = services.clip_upload(device=device, audio_file=io.BytesIO(data), audio_size=len(data),
-                                client_id=uuid.uuid4(), recorded_at=timezone.now()).clip
+    clip = services.clip_upload(
+        device=device,
+        audio_file=io.BytesIO(data),
+        audio_size=len(data),
+        client_id=uuid.uuid4(),
+        recorded_at=timezone.now(),
+    ).clip
     # Classified as 'other', but the process died before the file deletion ran.
     Clip.objects.filter(pk=clip.pk).update(status=Clip.Status.DONE)
-    queued = services.clip_upload(device=device, audio_file=io.BytesIO(encode(sine(freq=200))), audio_size=None,
-                                  client_id=uuid.uuid4(), recorded_at=timezone.now()).clip
+    queued = services.clip_upload(
+        device=device,
+        audio_file=io.BytesIO(encode(sine(freq=200))),
+        audio_size=None,
+        client_id=uuid.uuid4(),
+        recorded_at=timezone.now(),
+    ).clip
     assert services.clips_purge_expired_audio() == 1
     assert not default_storage.exists(clip.audio.name)
     assert default_storage.exists(queued.audio.name)  # still waiting for its verdict
@@ -135,8 +156,9 @@ def page_client(user: Any) -> Client:
     return client
 
 
-def test_owner_hears_and_sees_the_evidence(classified: Callable[..., Clip], positive_model: ModelVersion,
-                                           owner: Any) -> None:
+def test_owner_hears_and_sees_the_evidence(
+    classified: Callable[..., Clip], positive_model: ModelVersion, owner: Any
+) -> None:
     clip = classified()
     client = page_client(owner)
     audio = client.get(f"/clips/{clip.code}/audio")
@@ -151,8 +173,9 @@ def test_owner_hears_and_sees_the_evidence(classified: Callable[..., Clip], posi
     assert default_storage.exists(services.spectrogram_name(clip))
 
 
-def test_the_spectrogram_is_rendered_once(classified: Callable[..., Clip], positive_model: ModelVersion,
-                                          owner: Any) -> None:
+def test_the_spectrogram_is_rendered_once(
+    classified: Callable[..., Clip], positive_model: ModelVersion, owner: Any
+) -> None:
     from core import spectrogram
 
     clip = classified()
@@ -166,15 +189,17 @@ def test_the_spectrogram_is_rendered_once(classified: Callable[..., Clip], posit
     assert [p.name for p in folder.iterdir()] == [f"{clip.code}.png"]
 
 
-def test_approved_police_see_gunshot_evidence(classified: Callable[..., Clip], positive_model: ModelVersion,
-                                              police_user: Any) -> None:
+def test_approved_police_see_gunshot_evidence(
+    classified: Callable[..., Clip], positive_model: ModelVersion, police_user: Any
+) -> None:
     clip = classified()
     assert page_client(police_user).get(f"/clips/{clip.code}/audio").status_code == 200
 
 
 @pytest.mark.parametrize("who", ["other_owner", "pending_police"])
-def test_everyone_else_gets_404(classified: Callable[..., Clip], positive_model: ModelVersion, who: str,
-                                request: Any) -> None:
+def test_everyone_else_gets_404(
+    classified: Callable[..., Clip], positive_model: ModelVersion, who: str, request: Any
+) -> None:
     clip = classified()
     client = page_client(request.getfixturevalue(who))
     assert client.get(f"/clips/{clip.code}/audio").status_code == 404
@@ -187,11 +212,17 @@ def test_anonymous_visitors_are_sent_to_log_in(classified: Callable[..., Clip], 
     assert response.status_code == 302 and "/accounts/login/" in response["Location"]
 
 
-def test_police_do_not_get_audio_of_non_gunshots(device: Device, police_user: Any, owner: Any,
-                                                 negative_model: ModelVersion) -> None:
+def test_police_do_not_get_audio_of_non_gunshots(
+    device: Device, police_user: Any, owner: Any, negative_model: ModelVersion
+) -> None:
     # A clip still waiting for its verdict has audio, but it is the owner's business only.
-    clip = services.clip_upload(device=device, audio_file=io.BytesIO(encode(sine())), audio_size=None,
-                                client_id=uuid.uuid4(), recorded_at=timezone.now()).clip
+    clip = services.clip_upload(
+        device=device,
+        audio_file=io.BytesIO(encode(sine())),
+        audio_size=None,
+        client_id=uuid.uuid4(),
+        recorded_at=timezone.now(),
+    ).clip
     assert page_client(police_user).get(f"/clips/{clip.code}/audio").status_code == 404
     assert page_client(owner).get(f"/clips/{clip.code}/audio").status_code == 200
 

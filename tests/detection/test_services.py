@@ -30,16 +30,21 @@ pytestmark = pytest.mark.django_db
 
 def upload(device: Device, data: bytes, client_id: uuid.UUID | None = None, **fields: Any) -> services.ClipUploadResult:
     return services.clip_upload(
-        device=device, audio_file=io.BytesIO(data), audio_size=len(data), client_id=client_id or uuid.uuid4(),
-        recorded_at=timezone.now(), **fields,
+        device=device,
+        audio_file=io.BytesIO(data),
+        audio_size=len(data),
+        client_id=client_id or uuid.uuid4(),
+        recorded_at=timezone.now(),
+        **fields,
     )
 
 
 # --- Upload ---------------------------------------------------------------------------------------
 
 
-def test_upload_enqueues_classification_on_commit(device: Device, django_capture_on_commit_callbacks: Any,
-                                                  monkeypatch: Any) -> None:
+def test_upload_enqueues_classification_on_commit(
+    device: Device, django_capture_on_commit_callbacks: Any, monkeypatch: Any
+) -> None:
     queued: list[tuple[Any, ...]] = []
     monkeypatch.setattr("gunwatch.tasks.enqueue", lambda task, *args: queued.append((task.name, *args)))
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
@@ -57,9 +62,12 @@ def test_a_lost_race_on_client_id_returns_the_winner_and_leaves_no_file(device: 
 
     def inspect_while_a_competitor_commits(upload: Any, **kwargs: Any) -> Any:
         # Another request with the same client_id commits between our check and our insert.
-        winner["clip"] = Clip.objects.create(device=device, client_id=client_id,
-                                             audio_sha256=clips.hashlib.sha256(data).hexdigest(),
-                                             recorded_at=timezone.now())
+        winner["clip"] = Clip.objects.create(
+            device=device,
+            client_id=client_id,
+            audio_sha256=clips.hashlib.sha256(data).hexdigest(),
+            recorded_at=timezone.now(),
+        )
         return inspect(upload, **kwargs)
 
     monkeypatch.setattr(clips, "audio_inspect", inspect_while_a_competitor_commits)
@@ -93,8 +101,13 @@ def test_home_device_without_installed_location_falls_back_to_its_last_fix(owner
 
 def test_a_naive_timestamp_is_refused_by_the_service_too(device: Device) -> None:
     with pytest.raises(ApplicationError) as caught:
-        services.clip_upload(device=device, audio_file=io.BytesIO(encode(sine())), audio_size=None,
-                             client_id=uuid.uuid4(), recorded_at=timezone.now().replace(tzinfo=None))
+        services.clip_upload(
+            device=device,
+            audio_file=io.BytesIO(encode(sine())),
+            audio_size=None,
+            client_id=uuid.uuid4(),
+            recorded_at=timezone.now().replace(tzinfo=None),
+        )
     assert caught.value.code == "naive_timestamp"
 
 
@@ -115,8 +128,9 @@ def test_register_reads_everything_from_the_weights_file(tmp_path: Path, admin_u
 
 def test_explicit_metrics_and_card_win_over_the_files(tmp_path: Path) -> None:
     path = make_weights(tmp_path / "m.pt", meta={"metrics": {"recall": 0.9}, "model_card": "old"})
-    version = services.model_version_register(weights_path=path, name="g", version="1", metrics={"auc": 0.99},
-                                              model_card="new")
+    version = services.model_version_register(
+        weights_path=path, name="g", version="1", metrics={"auc": 0.99}, model_card="new"
+    )
     assert (version.metrics, version.model_card) == ({"auc": 0.99}, "new")
 
 
@@ -232,8 +246,20 @@ def test_register_model_version_command(tmp_path: Path) -> None:
     metrics = tmp_path / "val_metrics.json"
     metrics.write_text('{"recall": 0.93, "scores": [{"file": "a", "score": 0.1}]}')
     out = io.StringIO()
-    call_command("register_model_version", str(path), "--name", "gwcnn", "--version", "4.1", "--activate",
-                 "--card", str(card), "--metrics", str(metrics), stdout=out)
+    call_command(
+        "register_model_version",
+        str(path),
+        "--name",
+        "gwcnn",
+        "--version",
+        "4.1",
+        "--activate",
+        "--card",
+        str(card),
+        "--metrics",
+        str(metrics),
+        stdout=out,
+    )
     version = ModelVersion.objects.get()
     assert (version.label, version.status, version.threshold) == ("gwcnn:4.1", "active", 0.61)
     assert version.model_card == "# Model card: m"

@@ -29,8 +29,14 @@ pytestmark = pytest.mark.django_db
 def queued_clip(device: Device) -> Callable[..., Clip]:
     def make(data: bytes | None = None, **fields: Any) -> Clip:
         payload = data if data is not None else encode(impulses())
-        result = services.clip_upload(device=device, audio_file=io.BytesIO(payload), audio_size=len(payload),
-                                      client_id=uuid.uuid4(), recorded_at=timezone.now(), **fields)
+        result = services.clip_upload(
+            device=device,
+            audio_file=io.BytesIO(payload),
+            audio_size=len(payload),
+            client_id=uuid.uuid4(),
+            recorded_at=timezone.now(),
+            **fields,
+        )
         return result.clip
 
     return make
@@ -47,8 +53,9 @@ def test_task_classifies_a_queued_clip(queued_clip: Callable[..., Clip], negativ
     assert set(classification.timings_ms) == {"decode", "features", "network"}
 
 
-def test_the_task_claimed_twice_runs_once(queued_clip: Callable[..., Clip], negative_model: ModelVersion,
-                                          monkeypatch: Any) -> None:
+def test_the_task_claimed_twice_runs_once(
+    queued_clip: Callable[..., Clip], negative_model: ModelVersion, monkeypatch: Any
+) -> None:
     clip = queued_clip()
     calls: list[int] = []
     original = services._classify_audio
@@ -73,8 +80,9 @@ def test_a_fresh_processing_claim_is_left_alone(queued_clip: Callable[..., Clip]
     assert not Classification.objects.exists()
 
 
-def test_a_stale_processing_claim_is_taken_over(queued_clip: Callable[..., Clip], negative_model: ModelVersion,
-                                                settings: Any) -> None:
+def test_a_stale_processing_claim_is_taken_over(
+    queued_clip: Callable[..., Clip], negative_model: ModelVersion, settings: Any
+) -> None:
     clip = queued_clip()
     long_ago = timezone.now() - settings.CLIP_PROCESSING_STALE_AFTER - timedelta(seconds=1)
     Clip.objects.filter(pk=clip.pk).update(status=Clip.Status.PROCESSING, processing_started_at=long_ago, attempts=1)
@@ -122,8 +130,10 @@ def test_negative_does_not_call_the_incident_seam(
     queued_clip: Callable[..., Clip], negative_model: ModelVersion, django_capture_on_commit_callbacks: Any
 ) -> None:
     clip = queued_clip()
-    with mock.patch("alerts.services.incident_record_detection") as seam, \
-            django_capture_on_commit_callbacks(execute=True):
+    with (
+        mock.patch("alerts.services.incident_record_detection") as seam,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
         services.clip_classify(clip_id=clip.pk)
     seam.assert_not_called()
 
@@ -132,8 +142,10 @@ def test_a_failing_incident_seam_does_not_undo_the_classification(
     queued_clip: Callable[..., Clip], positive_model: ModelVersion, django_capture_on_commit_callbacks: Any
 ) -> None:
     clip = queued_clip()
-    with mock.patch("alerts.services.incident_record_detection", side_effect=RuntimeError("alerts down")), \
-            django_capture_on_commit_callbacks(execute=True):
+    with (
+        mock.patch("alerts.services.incident_record_detection", side_effect=RuntimeError("alerts down")),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
         services.clip_classify(clip_id=clip.pk)
     clip.refresh_from_db()
     assert clip.status == Clip.Status.DONE and clip.classification.label == "gunshot"
@@ -167,8 +179,10 @@ def test_without_a_model_the_clip_waits_in_the_queue(queued_clip: Callable[..., 
 def test_a_worker_retries_later_when_no_model_is_available(queued_clip: Callable[..., Clip]) -> None:
     clip = queued_clip()
     # Calling the task object directly runs it the way a worker does (not eager), minus the broker.
-    with mock.patch.object(tasks.classify_clip, "retry", side_effect=RuntimeError("retry scheduled")) as retry, \
-            pytest.raises(RuntimeError, match="retry scheduled"):
+    with (
+        mock.patch.object(tasks.classify_clip, "retry", side_effect=RuntimeError("retry scheduled")) as retry,
+        pytest.raises(RuntimeError, match="retry scheduled"),
+    ):
         tasks.classify_clip(clip.pk)
     assert retry.call_args.kwargs["countdown"] == tasks.NO_MODEL_RETRY_S
 
@@ -215,8 +229,9 @@ def test_requeue_sweep_enqueues_lost_clips(queued_clip: Callable[..., Clip], mon
     fresh, lost, stale, done = queued_clip(), queued_clip(), queued_clip(), queued_clip()
     now = timezone.now()
     Clip.objects.filter(pk=lost.pk).update(received_at=now - settings.CLIP_PROCESSING_STALE_AFTER * 2)
-    Clip.objects.filter(pk=stale.pk).update(status=Clip.Status.PROCESSING,
-                                            processing_started_at=now - settings.CLIP_PROCESSING_STALE_AFTER * 2)
+    Clip.objects.filter(pk=stale.pk).update(
+        status=Clip.Status.PROCESSING, processing_started_at=now - settings.CLIP_PROCESSING_STALE_AFTER * 2
+    )
     Clip.objects.filter(pk=done.pk).update(status=Clip.Status.DONE, received_at=now - timedelta(days=1))
     queued: list[int] = []
     monkeypatch.setattr(services, "enqueue", lambda task, clip_id: queued.append(clip_id))
@@ -280,11 +295,18 @@ def test_upload_answers_before_classification_in_thread_mode(
         gate.wait(10)
         return original(*args, **kwargs)
 
-    with mock.patch.object(services, "_classify_audio", gated), \
-            mock.patch.object(gunwatch_tasks, "_background") as background:
+    with (
+        mock.patch.object(services, "_classify_audio", gated),
+        mock.patch.object(gunwatch_tasks, "_background") as background,
+    ):
         with django_capture_on_commit_callbacks(execute=True):
-            result = services.clip_upload(device=device, audio_file=io.BytesIO(encode(sine())), audio_size=None,
-                                          client_id=uuid.uuid4(), recorded_at=timezone.now())
+            result = services.clip_upload(
+                device=device,
+                audio_file=io.BytesIO(encode(sine())),
+                audio_size=None,
+                client_id=uuid.uuid4(),
+                recorded_at=timezone.now(),
+            )
         # The upload returned while the task sits with the background executor, not in this thread.
         background.return_value.submit.assert_called_once()
         assert background.return_value.submit.call_args.args[1] is tasks.classify_clip

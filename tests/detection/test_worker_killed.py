@@ -87,8 +87,14 @@ def _run_worker(where: str, clip_id: int) -> subprocess.CompletedProcess[str]:
         "GUNWATCH_EAGER_IN_THREAD": "false",
         "PYTHONPATH": str(REPO),
     }
-    return subprocess.run([sys.executable, "-c", WORKER, where, str(clip_id)], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=240)
+    return subprocess.run(
+        [sys.executable, "-c", WORKER, where, str(clip_id)],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
 
 
 @pytest.mark.parametrize("where", ["inside-the-verdict-transaction", "after-the-commit", "after-the-incident"])
@@ -98,8 +104,13 @@ def test_a_worker_killed_anywhere_leaves_exactly_one_incident(
     # Stored and queued; the task is handed to the worker process below, not run here.
     monkeypatch.setattr(services, "enqueue_on_commit", lambda *args, **kwargs: None)
     payload = encode(impulses())
-    clip = services.clip_upload(device=device, audio_file=io.BytesIO(payload), audio_size=len(payload),
-                                client_id=uuid.uuid4(), recorded_at=timezone.now()).clip
+    clip = services.clip_upload(
+        device=device,
+        audio_file=io.BytesIO(payload),
+        audio_size=len(payload),
+        client_id=uuid.uuid4(),
+        recorded_at=timezone.now(),
+    ).clip
 
     worker = _run_worker(where, clip.pk)
     assert worker.returncode == -signal.SIGKILL, worker.stdout + worker.stderr

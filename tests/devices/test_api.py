@@ -73,8 +73,14 @@ def test_owner_lists_only_their_own_devices(owner_client: APIClient, owner, othe
 
 @pytest.mark.parametrize(
     ("method", "suffix"),
-    [("get", ""), ("patch", ""), ("delete", ""), ("post", "/pairing-code"), ("post", "/revoke-token"),
-     ("post", "/rotate-token")],
+    [
+        ("get", ""),
+        ("patch", ""),
+        ("delete", ""),
+        ("post", "/pairing-code"),
+        ("post", "/revoke-token"),
+        ("post", "/rotate-token"),
+    ],
 )
 def test_another_owners_device_is_404_for_every_action(other_client: APIClient, device, method, suffix) -> None:
     response = getattr(other_client, method)(f"/api/v1/devices/{device.code}{suffix}", {}, format="json")
@@ -156,8 +162,17 @@ def test_heartbeat_records_position_and_health_and_returns_settings(paired_devic
     device.sensitivity_threshold = 0.8
     device.save()
     status, body = heartbeat(
-        token, latitude=52.51, longitude=13.39, accuracy_m=8, battery_pct=77, firmware_version="2.0",
-        model_version="gw-1", uptime_s=3600, mic_level_dbfs=-42.5, free_storage_mb=900, queue_length=3,
+        token,
+        latitude=52.51,
+        longitude=13.39,
+        accuracy_m=8,
+        battery_pct=77,
+        firmware_version="2.0",
+        model_version="gw-1",
+        uptime_s=3600,
+        mic_level_dbfs=-42.5,
+        free_storage_mb=900,
+        queue_length=3,
     )
     assert status == 200, body
     assert body["device_id"] == str(device.code)
@@ -256,8 +271,14 @@ def test_contacts_crud_is_scoped_to_the_owner(owner_client: APIClient, other_cli
     device = DeviceFactory(owner=owner)
     response = owner_client.post(
         "/api/v1/contacts",
-        {"name": "Mum", "relation": "mother", "email": "mum@example.org", "phone": "+4915112345678",
-         "channels": ["sms", "email"], "devices": [str(device.code)]},
+        {
+            "name": "Mum",
+            "relation": "mother",
+            "email": "mum@example.org",
+            "phone": "+4915112345678",
+            "channels": ["sms", "email"],
+            "devices": [str(device.code)],
+        },
         format="json",
     )
     assert response.status_code == 201, response.content
@@ -275,13 +296,17 @@ def test_contacts_crud_is_scoped_to_the_owner(owner_client: APIClient, other_cli
 
 @pytest.mark.parametrize(
     ("phone", "ok"),
-    [("+4915112345678", True), ("015112345678", False), ("+49 151", False), ("+1202555012", False),
-     ("+12025550123", True), ("not a number", False)],
+    [
+        ("+4915112345678", True),
+        ("015112345678", False),
+        ("+49 151", False),
+        ("+1202555012", False),
+        ("+12025550123", True),
+        ("not a number", False),
+    ],
 )
 def test_contact_phone_must_be_valid_e164(owner_client: APIClient, phone: str, ok: bool) -> None:
-    response = owner_client.post(
-        "/api/v1/contacts", {"name": "X", "phone": phone, "channels": ["sms"]}, format="json"
-    )
+    response = owner_client.post("/api/v1/contacts", {"name": "X", "phone": phone, "channels": ["sms"]}, format="json")
     assert (response.status_code == 201) is ok, response.content
     if not ok:
         assert "phone" in response.json()["extra"]["fields"]
@@ -329,9 +354,10 @@ def test_openapi_schema_and_docs_are_served(owner_client: APIClient) -> None:
 
 
 def test_pairing_is_throttled(settings, monkeypatch: pytest.MonkeyPatch, owner_client: APIClient) -> None:
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK,
-                               "DEFAULT_THROTTLE_RATES": {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"],
-                                                          "pairing": "3/min"}}
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "pairing": "3/min"},
+    }
     from rest_framework.throttling import ScopedRateThrottle
 
     # monkeypatch restores the class attribute after the test; restoring it from api_settings inside the

@@ -48,8 +48,11 @@ def test_dashboard_shows_my_devices_with_their_state_and_a_map(web, owner, other
 
 def test_add_device_shows_a_pairing_code_that_pairs(web, owner) -> None:
     # POST-redirect-GET: the code is shown on a page a reload cannot turn into a second device.
-    response = web.post("/devices/add/", {"name": "Shed", "kind": "home", "latitude": "52.5",
-                                          "longitude": "13.4", "heartbeat_interval_s": "60"}, follow=True)
+    response = web.post(
+        "/devices/add/",
+        {"name": "Shed", "kind": "home", "latitude": "52.5", "longitude": "13.4", "heartbeat_interval_s": "60"},
+        follow=True,
+    )
     assert response.status_code == 200
     code = re.search(r'id="pairing-code">(\w+)<', response.content.decode()).group(1)
     device = Device.objects.get(owner=owner, name="Shed")
@@ -57,8 +60,7 @@ def test_add_device_shows_a_pairing_code_that_pairs(web, owner) -> None:
 
 
 def test_add_device_form_errors_are_shown(web) -> None:
-    response = web.post("/devices/add/", {"name": "", "kind": "home", "latitude": "52.5",
-                                          "heartbeat_interval_s": "60"})
+    response = web.post("/devices/add/", {"name": "", "kind": "home", "latitude": "52.5", "heartbeat_interval_s": "60"})
     assert response.status_code == 200
     assert b"errorlist" in response.content
     assert not Device.objects.exists()
@@ -77,9 +79,17 @@ def test_detail_rotate_and_revoke_token(web, paired_device) -> None:
 
 
 def test_detail_edit_settings(web, device) -> None:
-    response = web.post(f"/devices/{device.code}/", {"name": "Renamed", "kind": "home", "latitude": "1",
-                                                     "longitude": "2", "heartbeat_interval_s": "120",
-                                                     "sensitivity_threshold": "0.7"})
+    response = web.post(
+        f"/devices/{device.code}/",
+        {
+            "name": "Renamed",
+            "kind": "home",
+            "latitude": "1",
+            "longitude": "2",
+            "heartbeat_interval_s": "120",
+            "sensitivity_threshold": "0.7",
+        },
+    )
     assert response.status_code == 302
     device.refresh_from_db()
     assert (device.name, device.heartbeat_interval_s, device.sensitivity_threshold) == ("Renamed", 120, 0.7)
@@ -99,9 +109,17 @@ def test_delete_device(web, device) -> None:
 
 def test_contacts_pages(web, owner, other_web) -> None:
     device = DeviceFactory(owner=owner, name="Car")
-    response = web.post("/contacts/add/", {"name": "Sam", "relation": "brother", "email": "sam@example.org",
-                                           "phone": "+4915112345678", "channels": ["email", "sms"],
-                                           "devices": [device.pk]})
+    response = web.post(
+        "/contacts/add/",
+        {
+            "name": "Sam",
+            "relation": "brother",
+            "email": "sam@example.org",
+            "phone": "+4915112345678",
+            "channels": ["email", "sms"],
+            "devices": [device.pk],
+        },
+    )
     assert response.status_code == 302
     contact = TrustedContact.objects.get(owner=owner)
     assert contact.channels == ["email", "sms"]
@@ -122,15 +140,18 @@ def test_contact_form_rejects_bad_phone(web) -> None:
 
 def test_contact_form_offers_only_my_devices(web, other_owner) -> None:
     foreign = DeviceFactory(owner=other_owner)
-    response = web.post("/contacts/add/", {"name": "Sam", "email": "s@example.org", "channels": ["email"],
-                                           "devices": [foreign.pk]})
+    response = web.post(
+        "/contacts/add/", {"name": "Sam", "email": "s@example.org", "channels": ["email"], "devices": [foreign.pk]}
+    )
     assert response.status_code == 200
     assert not TrustedContact.objects.exists()
 
 
 def test_reloading_the_pairing_page_never_creates_a_second_device(web, owner) -> None:
-    response = web.post("/devices/add/", {"name": "Shed", "kind": "home", "latitude": "52.5",
-                                          "longitude": "13.4", "heartbeat_interval_s": "60"})
+    response = web.post(
+        "/devices/add/",
+        {"name": "Shed", "kind": "home", "latitude": "52.5", "longitude": "13.4", "heartbeat_interval_s": "60"},
+    )
     assert response.status_code == 302
     pairing_url = response["Location"]
     first = web.get(pairing_url).content.decode()
@@ -145,8 +166,10 @@ def test_reloading_the_pairing_page_never_creates_a_second_device(web, owner) ->
 
 
 def test_someone_elses_pairing_page_is_404(web, other_web, owner) -> None:
-    location = web.post("/devices/add/", {"name": "Shed", "kind": "home", "latitude": "52.5",
-                                          "longitude": "13.4", "heartbeat_interval_s": "60"})["Location"]
+    location = web.post(
+        "/devices/add/",
+        {"name": "Shed", "kind": "home", "latitude": "52.5", "longitude": "13.4", "heartbeat_interval_s": "60"},
+    )["Location"]
     assert other_web.get(location).status_code == 404
 
 
@@ -161,21 +184,39 @@ def test_dashboard_is_a_health_view_in_natural_order(web, owner) -> None:
     Device.objects.filter(name__in=["Sim home 10", "Sim home 2", "Sim home 1"]).update(status=Device.Status.ACTIVE)
     Device.objects.filter(name="Never paired").update(status=Device.Status.PENDING)
     online.refresh_from_db()
-    heartbeat_record(device=online, data={"battery_pct": 71, "queue_length": 2, "free_storage_mb": 2048,
-                                          "mic_level_dbfs": -41.26, "clock_source": "gps", "uptime_s": 5400})
+    heartbeat_record(
+        device=online,
+        data={
+            "battery_pct": 71,
+            "queue_length": 2,
+            "free_storage_mb": 2048,
+            "mic_level_dbfs": -41.26,
+            "clock_source": "gps",
+            "uptime_s": 5400,
+        },
+    )
     Device.objects.filter(name="Sim home 10").update(last_heartbeat_at=timezone.now() - timedelta(hours=1))
     page = web.get("/dashboard/").content.decode()
     names = re.findall(r'<tr data-health="(\w+)">\s*<td><a href="[^"]+">([^<]+)</a>', page)
     assert [name for _, name in names] == ["Never paired", "Sim home 1", "Sim home 2", "Sim home 10"]
     health = dict((name, state) for state, name in names)
-    assert health == {"Never paired": "awaiting_pairing", "Sim home 1": "online", "Sim home 2": "no_heartbeat",
-                      "Sim home 10": "offline"}
+    assert health == {
+        "Never paired": "awaiting_pairing",
+        "Sim home 1": "online",
+        "Sim home 2": "no_heartbeat",
+        "Sim home 10": "offline",
+    }
     assert re.search(r'data-count="online">1<', page) and re.search(r'data-count="offline">1<', page)
     assert re.search(r'data-count="awaiting_pairing">1<', page)
     assert "71 %" in page
     detail = web.get(f"/devices/{online.code}/").content.decode()
-    for shown in ["Clips waiting to upload", "Free storage</dt><dd>2.0 GB", "-41.3 dBFS", "GPS (precise)",
-                  "1 h 30 min"]:
+    for shown in [
+        "Clips waiting to upload",
+        "Free storage</dt><dd>2.0 GB",
+        "-41.3 dBFS",
+        "GPS (precise)",
+        "1 h 30 min",
+    ]:
         assert shown in detail
 
 

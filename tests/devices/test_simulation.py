@@ -78,8 +78,9 @@ def test_each_device_in_range_hears_the_shot_with_its_own_delay() -> None:
     devices = [SimDevice(f"d{i}", "home", [destination_point(*CENTER, 0, d)]) for i, d in enumerate(distances)]
     sources = [SimulatedSource(device, stop) for device in devices]
     bank = SoundBank.synthetic(rng)
-    event = schedule_shot(event=TruthEvent(0, 1000.0, *CENTER), devices=devices, sources=sources, bank=bank,
-                          rng=rng, hearing_range_m=1500)
+    event = schedule_shot(
+        event=TruthEvent(0, 1000.0, *CENTER), devices=devices, sources=sources, bank=bank, rng=rng, hearing_range_m=1500
+    )
     assert event.audible == 2
     assert event.first_arrival == pytest.approx(1000 + 100 / SPEED_OF_SOUND, abs=1e-3)
     starts = [source._bursts[0][0] for source in sources[:2]]
@@ -175,14 +176,31 @@ def test_simulated_fleet_against_a_live_server_reports_ground_truth(live_server,
     torch.manual_seed(0)
     params = FeatureParams()
     weights = tmp_path / "random.pt"
-    save_weights(weights, architecture="gwcnn-tiny", params=params, threshold=0.0,
-                 state_dict=build("gwcnn-tiny", params).state_dict(), meta={})
+    save_weights(
+        weights,
+        architecture="gwcnn-tiny",
+        params=params,
+        threshold=0.0,
+        state_dict=build("gwcnn-tiny", params).state_dict(),
+        meta={},
+    )
     model_version_register(name="random", version="0", weights_path=weights, activate=True)
 
     out = StringIO()
-    call_command("simulate_fleet", server=live_server.url, devices=3, radius_km=0.3, events=1, duration=2,
-                 nuisance_per_hour=0, vehicle_share=0, settle=10, manifest=tmp_path / "none.csv", json=True,
-                 stdout=out)
+    call_command(
+        "simulate_fleet",
+        server=live_server.url,
+        devices=3,
+        radius_km=0.3,
+        events=1,
+        duration=2,
+        nuisance_per_hour=0,
+        vehicle_share=0,
+        settle=10,
+        manifest=tmp_path / "none.csv",
+        json=True,
+        stdout=out,
+    )
     report = json.loads(out.getvalue())
     assert report["devices"] == 3
     assert report["audible_events"] == 1
@@ -224,8 +242,9 @@ def test_recordings_whose_own_background_drowns_the_blast_are_not_played_as_shot
     assert own_floor_db(bank.shots[0]) < SHOT_MAX_FLOOR_DB
 
 
-def _observed(key: int, at: float, pos: tuple[float, float], detections: tuple[tuple[str, float], ...],
-              radius: float = 30.0) -> ObservedIncident:
+def _observed(
+    key: int, at: float, pos: tuple[float, float], detections: tuple[tuple[str, float], ...], radius: float = 30.0
+) -> ObservedIncident:
     return ObservedIncident(at, at + 1, *pos, radius, "tdoa", len(detections), key=key, detections=detections)
 
 
@@ -233,10 +252,10 @@ def test_per_shot_verdicts_show_splits_merges_and_follow_ups() -> None:
     far = destination_point(*CENTER, 90, 1400)
     near = destination_point(*CENTER, 0, 100)
     events = [
-        TruthEvent(0, 100.0, *CENTER, audible=3, first_arrival=101.0,
-                   heard_by=(("a", 101.0), ("b", 101.5), ("e", 101.6))),
-        TruthEvent(1, 145.0, *far, audible=3, first_arrival=146.0,
-                   heard_by=(("a", 146.0), ("c", 146.2), ("f", 146.3))),
+        TruthEvent(
+            0, 100.0, *CENTER, audible=3, first_arrival=101.0, heard_by=(("a", 101.0), ("b", 101.5), ("e", 101.6))
+        ),
+        TruthEvent(1, 145.0, *far, audible=3, first_arrival=146.0, heard_by=(("a", 146.0), ("c", 146.2), ("f", 146.3))),
         TruthEvent(2, 160.0, *near, audible=1, first_arrival=161.0, heard_by=(("b", 161.0),)),
         TruthEvent(3, 200.0, *far, audible=2, first_arrival=201.0, heard_by=(("c", 201.0), ("d", 201.3))),
         TruthEvent(4, 300.0, *CENTER, audible=1, first_arrival=301.0, heard_by=(("a", 301.0),)),
@@ -279,8 +298,9 @@ def test_per_shot_verdicts_show_splits_merges_and_follow_ups() -> None:
 def test_a_shot_too_few_devices_heard_to_place_is_reported_as_confusable_not_failed() -> None:
     far = destination_point(*CENTER, 90, 900)
     events = [
-        TruthEvent(0, 100.0, *CENTER, audible=3, first_arrival=101.0,
-                   heard_by=(("a", 101.0), ("b", 101.2), ("c", 101.4))),
+        TruthEvent(
+            0, 100.0, *CENTER, audible=3, first_arrival=101.0, heard_by=(("a", 101.0), ("b", 101.2), ("c", 101.4))
+        ),
         TruthEvent(1, 130.0, *far, audible=1, first_arrival=131.0, heard_by=(("a", 131.0),)),
     ]
     incident = _observed(1, 101.0, CENTER, (("a", 101.0), ("b", 101.2), ("c", 101.4), ("a", 131.0)))

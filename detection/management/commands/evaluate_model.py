@@ -25,8 +25,17 @@ from detection.selectors import model_version_active
 DEFAULT_MANIFEST = Path(settings.BASE_DIR).parent / "shared" / "data" / "manifest.csv"
 DEFAULT_PRETRAINED = Path(settings.BASE_DIR).parent / "shared" / "pretrained" / "mn04_as_mAP_432.pt"
 JSON_KEYS = (
-    "n", "auc", "ap", "threshold", "recall", "precision", "fpr", "recall_at_fpr_1pct", "false_alarms_per_hour",
-    "per_source_recall", "per_category_fpr",
+    "n",
+    "auc",
+    "ap",
+    "threshold",
+    "recall",
+    "precision",
+    "fpr",
+    "recall_at_fpr_1pct",
+    "false_alarms_per_hour",
+    "per_source_recall",
+    "per_category_fpr",
 )
 
 
@@ -75,11 +84,17 @@ class Command(BaseCommand):
             self._protocols(classifier, manifest, opts)
             return
         if not opts["json"]:
-            self.stdout.write(f"Evaluating {described} on {manifest}" + (f" (split {opts['split']})" if opts["split"]
-                                                                            else ""))
+            self.stdout.write(
+                f"Evaluating {described} on {manifest}" + (f" (split {opts['split']})" if opts["split"] else "")
+            )
         try:
-            result = evaluation.evaluate(manifest, classifier=classifier, split=opts["split"],
-                                         threshold=opts["threshold"], progress=not opts["json"])
+            result = evaluation.evaluate(
+                manifest,
+                classifier=classifier,
+                split=opts["split"],
+                threshold=opts["threshold"],
+                progress=not opts["json"],
+            )
         except (ValueError, KeyError) as exc:
             raise CommandError(f"cannot evaluate {manifest}: {exc}") from exc
         if result.get("errors"):
@@ -108,14 +123,20 @@ class Command(BaseCommand):
         else:
             recipe = TrainSettings(manifest=manifest, out_dir=Path("."), architecture=classifier.architecture,
                                    params=classifier.params, **common)  # fmt: skip
-        result = evaluate_protocols(recipe, capture=trigger_captures, cal=classifier.calibration,
-                                    thresholds=classifier.operating_points or {"threshold": classifier.threshold})
+        result = evaluate_protocols(
+            recipe,
+            capture=trigger_captures,
+            cal=classifier.calibration,
+            thresholds=classifier.operating_points or {"threshold": classifier.threshold},
+        )
         if opts["json"]:
             self.stdout.write(json.dumps(result, default=float))
             return
         for name, res in result.items():
-            self.stdout.write(f"protocol {name}: worst fold AUC {res['summary']['auc']}, "
-                              f"recall at 1 % FPR {res['summary']['recall_at_fpr1']}")
+            self.stdout.write(
+                f"protocol {name}: worst fold AUC {res['summary']['auc']}, "
+                f"recall at 1 % FPR {res['summary']['recall_at_fpr1']}"
+            )
             for row in res["folds"]:
                 self.stdout.write("  " + json.dumps(row, default=float))
 
@@ -143,7 +164,9 @@ class Command(BaseCommand):
             "recall per source:",
             *(f"  {k:<24} {pct(v['rate'])} (n={v['n']})" for k, v in r["per_source_recall"].items()),
             "false-positive rate per category (worst first):",
-            *(f"  {k:<24} {pct(v['rate'])} (n={v['n']})"
-              for k, v in sorted(r["per_category_fpr"].items(), key=lambda kv: -kv[1]["rate"])),
+            *(
+                f"  {k:<24} {pct(v['rate'])} (n={v['n']})"
+                for k, v in sorted(r["per_category_fpr"].items(), key=lambda kv: -kv[1]["rate"])
+            ),
         ]
         self.stdout.write("\n".join(lines))

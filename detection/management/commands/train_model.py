@@ -39,26 +39,48 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help=f"default: {DEFAULT_MANIFEST}")
         parser.add_argument("--out", type=Path, required=True, help="output folder")
-        parser.add_argument("--architecture", choices=ARCHITECTURES, default="gwcnn-1",
-                            help="mn04-gun: fine-tune EfficientAT's AudioSet MobileNetV3; mn04-ensemble (shipped): "
-                                 "that plus a linear probe on the frozen embedding (both with the mn04 recipe)")
-        parser.add_argument("--pretrained", type=Path, default=DEFAULT_PRETRAINED,
-                            help=f"AudioSet checkpoint for mn04-gun (default: {DEFAULT_PRETRAINED})")
+        parser.add_argument(
+            "--architecture",
+            choices=ARCHITECTURES,
+            default="gwcnn-1",
+            help="mn04-gun: fine-tune EfficientAT's AudioSet MobileNetV3; mn04-ensemble (shipped): "
+            "that plus a linear probe on the frozen embedding (both with the mn04 recipe)",
+        )
+        parser.add_argument(
+            "--pretrained",
+            type=Path,
+            default=DEFAULT_PRETRAINED,
+            help=f"AudioSet checkpoint for mn04-gun (default: {DEFAULT_PRETRAINED})",
+        )
         parser.add_argument("--epochs", type=int, help="default: 12 (gwcnn), 5 (mn04)")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--steps-per-epoch", type=int, help="default: 128 (gwcnn), 120 (mn04)")
         parser.add_argument("--batch-size", type=int, help="1-s windows per step; default: 64 (gwcnn), 32 (mn04)")
         parser.add_argument("--lr", type=float, help="default: 3e-3 (gwcnn), 1e-3 for the new output of mn04-gun")
-        parser.add_argument("--protocols", type=_protocols, default=(),
-                            help=f"comma-separated validation protocols to run after the fit: {', '.join(PROTOCOLS)}")
-        parser.add_argument("--calibrate", action="store_true",
-                            help="fit calibration and operating points on the first protocol's held-out folds")
-        parser.add_argument("--all-data", action="store_true",
-                            help="train on every clip (the protocols, not the in-sample split, judge the recipe)")
+        parser.add_argument(
+            "--protocols",
+            type=_protocols,
+            default=(),
+            help=f"comma-separated validation protocols to run after the fit: {', '.join(PROTOCOLS)}",
+        )
+        parser.add_argument(
+            "--calibrate",
+            action="store_true",
+            help="fit calibration and operating points on the first protocol's held-out folds",
+        )
+        parser.add_argument(
+            "--all-data",
+            action="store_true",
+            help="train on every clip (the protocols, not the in-sample split, judge the recipe)",
+        )
         parser.add_argument("--weights-name", help="default: <architecture>.pt")
         parser.add_argument("--json", action="store_true", help="print one JSON object (the card's figures)")
-        parser.add_argument("--threads", type=int, default=1,
-                            help="torch threads (1 is fastest for this small network on a busy machine)")
+        parser.add_argument(
+            "--threads",
+            type=int,
+            default=1,
+            help="torch threads (1 is fastest for this small network on a busy machine)",
+        )
         parser.add_argument("--cache-dir", type=Path, help="cache decoded audio here between runs")
         parser.add_argument("--logo", action="store_true", help="also run leave-one-gun-model-out folds")
         parser.add_argument("--baseline", action="store_true", help="also train the seed-style ResNet-34")
@@ -91,8 +113,13 @@ class Command(BaseCommand):
                                                 architecture=opts["architecture"], **common)  # fmt: skip
         else:
             common.setdefault("weights_name", f"{opts['architecture']}.pt")
-            train_settings = TrainSettings(manifest=opts["manifest"], out_dir=opts["out"],
-                                           architecture=opts["architecture"], params=FeatureParams(), **common)
+            train_settings = TrainSettings(
+                manifest=opts["manifest"],
+                out_dir=opts["out"],
+                architecture=opts["architecture"],
+                params=FeatureParams(),
+                **common,
+            )
         result = train(train_settings, capture=trigger_captures)
         metrics = {k: v for k, v in result.metrics.items() if k not in {"scores", "false_alarm_stream"}}
         if opts["json"]:
@@ -114,11 +141,18 @@ class Command(BaseCommand):
         version = f"{datetime.now(UTC):%Y-%m-%d}-{result.sha256[:8]}"
         try:
             model_version = services.model_version_register(
-                name=opts["name"], version=version, weights_path=result.weights_path, metrics=metrics,
-                model_card=card.read_text() if card.is_file() else "", activate=False,
+                name=opts["name"],
+                version=version,
+                weights_path=result.weights_path,
+                metrics=metrics,
+                model_card=card.read_text() if card.is_file() else "",
+                activate=False,
             )
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
-        self.stdout.write(self.style.SUCCESS(
-            f"Registered {model_version.label} as a candidate; activate it in the admin when its card convinces you."
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Registered {model_version.label} as a candidate; "
+                "activate it in the admin when its card convinces you."
+            )
+        )

@@ -70,30 +70,55 @@ class Command(BaseCommand):
         parser.add_argument("--radius-km", type=float, default=3.0)
         parser.add_argument("--events", type=int, default=5, help="gunshots to fire")
         parser.add_argument("--duration", type=float, default=120.0, help="simulated seconds to spread them over")
-        parser.add_argument("--speed", type=float, default=1.0,
-                            help="run the quiet time between events X times faster (each event plays in real time)")
+        parser.add_argument(
+            "--speed",
+            type=float,
+            default=1.0,
+            help="run the quiet time between events X times faster (each event plays in real time)",
+        )
         parser.add_argument("--hearing-range-m", type=float, default=1500.0)
-        parser.add_argument("--nuisance-per-hour", type=float, default=6.0,
-                            help="impulsive non-gunshot sounds (doors, horns, fireworks…) per device and hour")
+        parser.add_argument(
+            "--nuisance-per-hour",
+            type=float,
+            default=6.0,
+            help="impulsive non-gunshot sounds (doors, horns, fireworks…) per device and hour",
+        )
         parser.add_argument("--vehicle-share", type=float, default=0.3)
         parser.add_argument("--clock-sigma-ms", type=float, default=1.0, help="device clock error (GPS ≈ 1 ms)")
         parser.add_argument("--owner", default="owner", help="username owning the simulated devices")
-        parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST,
-                            help="labelled audio to play (synthetic sounds when absent)")
+        parser.add_argument(
+            "--manifest",
+            type=Path,
+            default=DEFAULT_MANIFEST,
+            help="labelled audio to play (synthetic sounds when absent)",
+        )
         parser.add_argument("--settle", type=float, default=15.0, help="seconds to wait for the last results")
         parser.add_argument("--seed", type=int, default=7)
         parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
         parser.add_argument("--quiet", action="store_true", help="print only the final report, not each shot")
         parser.add_argument("--ready-file", type=Path, help="touch this file once every device is paired")
-        parser.add_argument("--park-only", action="store_true",
-                            help="mark the owner's simulated devices offline without emails (a stopped demo) and exit")
-        parser.add_argument("--stop-grace", type=float, default=3.0,
-                            help="seconds the agents get to finish after a stop before the report is printed")
-        parser.add_argument("--replay-seeds", type=int, default=0, metavar="N",
-                            help="no agents, audio or server: fire the shots of N seeds (from --seed) straight into "
-                                 "the server's joining, in a rolled-back transaction, and report every shot")
-        parser.add_argument("--miss-rate", type=float, default=0.0,
-                            help="with --replay-seeds: share of arrivals a device misses")
+        parser.add_argument(
+            "--park-only",
+            action="store_true",
+            help="mark the owner's simulated devices offline without emails (a stopped demo) and exit",
+        )
+        parser.add_argument(
+            "--stop-grace",
+            type=float,
+            default=3.0,
+            help="seconds the agents get to finish after a stop before the report is printed",
+        )
+        parser.add_argument(
+            "--replay-seeds",
+            type=int,
+            default=0,
+            metavar="N",
+            help="no agents, audio or server: fire the shots of N seeds (from --seed) straight into "
+            "the server's joining, in a rolled-back transaction, and report every shot",
+        )
+        parser.add_argument(
+            "--miss-rate", type=float, default=0.0, help="with --replay-seeds: share of arrivals a device misses"
+        )
 
     def handle(self, *args: Any, **opts: Any) -> None:
         logging.getLogger("devices.agent").setLevel(logging.WARNING)
@@ -107,8 +132,14 @@ class Command(BaseCommand):
             # run would mail the owner about every one of them.
             self._park(list(Device.objects.filter(owner=owner, name__startswith="Sim ")))
             return
-        fleet = make_fleet(rng, count=opts["devices"], center=opts["center"], radius_m=opts["radius_km"] * 1000,
-                           vehicle_share=opts["vehicle_share"], clock_sigma_s=opts["clock_sigma_ms"] / 1000)
+        fleet = make_fleet(
+            rng,
+            count=opts["devices"],
+            center=opts["center"],
+            radius_m=opts["radius_km"] * 1000,
+            vehicle_share=opts["vehicle_share"],
+            clock_sigma_s=opts["clock_sigma_ms"] / 1000,
+        )
         bank = SoundBank.load(opts["manifest"], rng)
         workdir = Path(tempfile.mkdtemp(prefix="gunwatch-fleet-"))
         stop = threading.Event()
@@ -162,25 +193,43 @@ class Command(BaseCommand):
         """Create (or reuse, by name) the server-side device and give it a fresh pairing code."""
         lat, lon = sim.route[0]
         device, _ = Device.objects.update_or_create(
-            owner=owner, name=sim.name,
-            defaults={"kind": sim.kind, "latitude": lat if sim.kind == "home" else None,
-                      "longitude": lon if sim.kind == "home" else None, "heartbeat_interval_s": 30,
-                      "status": Device.Status.PENDING},
+            owner=owner,
+            name=sim.name,
+            defaults={
+                "kind": sim.kind,
+                "latitude": lat if sim.kind == "home" else None,
+                "longitude": lon if sim.kind == "home" else None,
+                "heartbeat_interval_s": 30,
+                "status": Device.Status.PENDING,
+            },
         )
         return device, device_pairing_code_issue(device=device).code
 
-    def _start_agent(self, device: Device, code: str, sim: SimDevice, source: SimulatedSource, workdir: Path,
-                     server: str, stop: threading.Event) -> threading.Thread:
+    def _start_agent(
+        self,
+        device: Device,
+        code: str,
+        sim: SimDevice,
+        source: SimulatedSource,
+        workdir: Path,
+        server: str,
+        stop: threading.Event,
+    ) -> threading.Thread:
         home = workdir / str(device.code)
         store = ConfigStore(home / "config.json")
         try:
             paired = ApiClient(server).pair(code)
         except (ApiError, OSError) as exc:
             raise CommandError(f"could not pair {device.name} with {server}: {exc}") from exc
-        store.save_pairing(server_url=server, device_id=paired["device_id"], token=paired["token"],
-                           paired_at=datetime.now(UTC).isoformat())
-        options = RunOptions(spool_dir=home / "spool", model_dir=home / "models", clock_source="gps",
-                             heartbeat_interval_s=30)
+        store.save_pairing(
+            server_url=server,
+            device_id=paired["device_id"],
+            token=paired["token"],
+            paired_at=datetime.now(UTC).isoformat(),
+        )
+        options = RunOptions(
+            spool_dir=home / "spool", model_dir=home / "models", clock_source="gps", heartbeat_interval_s=30
+        )
         agent = Agent(store, source, options, positions=sim, stop=stop)
         thread = threading.Thread(target=agent.run, name=f"agent-{device.name}", daemon=True)
         thread.start()
@@ -215,8 +264,15 @@ class Command(BaseCommand):
 
     # -- the show ---------------------------------------------------------------------------------
 
-    def _play(self, opts: dict[str, Any], rng: np.random.Generator, fleet: list[SimDevice],
-              sources: list[SimulatedSource], bank: SoundBank, stop: threading.Event) -> list[TruthEvent]:
+    def _play(
+        self,
+        opts: dict[str, Any],
+        rng: np.random.Generator,
+        fleet: list[SimDevice],
+        sources: list[SimulatedSource],
+        bank: SoundBank,
+        stop: threading.Event,
+    ) -> list[TruthEvent]:
         count = opts["events"]
         interval = opts["duration"] / max(count, 1) / opts["speed"]
         start = time.time() + LOOKAHEAD_S + 2.0
@@ -233,8 +289,14 @@ class Command(BaseCommand):
             if stop.is_set():
                 break
             lat, lon = random_point(rng, opts["center"], opts["radius_km"] * 1000)
-            event = schedule_shot(event=TruthEvent(index, shot_time, lat, lon), devices=fleet, sources=sources,
-                                  bank=bank, rng=rng, hearing_range_m=opts["hearing_range_m"])
+            event = schedule_shot(
+                event=TruthEvent(index, shot_time, lat, lon),
+                devices=fleet,
+                sources=sources,
+                bank=bank,
+                rng=rng,
+                hearing_range_m=opts["hearing_range_m"],
+            )
             truth.append(event)
             self._say(opts, f"shot {index + 1}/{count} at {lat:.5f},{lon:.5f}: in range of {event.audible} device(s)")
         # Let the last shot play out before the settle time starts.
@@ -260,9 +322,15 @@ class Command(BaseCommand):
         )
         return [
             ObservedIncident(
-                first_detected_at=row.first_detected_at.timestamp(), opened_at=row.opened_at.timestamp(),
-                latitude=row.latitude, longitude=row.longitude, radius_m=row.radius_m,
-                method=row.location_method, device_count=row.device_count, key=row.pk, shots=row.shots,
+                first_detected_at=row.first_detected_at.timestamp(),
+                opened_at=row.opened_at.timestamp(),
+                latitude=row.latitude,
+                longitude=row.longitude,
+                radius_m=row.radius_m,
+                method=row.location_method,
+                device_count=row.device_count,
+                key=row.pk,
+                shots=row.shots,
                 detections=tuple(
                     (d.device.name, d.event_at.timestamp())
                     for d in row.detections.filter(device__in=devices).select_related("device")
@@ -277,9 +345,14 @@ class Command(BaseCommand):
 
     def _replay(self, opts: dict[str, Any]) -> None:
         options = ReplayOptions(
-            devices=opts["devices"], center=opts["center"], radius_m=opts["radius_km"] * 1000, events=opts["events"],
-            duration_s=opts["duration"], hearing_range_m=opts["hearing_range_m"],
-            vehicle_share=opts["vehicle_share"], clock_sigma_s=opts["clock_sigma_ms"] / 1000,
+            devices=opts["devices"],
+            center=opts["center"],
+            radius_m=opts["radius_km"] * 1000,
+            events=opts["events"],
+            duration_s=opts["duration"],
+            hearing_range_m=opts["hearing_range_m"],
+            vehicle_share=opts["vehicle_share"],
+            clock_sigma_s=opts["clock_sigma_ms"] / 1000,
             miss_rate=opts["miss_rate"],
         )
         seeds = range(opts["seed"], opts["seed"] + opts["replay_seeds"])
@@ -294,20 +367,24 @@ class Command(BaseCommand):
         ok = summary["one_incident"] == summary["heard"]
         style = self.style.SUCCESS if ok else self.style.WARNING
         self.stdout.write(style(f"Replay of {summary['seeds']} seeds through the joining rule"))
-        self.stdout.write("\n".join([
-            f"  shots fired           {summary['shots']} ({summary['audible']} within hearing range, "
-            f"{summary['heard']} detected)",
-            f"  one incident each     {summary['one_incident']} of {summary['heard']} "
-            f"({summary['follow_ups']} of them follow-ups within {FOLLOW_UP_SHARE_M:.0f} m of another shot)",
-            f"  ... of them heard by < 3 devices, sharing with a shot further away (no position of their own "
-            f"to tell them from a follow-up): {summary['confusable']}",
-            f"  split over incidents  {summary['split']}",
-            f"  sharing an incident   {summary['shared'] - summary['follow_ups'] - summary['confusable']} "
-            "(placeable shots further apart)",
-            f"  outside the radius    {summary['outside_radius']}",
-            f"  false incidents       {summary['false_incidents']}",
-            f"  location error m      p50 {summary['error_m_p50']}  p95 {summary['error_m_p95']}",
-        ]))
+        self.stdout.write(
+            "\n".join(
+                [
+                    f"  shots fired           {summary['shots']} ({summary['audible']} within hearing range, "
+                    f"{summary['heard']} detected)",
+                    f"  one incident each     {summary['one_incident']} of {summary['heard']} "
+                    f"({summary['follow_ups']} of them follow-ups within {FOLLOW_UP_SHARE_M:.0f} m of another shot)",
+                    f"  ... of them heard by < 3 devices, sharing with a shot further away (no position of their own "
+                    f"to tell them from a follow-up): {summary['confusable']}",
+                    f"  split over incidents  {summary['split']}",
+                    f"  sharing an incident   {summary['shared'] - summary['follow_ups'] - summary['confusable']} "
+                    "(placeable shots further apart)",
+                    f"  outside the radius    {summary['outside_radius']}",
+                    f"  false incidents       {summary['false_incidents']}",
+                    f"  location error m      p50 {summary['error_m_p50']}  p95 {summary['error_m_p95']}",
+                ]
+            )
+        )
 
     def _print_shots(self, verdicts: list[dict[str, Any]]) -> None:
         """One line per fired shot: the incident it became, its devices, the location error."""
@@ -317,8 +394,10 @@ class Command(BaseCommand):
                 self.stdout.write(f"  shot {v['shot']}: {heard}")
                 continue
             where = ", ".join(f"#{key}" for key in v["incidents"])
-            line = (f"  shot {v['shot']}: incident {where}, {v['devices']} of {v['audible']} device(s), "
-                    f"error {v['error_m']} m ({v['method']} ±{v['radius_m']} m)")
+            line = (
+                f"  shot {v['shot']}: incident {where}, {v['devices']} of {v['audible']} device(s), "
+                f"error {v['error_m']} m ({v['method']} ±{v['radius_m']} m)"
+            )
             if v["shared_with"]:
                 line += " with shot(s) " + ", ".join(
                     f"{s} ({m} m away)" for s, m in zip(v["shared_with"], v["shared_m"], strict=True)
@@ -346,6 +425,9 @@ class Command(BaseCommand):
         self.stdout.write("\n".join(lines))
         if "shots" in report:
             self._print_shots(report["shots"])
-            verdict = "every detected shot is exactly one incident" if report["one_incident_per_shot"] else (
-                "NOT every detected shot is exactly one incident (✗ above)")
+            verdict = (
+                "every detected shot is exactly one incident"
+                if report["one_incident_per_shot"]
+                else ("NOT every detected shot is exactly one incident (✗ above)")
+            )
             self.stdout.write(f"  {verdict}")
