@@ -2,6 +2,10 @@
 GeoJSON point-in-polygon, and THE speed of sound every module uses.
 
 Pure Python + numpy/scipy, so it can be tested and benchmarked on its own.
+
+Why one ~700-line module: the joining rule (``place_arrival``, ``align_shots``) and the locator share the
+same TDOA fit and tolerance model; splitting them would put one rule's halves in two files. The sections
+are in reading order: distances, the local frame, the fit, the joining rule, polygons.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ runs the real agent (trigger, spool, uploads, heartbeats) unchanged.
 Only "bursts" of audio around acoustic moments are played: a few seconds of background before and
 after each shot or nuisance sound. Between bursts the microphone is silent and costs nothing, which
 lets one machine run dozens of devices in real time.
+
+Why one ~600-line module: propagation, the simulated microphones and the ground-truth report are read
+together (the report scores what propagation produced); the replay of seeds lives in devices/replay.py.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Everything is read from environment variables through the small typed helpers be
 environment at all the platform runs on embedded defaults (SQLite, in-memory channel layer,
 local-memory cache, Celery tasks executed in-process), which is what a newcomer's laptop and the
 service-less test run have. ``DATABASE_URL`` and ``REDIS_URL`` switch to the real services.
-``.env.example`` lists every variable.
+``.env.example`` lists every variable. (Long because every setting carries the reason for its default.)
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 Upload validates everything (fields, then the whole audio decoded) before it writes anything, so bad
 input leaves no row and no file. Classification runs in a Celery task that claims its clip with a
 conditional update, so a redelivered or duplicated task does the work once.
+
+Why ~570 lines: the batched claim, the lease renewal, the verdicts and the incident outbox are one
+transaction story about a clip's status; retention and files live in files.py, the registry in registry.py.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """`run`: capture → trigger → spool on the main thread; upload and heartbeat on two background threads.
 
+(Just over 500 lines: the three loops share the agent's state and are easier to check side by side.)
+
 The spool is the hand-over point: a clip is on disk before anything tries to send it, and it leaves the
 disk only after the server acknowledged it (or refused it for good), so a crash, a reboot or an outage
 at any moment loses nothing that was already captured.
