@@ -297,6 +297,9 @@ def main() -> int:
         "SECRET_KEY": "bench-only-" + uuid.uuid4().hex,
         "SESSION_COOKIE_SECURE": "false",
         "CSRF_COOKIE_SECURE": "false",
+        # Plain HTTP on loopback: production (DEBUG off) would redirect every request to HTTPS.
+        "SECURE_SSL_REDIRECT": "false",
+        "SECURE_HSTS_SECONDS": "0",
         "MEDIA_ROOT": str(work / "media"),
         "LOG_LEVEL": "WARNING",
         "THROTTLE_DEVICE": "100000/min",
