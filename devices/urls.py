@@ -11,6 +11,7 @@ urlpatterns = [
     path("devices/<uuid:code>/pairing-code/", views.device_pairing_code, name="device-pairing-code"),
     path("devices/<uuid:code>/pairing/", views.device_pairing, name="device-pairing"),
     path("devices/<uuid:code>/rotate-token/", views.device_token_rotate, name="device-rotate-token"),
+    path("devices/<uuid:code>/token/", views.device_token, name="device-token"),
     path("devices/<uuid:code>/revoke-token/", views.device_token_revoke, name="device-revoke-token"),
     path("devices/<uuid:code>/delete/", views.device_delete, name="device-delete"),
     path("contacts/", views.contact_list, name="contact-list"),

@@ -219,7 +219,27 @@ def device_token_rotate(request: HttpRequest, code: str) -> HttpResponse:
     except ApplicationError as exc:
         messages.error(request, exc.message)
         return redirect("device-detail", code=device.code)
-    return render(request, "devices/token_shown.html", {"device": device, "token": token})
+    # POST-redirect-GET: a reload of the page that shows the token must not rotate it again.
+    request.session[_token_session_key(device)] = token
+    return redirect("device-token", code=device.code)
+
+
+def _token_session_key(device: Device) -> str:
+    return f"gw-token-{device.code}"
+
+
+@login_required
+def device_token(request: HttpRequest, code: str) -> HttpResponse:
+    """Show a freshly rotated token exactly once: it leaves the session as it is shown."""
+    device = _own_device(request, code)
+    token = request.session.pop(_token_session_key(device), None)
+    if token is None:
+        messages.info(request, "A token is shown only once. Rotate it again if it was not copied.")
+        return redirect("device-detail", code=device.code)
+    response = render(request, "devices/token_shown.html", {"device": device, "token": token})
+    # The secret must not come back from a browser or proxy cache either.
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @login_required

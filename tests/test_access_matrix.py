@@ -190,9 +190,12 @@ ROWS: dict[str, Row] = {
     ),
     # Shows the code kept in the owner's session; without one (as here) the owner is sent to the device page.
     "devices/<uuid:code>/pairing/": Row("GET", lambda c: f"/devices/{c.device.code}/pairing/", only_owner_page(302)),
+    # Post/redirect/get as for the pairing code: the new token is shown once by the token page below.
     "devices/<uuid:code>/rotate-token/": Row(
-        "POST", lambda c: f"/devices/{c.device.code}/rotate-token/", only_owner_page(200)
+        "POST", lambda c: f"/devices/{c.device.code}/rotate-token/", only_owner_page(302)
     ),
+    # Shows the token kept in the owner's session once; without one the owner is sent to the device page.
+    "devices/<uuid:code>/token/": Row("GET", lambda c: f"/devices/{c.device.code}/token/", only_owner_page(302)),
     "devices/<uuid:code>/revoke-token/": Row(
         "POST", lambda c: f"/devices/{c.device.code}/revoke-token/", only_owner_page(302)
     ),

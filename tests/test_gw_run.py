@@ -116,7 +116,7 @@ def test_ctrl_c_stops_everything_within_seconds(tmp_path: Path) -> None:
     # The banner is the last thing printed at start, and carries the URL and the logins.
     banner = text[text.index("GunWatch is running at") :]
     assert f"http://127.0.0.1:{port}/" in banner
-    assert "admin, police, owner" in banner and "gunwatch-demo" in banner
+    assert "admin, police, owner, reviewer" in banner and "gunwatch-demo" in banner
     took = _stop_and_check(process, lambda: os.killpg(process.pid, signal.SIGINT))
     assert took < STOP_WITHIN_S, f"Ctrl-C took {took:.1f} s"
     assert process.returncode != 0

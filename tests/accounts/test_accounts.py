@@ -106,6 +106,49 @@ def test_admin_action_works_through_the_admin_changelist(admin_user) -> None:
     assert officer.police_approved
 
 
+def _change_form_data(client: Client, user: User) -> dict[str, Any]:
+    """What the admin's change form would post back untouched for this user."""
+    form = client.get(f"/admin/accounts/user/{user.pk}/change/").context["adminform"].form
+    data: dict[str, Any] = {}
+    for name, field in form.fields.items():
+        value = form.initial.get(name, field.initial)
+        if value is None or name == "password":
+            continue
+        data[name] = [v.pk if hasattr(v, "pk") else v for v in value] if isinstance(value, list | tuple) else value
+    data["date_joined_0"], data["date_joined_1"] = user.date_joined.strftime("%Y-%m-%d"), "00:00:00"
+    for name in ("groups", "user_permissions", "last_login"):
+        data.pop(name, None)
+    return {k: v for k, v in data.items() if v is not False}
+
+
+def test_ticking_police_approved_in_the_admin_approves_like_the_action(admin_user, mailoutbox) -> None:
+    station = PoliceStationFactory()
+    officer = User.objects.create_user("gina", email="gina@example.org", role=User.Role.POLICE, police_station=station)
+    client = Client()
+    client.force_login(admin_user)
+    data = _change_form_data(client, officer) | {"police_approved": "on"}
+    response = client.post(f"/admin/accounts/user/{officer.pk}/change/", data)
+    assert response.status_code == 302, response.context["adminform"].form.errors if response.context else ""
+    officer.refresh_from_db()
+    assert officer.has_police_access
+    assert officer.police_approved_by == admin_user and officer.police_approved_at is not None
+    assert [m.to for m in mailoutbox] == [["gina@example.org"]]
+    assert "approved" in mailoutbox[0].subject
+
+
+def test_ticking_police_approved_without_a_station_is_refused_on_the_form(admin_user, mailoutbox) -> None:
+    officer = User.objects.create_user("hal", email="hal@example.org", role=User.Role.POLICE)
+    client = Client()
+    client.force_login(admin_user)
+    data = _change_form_data(client, officer) | {"police_approved": "on"}
+    response = client.post(f"/admin/accounts/user/{officer.pk}/change/", data)
+    assert response.status_code == 200
+    assert "police station" in str(response.context["adminform"].form.errors["police_station"])
+    officer.refresh_from_db()
+    assert not officer.police_approved
+    assert mailoutbox == []
+
+
 def test_password_reset_sends_an_email(owner) -> None:
     response = Client().post("/accounts/password_reset/", {"email": owner.email})
     assert response.status_code == 302

@@ -71,9 +71,18 @@ def test_detail_rotate_and_revoke_token(web, paired_device) -> None:
     page = web.get(f"/devices/{device.code}/").content.decode()
     assert token.split(".")[0] in page  # the key prefix is shown...
     assert token.split(".")[1] not in page  # ...never the secret
-    rotated = web.post(f"/devices/{device.code}/rotate-token/").content.decode()
-    new_token = re.search(r'id="device-token">([^<]+)<', rotated).group(1)
+    rotated = web.post(f"/devices/{device.code}/rotate-token/", follow=True)
+    assert rotated.redirect_chain == [(f"/devices/{device.code}/token/", 302)]
+    assert rotated["Cache-Control"] == "no-store"
+    new_token = re.search(r'id="device-token">([^<]+)<', rotated.content.decode()).group(1)
     assert new_token != token
+    key = DeviceToken.objects.get(device=device, revoked_at__isnull=True).key
+    assert key in new_token.split(".")[0]
+    # A reload of the token page neither shows the secret again nor rotates the token.
+    again = web.get(f"/devices/{device.code}/token/", follow=True)
+    assert new_token not in again.content.decode()
+    assert b"shown only once" in again.content
+    assert DeviceToken.objects.get(device=device, revoked_at__isnull=True).key == key
     web.post(f"/devices/{device.code}/revoke-token/")
     assert not DeviceToken.objects.filter(device=device, revoked_at__isnull=True).exists()
 
