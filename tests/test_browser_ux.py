@@ -13,12 +13,11 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import User
-from alerts.models import Incident
 from devices.models import Device
 from devices.services import heartbeat_record
 from tests.browser import add_home_device, log_in
 from tests.conftest import ARTIFACTS
-from tests.factories import DeviceFactory, PoliceStationFactory, UserFactory
+from tests.factories import DeviceFactory, IncidentFactory, PoliceStationFactory, UserFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -148,17 +147,7 @@ def test_police_map_controls_and_incident_page_on_a_phone(live_server: Any, brow
     page.screenshot(path=str(ARTIFACTS / "ux-police-map.png"))
     _fits_phone(page, "ux-police-map")
 
-    now = timezone.now()
-    incident = Incident.objects.create(
-        first_detected_at=now,
-        last_detected_at=now,
-        latitude=52.52,
-        longitude=13.405,
-        radius_m=40,
-        shots=2,
-        max_confidence=0.93,
-        device_count=3,
-    )
+    incident = IncidentFactory(radius_m=40, shots=2, device_count=3)
     incident.stations.add(station)
     page.goto(f"{live_server.url}/incidents/{incident.code}/")
     page.click("button[data-action=acknowledge]")
@@ -185,16 +174,7 @@ def test_every_list_page_fits_a_phone(live_server: Any, browser_page: Any) -> No
     )
     device = Device.objects.get(name="Sim home 1")
     now = timezone.now()
-    incident = Incident.objects.create(
-        first_detected_at=now,
-        last_detected_at=now,
-        latitude=52.52,
-        longitude=13.405,
-        radius_m=40,
-        shots=2,
-        max_confidence=0.93,
-        device_count=3,
-    )
+    incident = IncidentFactory(radius_m=40, shots=2, device_count=3)
     from alerts.models import Detection
     from tests.alerts.helpers import classify
 

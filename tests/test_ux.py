@@ -15,11 +15,10 @@ from django.utils import timezone
 
 from accounts.models import User
 from accounts.services import police_account_approve
-from alerts.models import Incident
 from devices.models import Device
 from devices.services import devices_mark_offline, heartbeat_record
 from gunwatch.timefmt import when
-from tests.factories import DeviceFactory, PoliceStationFactory, UserFactory
+from tests.factories import DeviceFactory, IncidentFactory, PoliceStationFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -180,17 +179,7 @@ def test_address_uses_the_geocoder_when_configured(
 
 
 def test_every_workflow_action_is_confirmed(officer: User, station) -> None:
-    now = timezone.now()
-    incident = Incident.objects.create(
-        first_detected_at=now,
-        last_detected_at=now,
-        latitude=52.52,
-        longitude=13.405,
-        radius_m=30,
-        shots=1,
-        max_confidence=0.9,
-        device_count=3,
-    )
+    incident = IncidentFactory(radius_m=30, shots=1, max_confidence=0.9, device_count=3)
     incident.stations.add(station)
     client = login(officer)
     url = f"/incidents/{incident.code}/transition/"
@@ -275,9 +264,7 @@ def test_admin_home_links_model_versions(admin_user: User) -> None:
 
 def test_incident_admin_rounds_numbers(admin_user: User) -> None:
     now = timezone.now()
-    incident = Incident.objects.create(
-        first_detected_at=now,
-        last_detected_at=now,
+    incident = IncidentFactory(
         latitude=52.520012345678,
         longitude=13.40498765432,
         radius_m=12.3456789,
