@@ -120,24 +120,6 @@ def test_strictest_station_policy_applies(db, settings) -> None:
 # --- Recording under a policy, review, escalation -------------------------------------------------
 
 
-@pytest.fixture
-def reviewed_station(station):
-    station.jurisdiction_radius_km = 10
-    station.contact_email = "desk@mitte.example"
-    station.save()
-    DispatchPolicy.objects.create(station=station, mode="evidence", strong_evidence=0.9)
-    return station
-
-
-@pytest.fixture
-def reviewer(reviewed_station) -> User:
-    user = UserFactory(
-        username="reviewer", role=User.Role.POLICE, police_approved=True, police_station=reviewed_station
-    )
-    user.user_permissions.add(Permission.objects.get(codename="reviewer", content_type__app_label="alerts"))
-    return User.objects.get(pk=user.pk)  # a fresh object: permissions are cached per instance
-
-
 def _station_rows(incident: Incident) -> list[Notification]:
     return list(incident.notifications.filter(recipient_kind="station"))
 
