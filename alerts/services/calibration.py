@@ -77,8 +77,10 @@ def _nuisance_scores(device: Device, since: datetime) -> list[float]:
 
 
 def device_calibrate(
-    device: Device, *, now: datetime | None = None, model_threshold: float | None = None
+    device: Device, *, now: datetime | None = None, model_threshold: float | None = None, notify: bool = True
 ) -> Calibration:
+    """Set the device's threshold from its recent nuisances; a flag is kept on the device and, with
+    ``notify``, mailed (seeded demo history passes False: its flag is not news to anyone)."""
     now = now or timezone.now()
     window = timedelta(days=settings.ALERT_CALIBRATION_DAYS)
     since = now - window
@@ -109,7 +111,7 @@ def device_calibrate(
         device.calibration_flag, device.calibration_flagged_at = flag[:300], now
         fields += ["calibration_flag", "calibration_flagged_at"]
     device.save(update_fields=fields)
-    if flag:
+    if flag and notify:
         _tell(device, flag, nuisances=len(scores), days=days)
     return Calibration(device.pk, old, new, lower, upper, len(scores), days, round(rate, 3), flag)
 

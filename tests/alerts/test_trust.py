@@ -3,6 +3,7 @@ exactly-once station notifications, and per-device calibration."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -389,3 +390,84 @@ def test_reviewer_and_deadline_racing_dispatch_once(settings) -> None:
     assert len(_station_rows(incident)) == 1
     decided = incident.events.filter(kind__in=[IncidentEvent.Kind.CONFIRMED, IncidentEvent.Kind.ESCALATED])
     assert decided.count() == 1
+
+
+# --- The demo's nuisance-prone device, live ---------------------------------------------------------
+
+
+class _ApiReviewer:
+    """The simulated reviewer's client, speaking to the test client instead of a server over HTTP."""
+
+    def __init__(self, user: User) -> None:
+        from tests.conftest import client_for
+
+        self.api = client_for(user)
+        self.answers: list[int] = []
+
+    def dismiss(self, incident_code: str, *, reason: str, note: str) -> int:
+        response = self.api.post(
+            f"/api/v1/review/{incident_code}/dismiss", {"reason": reason, "note": note}, format="json"
+        )
+        self.answers.append(response.status_code)
+        return response.status_code
+
+
+def test_simulated_building_site_is_dismissed_recalibrated_and_then_held_from_police(
+    reviewed_station, owner, reviewer, police_user, settings, django_capture_on_commit_callbacks
+) -> None:
+    import threading
+
+    import numpy as np
+
+    from devices.management.commands.simulate_fleet import SiteShow
+    from devices.simulation import SITE_DEVICE, SimulatedSource, TruthEvent, building_site
+
+    settings.ADMINS = [("Admin", "admin@gunwatch.example")]
+    site = DeviceFactory(owner=owner, name=SITE_DEVICE, latitude=CENTRE[0], longitude=CENTRE[1])
+    site.paired_at = timezone.now()
+    site.save()
+    now = timezone.now()
+    nuisances = [
+        incident_record_detection(classification=classify(site, recorded_at=now - timedelta(minutes=m), score=s))
+        for m, s in ((30, 0.93), (20, 0.91), (10, 0.95))
+    ]
+    shot = incident_record_detection(classification=classify(site, recorded_at=now - timedelta(minutes=5)))
+    heard = shot.detections.get()
+    truth = [TruthEvent(0, heard.event_at.timestamp(), *CENTRE, 1, None, ((SITE_DEVICE, heard.event_at.timestamp()),))]
+    assert all(Incident.objects.get(pk=i.pk).dispatch == "review" for i in [*nuisances, shot])
+
+    show = SiteShow(
+        source=SimulatedSource(building_site(CENTRE, 3000), threading.Event()),
+        device=site,
+        rng=np.random.default_rng(0),
+        per_hour=60,
+        reviewer=_ApiReviewer(reviewer),  # type: ignore[arg-type]  # the same dismiss() as ReviewerClient
+        review_after_s=0,
+    )
+    mail.outbox.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        show._review(truth, time.time() + 1)
+    assert show.reviewer.answers == [200, 200, 200]  # type: ignore[union-attr]  # the stub above
+    for incident in nuisances:
+        incident.refresh_from_db()
+        assert (incident.dispatch, incident.disposition, incident.reviewed_by) == (
+            "dismissed",
+            "other_source",
+            reviewer,
+        )
+    shot.refresh_from_db()
+    assert shot.dispatch == "review"  # a real shot the site heard is for a person to judge
+
+    # Three dismissed nuisances on its first day, budget one a day: above the second loudest.
+    site.refresh_from_db()
+    assert site.alert_threshold == pytest.approx(0.94)
+    assert "alert threshold moved from 0.50 to 0.94" in site.calibration_flag
+    assert sorted(a for m in mail.outbox for a in m.to) == sorted([owner.email, "admin@gunwatch.example"])
+
+    # The next jackhammer blow scoring like the others is held: the owner hears of it, police do not.
+    later = incident_record_detection(classification=classify(site, recorded_at=now + timedelta(minutes=5), score=0.92))
+    later.refresh_from_db()
+    assert later.dispatch == "held"
+    assert _station_rows(later) == []
+    assert not incidents_for_police(police_user).filter(pk=later.pk).exists()
+    assert later.notifications.filter(recipient_kind="owner").exists()
