@@ -17,6 +17,7 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,7 @@ class Command(BaseCommand):
                 per_hour=opts["site_nuisance_per_hour"] * opts["speed"],
                 reviewer=self._reviewer(opts, opts["server"]),
                 review_after_s=opts["site_review_after"],
+                say=lambda message: self._say(opts, message),
             )
         truth = self._play(opts, rng, fleet, sources, bank, stop, site_show)
         if not stop.is_set():
@@ -521,8 +523,9 @@ class SiteShow:
         per_hour: float,
         reviewer: ReviewerClient | None,
         review_after_s: float,
+        say: Callable[[str], None] = lambda message: None,
     ) -> None:
-        self.source, self.device, self.rng = source, device, rng
+        self.source, self.device, self.rng, self.say = source, device, rng, say
         self.rate = per_hour / 3600.0
         self.reviewer, self.review_after_s = reviewer, review_after_s
         self.next_at = time.time() + 5.0 + float(rng.exponential(1 / self.rate))
@@ -538,6 +541,7 @@ class SiteShow:
             # Right next to the microphone: loud, often clipping-close, as a jackhammer at 20 m is.
             level = 10 ** (float(self.rng.uniform(-9, -1)) / 20)
             self.source.schedule(now + 1.0, burst_with(bank, self.rng, sound * (level / peak)))
+            self.say(f"building site: an impulse at {20 * np.log10(level):.0f} dBFS")
             self.next_at = now + float(self.rng.exponential(1 / self.rate))
         if self.reviewer is not None and now >= self.next_review_at:
             self.next_review_at = now + 2.0
@@ -555,12 +559,17 @@ class SiteShow:
             if incident.pk in self.decided:
                 continue
             heard = [(d.device.name, d.event_at.timestamp()) for d in incident.detections.all()]
-            if not nuisance_only(heard, SITE_DEVICE, truth):
-                continue  # a shot, or other devices heard it too: that is for a person to judge
             self.decided.add(incident.pk)
+            if not nuisance_only(heard, SITE_DEVICE, truth):
+                self.say(
+                    f"simulated reviewer: incident #{incident.pk} is a shot or was heard elsewhere; left to people"
+                )
+                continue
             try:
-                self.reviewer.dismiss(  # type: ignore[union-attr]  # tick() calls this only with a reviewer
+                status = self.reviewer.dismiss(  # type: ignore[union-attr]  # tick() calls this only with a reviewer
                     str(incident.code), reason="other_source", note="building site (the demo's simulated reviewer)"
                 )
             except requests.RequestException:
                 self.decided.discard(incident.pk)  # the server is busy or stopping; next round
+                continue
+            self.say(f"simulated reviewer: dismissed incident #{incident.pk} (building site only): HTTP {status}")
