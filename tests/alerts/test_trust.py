@@ -471,3 +471,24 @@ def test_simulated_building_site_is_dismissed_recalibrated_and_then_held_from_po
     assert _station_rows(later) == []
     assert not incidents_for_police(police_user).filter(pk=later.pk).exists()
     assert later.notifications.filter(recipient_kind="owner").exists()
+
+
+def test_device_loud_past_the_cap_is_capped_not_muted_and_flagged(owner, settings) -> None:
+    settings.ADMINS = [("Admin", "admin@gunwatch.example")]
+    device = DeviceFactory(owner=owner, name="Quarry", latitude=CENTRE[0], longitude=CENTRE[1])
+    device.paired_at = timezone.now() - timedelta(days=30)
+    device.save()
+    _nuisance_history(device, [0.99] * 30)  # louder than any threshold calibration may set
+    mail.outbox.clear()
+    result = device_calibrate(device, model_threshold=0.5)
+    device.refresh_from_db()
+    assert device.alert_threshold == settings.ALERT_THRESHOLD_MAX == 0.97
+    assert device.nuisance_per_day > settings.ALERT_FALSE_ALARM_BUDGET_PER_DAY
+    assert "still" in result.flag and "at the cap 0.97: check where it is installed" in device.calibration_flag
+    assert "alert threshold moved from 0.50 to 0.97" in device.calibration_flag
+    assert sorted(a for m in mail.outbox for a in m.to) == sorted([owner.email, "admin@gunwatch.example"])
+    # Never muted: a detection above the cap still counts as evidence.
+    loud = incident_record_detection(classification=classify(device, score=0.99))
+    loud.refresh_from_db()
+    assert loud.dispatch != "held"
+    assert incident_evidence(loud).witnesses == 1

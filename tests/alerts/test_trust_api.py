@@ -190,3 +190,47 @@ def test_owner_and_trusted_contacts_are_told_at_once_whatever_the_policy(
     assert {owner.email, "neighbour@example.org"} <= told
     # Police are told only when dispatched; the household did not wait for that.
     assert ("desk@mitte.example" in told) is (expected_dispatch == "dispatched")
+
+
+# --- The live queue: /ws/review/ hears what the API decides ------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_review_socket_hears_the_queue_and_an_api_dismissal_police_never_do(
+    reviewed_station, owner, reviewer, police_user
+) -> None:
+    from channels.db import database_sync_to_async
+    from channels.testing import WebsocketCommunicator
+
+    from gunwatch.asgi import application
+
+    origin = [(b"origin", b"http://127.0.0.1")]
+    queue = WebsocketCommunicator(application, "/ws/review/", headers=origin)
+    queue.scope["user"] = reviewer
+    police = WebsocketCommunicator(application, "/ws/incidents/", headers=origin)
+    police.scope["user"] = police_user
+    assert (await queue.connect(timeout=5))[0] and (await police.connect(timeout=5))[0]
+
+    incident = await database_sync_to_async(_single_shot)(owner)
+    queued = await queue.receive_json_from(timeout=5)
+    assert queued["incident"] == {
+        "id": str(incident.code),
+        "dispatch": "review",
+        "revision": queued["incident"]["revision"],
+    }
+
+    def dismiss() -> int:
+        return (
+            client_for(reviewer)
+            .post(f"/api/v1/review/{incident.code}/dismiss", {"reason": "false_alarm"}, format="json")
+            .status_code
+        )
+
+    assert await database_sync_to_async(dismiss)() == 200
+    decided = await queue.receive_json_from(timeout=5)
+    assert (decided["type"], decided["incident"]["dispatch"]) == ("incident.updated", "dismissed")
+    assert await police.receive_nothing(timeout=0.5)
+    await queue.disconnect()
+    await police.disconnect()
