@@ -9,7 +9,9 @@ stricter) and never above ``ALERT_THRESHOLD_MAX``, so a device is never silently
 score still counts, and a device still over budget at the cap is flagged. A move of at least
 ``ALERT_THRESHOLD_FLAG_SHIFT`` of the adjustable range (model threshold to the cap) is flagged too;
 flags are mailed to the owner and the administrators and shown on the device page. As nuisances
-age out of the window the threshold comes back down.
+age out of the window the threshold comes back down. Triggers the model classified as not gunshot
+scored below its threshold, the floor here, so they are counted (in the mail) but never move the
+threshold: only misfires the model let through do.
 """
 
 from __future__ import annotations

@@ -208,3 +208,26 @@ def test_seed_demo_sets_up_the_review_demo(db, settings) -> None:
     (row,) = outcomes("device")
     assert (row.key, row.incidents, row.dismissed_in_review) == ("Demo building site", 30, 30)
     assert row.median_review_s == 23.0
+
+
+def test_device_page_shows_its_calibrated_threshold_and_flag(owner, other_owner) -> None:
+    from alerts.services.calibration import device_calibrate
+
+    device = DeviceFactory(owner=owner, name="Scaffolding", latitude=CENTRE[0], longitude=CENTRE[1])
+    device.paired_at = timezone.now() - timedelta(days=30)
+    device.save()
+    for i, score in enumerate([0.9, 0.92, 0.95] * 10):
+        heard = timezone.now() - timedelta(hours=10 * i + 1)
+        incident = incident_record_detection(classification=classify(device, recorded_at=heard, score=score))
+        Incident.objects.filter(pk=incident.pk).update(status="closed", disposition="false_alarm")
+    result = device_calibrate(device, model_threshold=0.5)
+    assert result.flag
+
+    page = _web(owner).get(f"/devices/{device.code}/").content.decode()
+    threshold = page.split('id="device-threshold">', 1)[1].split("</dd>", 1)[0]
+    assert threshold.startswith(f"{result.new:.2f} (calibrated ")
+    assert "false alarm(s) a day at it" in threshold
+    flag = page.split('id="device-calibration-flag">', 1)[1].split("</dd>", 1)[0]
+    assert f"alert threshold moved from 0.50 to {result.new:.2f}" in flag
+    # Another owner's device page is not theirs to read.
+    assert _web(other_owner).get(f"/devices/{device.code}/").status_code == 404
