@@ -8,9 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
-import pytest
 import soundfile
-from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
@@ -22,7 +20,7 @@ from alerts.services import incident_record_detection, incident_transition
 from alerts.services.review import incident_review
 from tests.alerts.helpers import classify
 from tests.conftest import client_for
-from tests.factories import DeviceFactory, UserFactory
+from tests.factories import DeviceFactory
 
 CENTRE = (52.52, 13.405)
 
@@ -33,20 +31,6 @@ def _wav() -> bytes:
     samples[4000:4400] += 0.8 * np.exp(-np.arange(400) / 60.0)
     soundfile.write(buffer, samples, 16000, format="WAV")
     return buffer.getvalue()
-
-
-@pytest.fixture
-def policy(station):
-    station.jurisdiction_radius_km = 10
-    station.save()
-    return DispatchPolicy.objects.create(station=station, mode="evidence", strong_evidence=0.9)
-
-
-@pytest.fixture
-def reviewer(station) -> User:
-    user = UserFactory(username="rev", is_staff=True)
-    user.user_permissions.add(Permission.objects.get(codename="reviewer", content_type__app_label="alerts"))
-    return User.objects.get(pk=user.pk)
 
 
 def _web(user: User) -> Client:
@@ -67,7 +51,7 @@ def _queued(owner: User, name: str = "Balcony", lat: float = CENTRE[0]) -> Incid
     return incident
 
 
-def test_review_queue_lists_clips_and_decides(policy, owner, reviewer, police_user) -> None:
+def test_review_queue_lists_clips_and_decides(reviewed_station, owner, reviewer, police_user) -> None:
     incident = _queued(owner)
     clip = incident.detections.get().clip
     assert _web(police_user).get("/review/").status_code == 403  # police, but not a reviewer
@@ -105,7 +89,7 @@ def _close(incident: Incident, user: User, disposition: str, *, ack_after_s: flo
     incident_transition(incident=incident, user=user, action="close", disposition=disposition)
 
 
-def test_outcome_figures_on_known_data(policy, owner, reviewer, police_user, admin_user) -> None:
+def test_outcome_figures_on_known_data(reviewed_station, owner, reviewer, police_user, admin_user) -> None:
     # Five incidents from two devices; three reach police through review, one is dismissed, one escalates.
     incidents = [_queued(owner, "North", CENTRE[0] + 0.01 * i) for i in range(3)]
     incidents += [_queued(owner, "South", CENTRE[0] - 0.01 * i - 0.05) for i in range(2)]
@@ -171,7 +155,9 @@ def test_outcome_figures_on_known_data(policy, owner, reviewer, police_user, adm
     assert _web(police_user).get("/outcomes/").status_code == 403
 
 
-def test_review_decisions_flow_into_export_feedback(policy, owner, reviewer, police_user, tmp_path: Path) -> None:
+def test_review_decisions_flow_into_export_feedback(
+    reviewed_station, owner, reviewer, police_user, tmp_path: Path
+) -> None:
     confirmed, dismissed, waiting, closed = (_queued(owner, f"D{i}", CENTRE[0] + 0.02 * i) for i in range(4))
     incident_review(incident=confirmed, user=reviewer, decision="confirm")
     incident_review(incident=dismissed, user=reviewer, decision="dismiss", reason="other_source")
