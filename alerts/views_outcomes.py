@@ -88,7 +88,7 @@ def outcomes_png(rows: list[OutcomeRow], *, title: str) -> bytes:
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(8, 0.45 * max(len(rows), 2) + 1.4), dpi=100)
+    figure = Figure(figsize=(8, 0.45 * max(len(rows), 2) + 1.6), dpi=100)
     axes = figure.subplots()
     labels = [row.key for row in rows]
     left = [0.0] * len(rows)
@@ -104,9 +104,9 @@ def outcomes_png(rows: list[OutcomeRow], *, title: str) -> bytes:
     axes.invert_yaxis()
     axes.set_xlabel("incidents")
     axes.set_title(f"Outcomes by {title.lower()}", fontsize=10)
-    axes.set_xlim(0, max([*left, 1.0]) * 1.35)
-    axes.legend(fontsize=7, loc="lower right")
-    figure.tight_layout()
+    axes.set_xlim(0, max([*left, 1.0]) * 1.3)
+    # Below the axes, never over a bar or its "% confirmed" label.
+    axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=3, frameon=False)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    figure.savefig(buffer, format="png", bbox_inches="tight")
     return buffer.getvalue()

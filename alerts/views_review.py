@@ -32,7 +32,8 @@ def _reviewer(request: HttpRequest) -> User:
     return request.user  # type: ignore[return-value]
 
 
-def _queue() -> list[Incident]:
+def review_queue_incidents() -> list[Incident]:
+    """The 50 most urgent incidents waiting for a reviewer, each with its detections (``queue_detections``)."""
     incidents = list(
         Incident.objects.filter(dispatch__in=WAITING)
         .prefetch_related("stations")
@@ -54,7 +55,7 @@ def review_queue(request: HttpRequest) -> HttpResponse:
         request,
         "alerts/review_queue.html",
         {
-            "incidents": _queue(),
+            "incidents": review_queue_incidents(),
             "reasons": DISMISS_REASONS.items(),
             "recent": Incident.objects.filter(reviewed_at__isnull=False)
             .select_related("reviewed_by")
@@ -67,7 +68,11 @@ def review_queue(request: HttpRequest) -> HttpResponse:
 def review_items(request: HttpRequest) -> HttpResponse:
     """The queue's items alone, for the live page to merge in."""
     _reviewer(request)
-    return render(request, "alerts/_review_items.html", {"incidents": _queue(), "reasons": DISMISS_REASONS.items()})
+    return render(
+        request,
+        "alerts/_review_items.html",
+        {"incidents": review_queue_incidents(), "reasons": DISMISS_REASONS.items()},
+    )
 
 
 @login_required

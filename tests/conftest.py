@@ -157,6 +157,20 @@ def browser_page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         browser.close()
 
 
+@pytest.fixture(scope="module")
+def asgi_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The real ASGI server in a subprocess for a module's browser tests (``tests.browser.asgi_stack``),
+    set up by the module's ``STACK_SETUP`` script, with its ``STACK_ENV`` on top of the embedded mode."""
+    if not CHROMIUM.exists():
+        pytest.skip("headless Chromium is not installed at /usr/bin/chromium")
+    pytest.importorskip("playwright.sync_api")
+    from tests.browser import asgi_stack as run_stack
+
+    root = tmp_path_factory.mktemp("stack")
+    with run_stack(root, request.module.STACK_SETUP, getattr(request.module, "STACK_ENV", None)) as stack:
+        yield stack
+
+
 @pytest.fixture(autouse=True)
 def eager_celery(settings: Settings) -> Iterator[None]:
     """Tasks run in the calling thread, even where REDIS_URL configured a broker (no worker runs in tests).

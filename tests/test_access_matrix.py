@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from channels.testing import WebsocketCommunicator
 from django.contrib import admin
-from django.contrib.auth.models import AnonymousUser, Group
+from django.contrib.auth.models import AnonymousUser, Group, Permission
 from django.core.cache import cache
 from django.db import transaction
 from django.test import Client
@@ -38,7 +38,9 @@ from tests.alerts.helpers import classify
 from tests.detection.pipeline import encode, impulses
 from tests.factories import PoliceStationFactory, PoliceUserFactory, TrustedContactFactory, UserFactory
 
-ROLES = ("anon", "owner", "other", "device", "pending", "police", "police_other", "admin")
+# "reviewer" is an approved officer of the routed station with the alerts.reviewer permission; unless a
+# row says otherwise, they are answered as the plain officer is.
+ROLES = ("anon", "owner", "other", "device", "pending", "police", "police_other", "admin", "reviewer")
 
 
 @dataclass(frozen=True)
@@ -67,9 +69,17 @@ class Cast:
 
 
 def S(
-    anon: int, owner: int, other: int, device: int, pending: int, police: int, police_other: int, admin_: int
+    anon: int,
+    owner: int,
+    other: int,
+    device: int,
+    pending: int,
+    police: int,
+    police_other: int,
+    admin_: int,
+    reviewer: int | None = None,
 ) -> tuple[int, ...]:
-    return (anon, owner, other, device, pending, police, police_other, admin_)
+    return (anon, owner, other, device, pending, police, police_other, admin_, police if reviewer is None else reviewer)
 
 
 def everyone(status: int) -> tuple[int, ...]:
@@ -80,15 +90,24 @@ def everyone(status: int) -> tuple[int, ...]:
 LOGIN = 302
 
 
-def page(owner: int, other: int, pending: int, police: int, police_other: int, admin_: int) -> tuple[int, ...]:
-    return S(LOGIN, owner, other, LOGIN, pending, police, police_other, admin_)
+def page(
+    owner: int, other: int, pending: int, police: int, police_other: int, admin_: int, reviewer: int | None = None
+) -> tuple[int, ...]:
+    return S(LOGIN, owner, other, LOGIN, pending, police, police_other, admin_, reviewer)
 
 
 # API: no credentials → 401, a device token on a person's endpoint → 403.
 def api(
-    owner: int, other: int, pending: int, police: int, police_other: int, admin_: int, device: int = 403
+    owner: int,
+    other: int,
+    pending: int,
+    police: int,
+    police_other: int,
+    admin_: int,
+    device: int = 403,
+    reviewer: int | None = None,
 ) -> tuple[int, ...]:
-    return S(401, owner, other, device, pending, police, police_other, admin_)
+    return S(401, owner, other, device, pending, police, police_other, admin_, reviewer)
 
 
 def only_owner_api(ok: int) -> tuple[int, ...]:
@@ -225,23 +244,41 @@ ROWS: dict[str, Row] = {
         page(403, 403, 403, 302, 404, 302),
         data={"action": "acknowledge"},
     ),
-    # --- Review queue: reviewers only (the reviewer permission; in this cast only the superuser has it) ---
-    "review/": Row("GET", lambda c: "/review/", page(403, 403, 403, 403, 403, 200)),
-    "review/items": Row("GET", lambda c: "/review/items", page(403, 403, 403, 403, 403, 200)),
+    # --- Review queue: reviewers only (the reviewer permission, and superusers) ---
+    "review/": Row("GET", lambda c: "/review/", page(403, 403, 403, 403, 403, 200, reviewer=200)),
+    "review/items": Row("GET", lambda c: "/review/items", page(403, 403, 403, 403, 403, 200, reviewer=200)),
     "review/<uuid:code>/decide": Row(
         "POST",
         lambda c: f"/review/{c.incident.code}/decide",
-        page(403, 403, 403, 403, 403, 302),
+        page(403, 403, 403, 403, 403, 302, reviewer=302),
         data={"decision": "confirm"},
     ),
     "review/clips/<uuid:code>/audio": Row(
-        "GET", lambda c: f"/review/clips/{c.clip.code}/audio", page(403, 403, 403, 403, 403, 200)
+        "GET", lambda c: f"/review/clips/{c.clip.code}/audio", page(403, 403, 403, 403, 403, 200, reviewer=200)
     ),
     "review/clips/<uuid:code>/spectrogram.png": Row(
-        "GET", lambda c: f"/review/clips/{c.clip.code}/spectrogram.png", page(403, 403, 403, 403, 403, 200)
+        "GET",
+        lambda c: f"/review/clips/{c.clip.code}/spectrogram.png",
+        page(403, 403, 403, 403, 403, 200, reviewer=200),
     ),
     "review/clips/<uuid:code>/waveform.png": Row(
-        "GET", lambda c: f"/review/clips/{c.clip.code}/waveform.png", page(403, 403, 403, 403, 403, 200)
+        "GET",
+        lambda c: f"/review/clips/{c.clip.code}/waveform.png",
+        page(403, 403, 403, 403, 403, 200, reviewer=200),
+    ),
+    # The same decisions over the API. The cast's incident was dispatched at once (no policy), so a
+    # reviewer's decision on it is a 409 "not_in_review"; the queue lists nothing but answers 200.
+    "api/v1/^review$": Row("GET", lambda c: "/api/v1/review", api(403, 403, 403, 403, 403, 200, reviewer=200)),
+    "api/v1/^review/(?P<id>[0-9a-fA-F-]{36})/confirm$": Row(
+        "POST",
+        lambda c: f"/api/v1/review/{c.incident.code}/confirm",
+        api(403, 403, 403, 403, 403, 409, reviewer=409),
+    ),
+    "api/v1/^review/(?P<id>[0-9a-fA-F-]{36})/dismiss$": Row(
+        "POST",
+        lambda c: f"/api/v1/review/{c.incident.code}/dismiss",
+        api(403, 403, 403, 403, 403, 409, reviewer=409),
+        data={"reason": "false_alarm"},
     ),
     # --- Outcomes: admins only ---
     "outcomes/": Row("GET", lambda c: "/outcomes/", page(403, 403, 403, 403, 403, 200)),
@@ -351,6 +388,7 @@ def cast(db: None) -> Cast:
         "police": PoliceUserFactory(username="officer", police_station=routed),
         "police_other": PoliceUserFactory(username="faraway", police_station=elsewhere),
         "admin": UserFactory(username="root", role=User.Role.ADMIN, is_staff=True, is_superuser=True),
+        "reviewer": _reviewer(PoliceUserFactory(username="reviewer", police_station=routed)),
     }
     _, issued = device_services.device_create(
         owner=owner, name="Kitchen", kind=Device.Kind.HOME, latitude=52.52, longitude=13.405
@@ -374,6 +412,11 @@ def cast(db: None) -> Cast:
         incident=incident,
         contact=contact,
     )
+
+
+def _reviewer(user: User) -> User:
+    user.user_permissions.add(Permission.objects.get(codename="reviewer", content_type__app_label="alerts"))
+    return User.objects.get(pk=user.pk)  # a fresh object: permissions are cached per instance
 
 
 def client_for(role: str, cast: Cast) -> Client:
@@ -422,9 +465,9 @@ def test_pages_refuse_devices_by_sending_them_to_log_in(cast: Cast) -> None:
 
 WEBSOCKET_ROWS: dict[str, tuple[bool, ...]] = {
     # Approved police and admins get the live feed; everyone else is closed with CLOSE_FORBIDDEN.
-    "ws/incidents/": (False, False, False, False, False, True, True, True),
-    # The live review queue: reviewers only (here the superuser).
-    "ws/review/": (False, False, False, False, False, False, False, True),
+    "ws/incidents/": (False, False, False, False, False, True, True, True, True),
+    # The live review queue: reviewers only (the reviewer permission, and the superuser).
+    "ws/review/": (False, False, False, False, False, False, False, True, True),
 }
 
 
@@ -451,6 +494,7 @@ async def test_websocket_accepts_each_role_as_expected(route: str, role: str, ac
             "police": PoliceUserFactory(username="officer", police_station=station),
             "police_other": PoliceUserFactory(username="faraway", police_station=PoliceStationFactory()),
             "admin": UserFactory(username="root", role=User.Role.ADMIN, is_staff=True, is_superuser=True),
+            "reviewer": _reviewer(PoliceUserFactory(username="reviewer", police_station=station)),
         }[role]
 
     user = await sync_to_async(make_user)()

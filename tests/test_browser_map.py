@@ -8,29 +8,19 @@ positive and the test does not depend on the shared data set.
 
 from __future__ import annotations
 
-import io
-import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
-from tests.conftest import ARTIFACTS, CHROMIUM
+from tests.browser import upload
+from tests.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 from tests.factories import PASSWORD
 
 pytestmark = pytest.mark.browser
 
-REPO = Path(__file__).resolve().parents[1]
-
-SETUP = """
+STACK_SETUP = """
 import json, sys
 from pathlib import Path
 from accounts.models import User
@@ -56,117 +46,15 @@ print(json.dumps({"token": token, "far_token": far_token}))
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wav() -> bytes:
-    import numpy as np
-    import soundfile
-
-    rng = np.random.default_rng(0)
-    samples = 0.01 * rng.standard_normal(32000)
-    samples[8000:8800] += 0.9 * np.exp(-np.arange(800) / 120.0) * rng.standard_normal(800)
-    buffer = io.BytesIO()
-    soundfile.write(buffer, samples.clip(-1, 1), 16000, format="WAV")
-    return buffer.getvalue()
-
-
-@pytest.fixture(scope="module")
-def asgi_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    if not CHROMIUM.exists():
-        pytest.skip("headless Chromium is not installed at /usr/bin/chromium")
-    pytest.importorskip("playwright.sync_api")
-    root = tmp_path_factory.mktemp("live")
-    env = {
-        **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")},
-        "DJANGO_SETTINGS_MODULE": "gunwatch.settings",
-        "GUNWATCH_VAR_DIR": str(root),
-        "MEDIA_ROOT": str(root / "media"),
-        "DEBUG": "true",
-        "GUNWATCH_EAGER_IN_THREAD": "true",
-        # No network here: a local blank tile instead of OpenStreetMap.
-        "MAP_TILE_URL": "/static/alerts/blank-tile.png",
-        "PYTHONPATH": str(REPO),
-    }
-    manage = [sys.executable, str(REPO / "manage.py")]
-    subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, check=True, cwd=REPO, timeout=300)
-    setup = subprocess.run(
-        [*manage, "shell", "-c", f"import sys; sys.argv = ['', {str(root)!r}, {PASSWORD!r}]\n{SETUP}"],
-        env=env,
-        check=True,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    token = [line for line in setup.stdout.splitlines() if line.startswith("{")][-1]
-    port = _free_port()
-    log = (root / "server.log").open("w")
-    server = subprocess.Popen(
-        [*manage, "runserver", "--noreload", f"127.0.0.1:{port}"],
-        env=env,
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError(f"server did not start: {(root / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.3)
-        import json
-
-        tokens = json.loads(token)
-        yield {"base": base, "token": tokens["token"], "far_token": tokens["far_token"], "log": root / "server.log"}
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
-
-
-def _upload(base: str, token: str) -> None:
-    response = requests.post(
-        f"{base}/api/v1/clips",
-        headers={"Authorization": f"Device {token}"},
-        files={"audio": ("clip.wav", _wav(), "audio/wav")},
-        data={
-            "client_id": str(uuid.uuid4()),
-            "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "clock_source": "ntp",
-        },
-        timeout=30,
-    )
-    assert response.status_code in (201, 202), response.text
-
-
-def test_new_incident_appears_on_the_map_without_reload(asgi_server: dict[str, Any]) -> None:
+def test_new_incident_appears_on_the_map_without_reload(asgi_stack: dict[str, Any]) -> None:
     from playwright.sync_api import sync_playwright
 
-    base = asgi_server["base"]
+    base = asgi_stack["base"]
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=str(CHROMIUM),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-            ],
+            args=CHROMIUM_ARGS,
         )
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
@@ -194,7 +82,7 @@ def test_new_incident_appears_on_the_map_without_reload(asgi_server: dict[str, A
                 page.wait_for_function("document.body.dataset.live === 'ok'", timeout=15000)
             except Exception:
                 page.screenshot(path=str(ARTIFACTS / "incident_map_failed.png"))
-                server_log = asgi_server["log"].read_text().splitlines()[-40:]
+                server_log = asgi_stack["log"].read_text().splitlines()[-40:]
                 raise AssertionError(
                     f"map never went live; errors: {errors}; console: {console}; server: {server_log}"
                 ) from None
@@ -207,7 +95,7 @@ def test_new_incident_appears_on_the_map_without_reload(asgi_server: dict[str, A
             page.wait_for_function("document.getElementById('device-layer-count').textContent.includes('online')")
             assert page.inner_text("#device-layer-count") == "0 online, 1 offline"
 
-            _upload(base, asgi_server["token"])
+            upload(base, asgi_stack["token"])
 
             page.wait_for_selector(".gw-incident-icon, .gw-cluster", timeout=60000)
             item = page.locator("#incident-list li.gw-incident")
@@ -245,7 +133,7 @@ def test_new_incident_appears_on_the_map_without_reload(asgi_server: dict[str, A
             link["blocked"] = True
             link["current"].close()
             page.wait_for_function("document.body.dataset.live === 'bad'", timeout=10000)
-            _upload(base, asgi_server["far_token"])
+            upload(base, asgi_stack["far_token"])
             time.sleep(3)  # long enough for the incident to be opened and broadcast to nobody
             assert page.locator("#incident-list li.gw-incident").count() == 1
             link["blocked"] = False

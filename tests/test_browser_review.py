@@ -8,23 +8,18 @@ incidents to review; the review deadline is long so nothing escalates during the
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import requests
 
-from tests.test_browser_map import ARTIFACTS, CHROMIUM, PASSWORD, REPO, _free_port, _wav
+from tests.browser import upload
+from tests.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from tests.factories import PASSWORD
 
 pytestmark = pytest.mark.browser
 
-SETUP = """
+STACK_SETUP = """
 import json, sys
 from pathlib import Path
 from django.contrib.auth.models import Permission
@@ -52,81 +47,8 @@ weights = make_weights(Path(sys.argv[1]) / "always.pt", logit=8.0)
 detection_services.model_version_register(weights_path=weights, name="always", version="1", activate=True)
 print(json.dumps({"token": token, "far_token": far_token}))
 """
-
-
-@pytest.fixture(scope="module")
-def review_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    if not CHROMIUM.exists():
-        pytest.skip("headless Chromium is not installed at /usr/bin/chromium")
-    pytest.importorskip("playwright.sync_api")
-    root = tmp_path_factory.mktemp("review")
-    env = {
-        **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")},
-        "DJANGO_SETTINGS_MODULE": "gunwatch.settings",
-        "GUNWATCH_VAR_DIR": str(root),
-        "MEDIA_ROOT": str(root / "media"),
-        "DEBUG": "true",
-        "GUNWATCH_EAGER_IN_THREAD": "true",
-        "MAP_TILE_URL": "/static/alerts/blank-tile.png",
-        "ALERT_REVIEW_DEADLINE_S": "600",
-        "PYTHONPATH": str(REPO),
-    }
-    manage = [sys.executable, str(REPO / "manage.py")]
-    subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, check=True, cwd=REPO, timeout=300)
-    setup = subprocess.run(
-        [*manage, "shell", "-c", f"import sys; sys.argv = ['', {str(root)!r}, {PASSWORD!r}]\n{SETUP}"],
-        env=env,
-        check=True,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    tokens = json.loads([line for line in setup.stdout.splitlines() if line.startswith("{")][-1])
-    port = _free_port()
-    log = (root / "server.log").open("w")
-    server = subprocess.Popen(
-        [*manage, "runserver", "--noreload", f"127.0.0.1:{port}"],
-        env=env,
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError(f"server did not start: {(root / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.3)
-        yield {"base": base, **tokens, "log": root / "server.log"}
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
-
-
-def _upload(base: str, token: str) -> None:
-    response = requests.post(
-        f"{base}/api/v1/clips",
-        headers={"Authorization": f"Device {token}"},
-        files={"audio": ("clip.wav", _wav(), "audio/wav")},
-        data={
-            "client_id": str(uuid.uuid4()),
-            "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "clock_source": "ntp",
-        },
-        timeout=30,
-    )
-    assert response.status_code in (201, 202), response.text
+# Long enough that nothing escalates while the test runs.
+STACK_ENV = {"ALERT_REVIEW_DEADLINE_S": "600"}
 
 
 def _login(page: Any, base: str, username: str, landing: str) -> None:
@@ -137,22 +59,15 @@ def _login(page: Any, base: str, username: str, landing: str) -> None:
     page.wait_for_url(f"{base}{landing}")
 
 
-def test_reviewer_confirms_and_only_then_police_see_it(review_server: dict[str, Any]) -> None:
+def test_reviewer_confirms_and_only_then_police_see_it(asgi_stack: dict[str, Any]) -> None:
     from playwright.sync_api import sync_playwright
 
-    base = review_server["base"]
+    base = asgi_stack["base"]
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=str(CHROMIUM),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-                "--autoplay-policy=no-user-gesture-required",
-            ],
+            args=[*CHROMIUM_ARGS, "--autoplay-policy=no-user-gesture-required"],
         )
         try:
             errors: list[str] = []
@@ -167,7 +82,7 @@ def test_reviewer_confirms_and_only_then_police_see_it(review_server: dict[str, 
             assert review.locator(".review-item").count() == 0
 
             # One device hears a shot: weak evidence under this station's policy, so it goes to review.
-            _upload(base, review_server["token"])
+            upload(base, asgi_stack["token"])
             review.wait_for_selector(".review-item", timeout=60000)
             item = review.locator(".review-item").first
             assert "single device, noisy location" in item.inner_text()
@@ -200,7 +115,7 @@ def test_reviewer_confirms_and_only_then_police_see_it(review_server: dict[str, 
             police.screenshot(path=str(ARTIFACTS / "review_confirmed_on_map.png"))
 
             # Another, from the far device: the reviewer dismisses it and police never see it.
-            _upload(base, review_server["far_token"])
+            upload(base, asgi_stack["far_token"])
             review.wait_for_selector(".review-item", timeout=60000)
             dismiss = review.locator(".review-item form").nth(1)
             dismiss.locator("select[name=reason]").select_option("other_source")

@@ -6,6 +6,7 @@ from rest_framework import serializers
 
 from alerts.messages import coarse_location
 from alerts.models import ACTIONS, Detection, Incident, IncidentEvent, Notification
+from alerts.services.review import DISMISS_REASONS
 
 
 class IncidentSerializer(serializers.ModelSerializer):
@@ -204,3 +205,73 @@ class OutcomesSerializer(serializers.Serializer):
     since = serializers.DateTimeField()
     until = serializers.DateTimeField(allow_null=True)
     results = OutcomeRowSerializer(many=True)
+
+
+class ReviewClipSerializer(serializers.ModelSerializer):
+    """One contributing detection in the review queue, with where a reviewer hears and sees its clip."""
+
+    device_name = serializers.CharField(source="device.name")
+    clip_id = serializers.UUIDField(source="clip.code")
+    audio_url = serializers.SerializerMethodField()
+    waveform_url = serializers.SerializerMethodField()
+    spectrogram_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Detection
+        fields = [
+            "device_name",
+            "clip_id",
+            "event_at",
+            "score",
+            "shots",
+            "audio_url",
+            "waveform_url",
+            "spectrogram_url",
+        ]
+
+    def _has_audio(self, detection: Detection) -> bool:
+        return bool(detection.clip.audio) and detection.clip.audio_deleted_at is None
+
+    def get_audio_url(self, detection: Detection) -> str | None:
+        return f"/review/clips/{detection.clip.code}/audio" if self._has_audio(detection) else None
+
+    def get_waveform_url(self, detection: Detection) -> str | None:
+        return f"/review/clips/{detection.clip.code}/waveform.png" if self._has_audio(detection) else None
+
+    def get_spectrogram_url(self, detection: Detection) -> str | None:
+        return f"/review/clips/{detection.clip.code}/spectrogram.png" if self._has_audio(detection) else None
+
+
+class ReviewItemSerializer(IncidentSerializer):
+    """An incident waiting for a reviewer: its evidence, its deadline and every contributing clip."""
+
+    clips = serializers.SerializerMethodField()
+
+    class Meta(IncidentSerializer.Meta):
+        fields = [*IncidentSerializer.Meta.fields, "review_deadline_at", "clips"]
+        read_only_fields = fields
+
+    def get_clips(self, incident: Incident) -> list[dict[str, Any]]:
+        detections = getattr(incident, "queue_detections", None)
+        if detections is None:
+            detections = incident.detections.select_related("device", "clip").order_by("event_at")
+        return ReviewClipSerializer(detections, many=True).data  # type: ignore[return-value]  # ReturnList is a list of dicts
+
+
+class ReviewDecisionSerializer(ReviewItemSerializer):
+    """The incident after a decision, with who decided and when."""
+
+    reviewed_by = serializers.CharField(source="reviewed_by.username", default=None)
+
+    class Meta(ReviewItemSerializer.Meta):
+        fields = [*ReviewItemSerializer.Meta.fields, "reviewed_by", "reviewed_at", "review_note"]
+        read_only_fields = fields
+
+
+class ReviewConfirmInputSerializer(serializers.Serializer):
+    note = serializers.CharField(required=False, allow_blank=True, max_length=300)
+
+
+class ReviewDismissInputSerializer(serializers.Serializer):
+    reason = serializers.ChoiceField(choices=list(DISMISS_REASONS.items()))
+    note = serializers.CharField(required=False, allow_blank=True, max_length=300)

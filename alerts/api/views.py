@@ -3,11 +3,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.permissions import IsAdminUser
+from rest_framework.permissions import BasePermission, IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -19,11 +19,18 @@ from alerts.api.serializers import (
     IncidentDetailSerializer,
     IncidentSerializer,
     OutcomesSerializer,
+    ReviewConfirmInputSerializer,
+    ReviewDecisionSerializer,
+    ReviewDismissInputSerializer,
+    ReviewItemSerializer,
     TransitionInputSerializer,
 )
 from alerts.models import Incident
 from alerts.selectors import OUTCOME_DIMENSIONS, incidents_visible_to, outcomes
+from alerts.services.review import incident_review, user_can_review
 from alerts.views_outcomes import outcomes_window
+from alerts.views_review import review_queue_incidents
+from gunwatch.schema import ErrorSerializer
 
 UUID_REGEX = "[0-9a-fA-F-]{36}"
 
@@ -95,3 +102,65 @@ class OutcomesView(APIView):
         since, until = outcomes_window(request.query_params)
         rows = [row.as_dict() for row in outcomes(by, since=since, until=until)]
         return Response(OutcomesSerializer({"by": by, "since": since, "until": until, "results": rows}).data)
+
+
+class IsReviewer(BasePermission):
+    message = "Only reviewers (an administrator grants the alerts.reviewer permission) may use the review queue."
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        return user_can_review(request.user)
+
+
+DECIDED = OpenApiResponse(
+    response=ErrorSerializer,
+    description="`already_decided` (a reviewer or the deadline was first) or `not_in_review` (dispatched by policy).",
+)
+
+
+class ReviewViewSet(viewsets.GenericViewSet):
+    """The review queue over the API, for reviewers only: the same decisions as the ``/review/`` page,
+    through the same service, so a confirmation notifies the stations exactly once and every decision
+    is logged on the incident's timeline with the reviewer and the time."""
+
+    queryset = Incident.objects.all()
+    permission_classes = [IsReviewer]
+    serializer_class = ReviewItemSerializer
+    pagination_class = None  # the queue is short: at most the 50 most urgent, like the page
+    lookup_field = "code"
+    lookup_url_kwarg = "id"
+    lookup_value_regex = UUID_REGEX
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        return {**super().get_serializer_context(), "precise": True}
+
+    @extend_schema(responses={200: ReviewItemSerializer(many=True)})
+    def list(self, request: Request) -> Response:
+        """Incidents waiting for a decision, the soonest deadline first, with every contributing clip."""
+        return Response(self.get_serializer(review_queue_incidents(), many=True).data)
+
+    def _decide(self, request: Request, decision: str, validated: dict[str, Any]) -> Response:
+        incident = incident_review(
+            incident=self.get_object(),
+            user=request.user,  # type: ignore[arg-type]  # IsReviewer: a User, never anonymous
+            decision=decision,
+            **validated,
+        )
+        incident = Incident.objects.select_related("reviewed_by").prefetch_related("stations").get(pk=incident.pk)
+        return Response(ReviewDecisionSerializer(incident, context=self.get_serializer_context()).data)
+
+    @extend_schema(request=ReviewConfirmInputSerializer, responses={200: ReviewDecisionSerializer, 409: DECIDED})
+    @action(detail=True, methods=["post"])
+    def confirm(self, request: Request, id: str) -> Response:
+        """Dispatch now: the stations are notified and police see the incident on the map."""
+        serializer = ReviewConfirmInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return self._decide(request, "confirm", serializer.validated_data)
+
+    @extend_schema(request=ReviewDismissInputSerializer, responses={200: ReviewDecisionSerializer, 409: DECIDED})
+    @action(detail=True, methods=["post"])
+    def dismiss(self, request: Request, id: str) -> Response:
+        """Close it with a reason (``false_alarm`` or ``other_source``): police never see it, and the
+        devices that heard it are recalibrated."""
+        serializer = ReviewDismissInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return self._decide(request, "dismiss", serializer.validated_data)

@@ -9,7 +9,9 @@ stricter) and never above ``ALERT_THRESHOLD_MAX``, so a device is never silently
 score still counts, and a device still over budget at the cap is flagged. A move of at least
 ``ALERT_THRESHOLD_FLAG_SHIFT`` of the adjustable range (model threshold to the cap) is flagged too;
 flags are mailed to the owner and the administrators and shown on the device page. As nuisances
-age out of the window the threshold comes back down.
+age out of the window the threshold comes back down. Triggers the model classified as not gunshot
+scored below its threshold, the floor here, so they are counted (in the mail) but never move the
+threshold: only misfires the model let through do.
 """
 
 from __future__ import annotations
@@ -77,8 +79,10 @@ def _nuisance_scores(device: Device, since: datetime) -> list[float]:
 
 
 def device_calibrate(
-    device: Device, *, now: datetime | None = None, model_threshold: float | None = None
+    device: Device, *, now: datetime | None = None, model_threshold: float | None = None, notify: bool = True
 ) -> Calibration:
+    """Set the device's threshold from its recent nuisances; a flag is kept on the device and, with
+    ``notify``, mailed (seeded demo history passes False: its flag is not news to anyone)."""
     now = now or timezone.now()
     window = timedelta(days=settings.ALERT_CALIBRATION_DAYS)
     since = now - window
@@ -109,7 +113,7 @@ def device_calibrate(
         device.calibration_flag, device.calibration_flagged_at = flag[:300], now
         fields += ["calibration_flag", "calibration_flagged_at"]
     device.save(update_fields=fields)
-    if flag:
+    if flag and notify:
         _tell(device, flag, nuisances=len(scores), days=days)
     return Calibration(device.pk, old, new, lower, upper, len(scores), days, round(rate, 3), flag)
 

@@ -37,6 +37,7 @@ DISMISS_REASONS = {
     Incident.Disposition.OTHER_SOURCE: "Other source (fireworks, vehicle, construction …)",
 }
 WAITING = (Incident.Dispatch.REVIEW, Incident.Dispatch.HELD)
+REVIEW_DECISIONS = ("confirm", "dismiss")
 _STRICTNESS = {DispatchPolicy.Mode.IMMEDIATE: 0, DispatchPolicy.Mode.EVIDENCE: 1, DispatchPolicy.Mode.REVIEW_ALL: 2}
 
 
@@ -174,14 +175,17 @@ def incident_review(*, incident: Incident, user: User, decision: str, reason: st
     if not user_can_review(user):
         raise ApplicationError("Only reviewers may decide on incidents in the review queue.", code="not_reviewer")
     note = note.strip()[:300]
+    if decision not in REVIEW_DECISIONS:
+        raise ApplicationError("Decide with confirm or dismiss.", code="invalid_decision")
+    if decision == "dismiss" and reason not in DISMISS_REASONS:
+        raise ApplicationError(
+            "Dismissing needs a reason: " + ", ".join(DISMISS_REASONS) + ".",
+            code="reason_required",
+            extra={"reasons": list(DISMISS_REASONS)},
+        )
     incident = Incident.objects.select_for_update().get(pk=incident.pk)
     if incident.dispatch not in WAITING:
-        raise ApplicationError(
-            f"This incident was already decided: {incident.get_dispatch_display().lower()}"
-            + (f" ({incident.get_dispatch_reason_display().lower()})." if incident.dispatch_reason else "."),
-            code="already_decided",
-            extra={"dispatch": incident.dispatch},
-        )
+        raise _not_waiting(incident)
     now = timezone.now()
     incident.reviewed_by, incident.reviewed_at, incident.review_note = user, now, note
     fields = ["reviewed_by", "reviewed_at", "review_note", "revision", "updated_at"]
@@ -193,11 +197,7 @@ def incident_review(*, incident: Incident, user: User, decision: str, reason: st
             actor=user,
         )
         kind: broadcast.EventKind = "incident.opened"
-    elif decision == "dismiss":
-        if reason not in DISMISS_REASONS:
-            raise ApplicationError(
-                "Dismissing needs a reason: " + ", ".join(DISMISS_REASONS) + ".", code="reason_required"
-            )
+    else:
         incident.dispatch = Incident.Dispatch.DISMISSED
         incident.status, incident.disposition, incident.closed_at = Incident.Status.CLOSED, reason, now
         fields += ["dispatch", "status", "disposition", "closed_at"]
@@ -211,12 +211,30 @@ def incident_review(*, incident: Incident, user: User, decision: str, reason: st
         )
         kind = "incident.updated"
         _recalibrate_after_commit(incident)
-    else:
-        raise ApplicationError("Decide with confirm or dismiss.", code="invalid_decision")
     incident.revision += 1
     incident.save(update_fields=fields)
     _publish_after_commit(incident, kind=kind)
     return incident
+
+
+def _not_waiting(incident: Incident) -> ApplicationError:
+    """409: someone (a reviewer, the deadline) decided first, or the incident never waited for review."""
+    extra = {"dispatch": incident.dispatch, "dispatch_reason": incident.dispatch_reason}
+    decided = incident.reviewed_at is not None or incident.dispatch_reason == Incident.DispatchReason.UNREVIEWED
+    if decided or incident.dispatch == Incident.Dispatch.DISMISSED:
+        state = incident.get_dispatch_display().lower()
+        if incident.dispatch_reason:
+            state += f" ({incident.get_dispatch_reason_display().lower()})"
+        return ApplicationError(
+            f"This incident was already decided: {state}.", code="already_decided", extra=extra, status=409
+        )
+    return ApplicationError(
+        "This incident is not in the review queue"
+        + (": its evidence dispatched it by policy." if incident.is_dispatched else "."),
+        code="not_in_review",
+        extra=extra,
+        status=409,
+    )
 
 
 def _recalibrate_after_commit(incident: Incident) -> None:

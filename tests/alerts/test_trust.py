@@ -3,6 +3,7 @@ exactly-once station notifications, and per-device calibration."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -118,24 +119,6 @@ def test_strictest_station_policy_applies(db, settings) -> None:
 
 
 # --- Recording under a policy, review, escalation -------------------------------------------------
-
-
-@pytest.fixture
-def reviewed_station(station):
-    station.jurisdiction_radius_km = 10
-    station.contact_email = "desk@mitte.example"
-    station.save()
-    DispatchPolicy.objects.create(station=station, mode="evidence", strong_evidence=0.9)
-    return station
-
-
-@pytest.fixture
-def reviewer(reviewed_station) -> User:
-    user = UserFactory(
-        username="reviewer", role=User.Role.POLICE, police_approved=True, police_station=reviewed_station
-    )
-    user.user_permissions.add(Permission.objects.get(codename="reviewer", content_type__app_label="alerts"))
-    return User.objects.get(pk=user.pk)  # a fresh object: permissions are cached per instance
 
 
 def _station_rows(incident: Incident) -> list[Notification]:
@@ -407,3 +390,106 @@ def test_reviewer_and_deadline_racing_dispatch_once(settings) -> None:
     assert len(_station_rows(incident)) == 1
     decided = incident.events.filter(kind__in=[IncidentEvent.Kind.CONFIRMED, IncidentEvent.Kind.ESCALATED])
     assert decided.count() == 1
+
+
+# --- The demo's nuisance-prone device, live ---------------------------------------------------------
+
+
+class _ApiReviewer:
+    """The simulated reviewer's client, speaking to the test client instead of a server over HTTP."""
+
+    def __init__(self, user: User) -> None:
+        from tests.conftest import client_for
+
+        self.api = client_for(user)
+        self.answers: list[int] = []
+
+    def dismiss(self, incident_code: str, *, reason: str, note: str) -> int:
+        response = self.api.post(
+            f"/api/v1/review/{incident_code}/dismiss", {"reason": reason, "note": note}, format="json"
+        )
+        self.answers.append(response.status_code)
+        return response.status_code
+
+
+def test_simulated_building_site_is_dismissed_recalibrated_and_then_held_from_police(
+    reviewed_station, owner, reviewer, police_user, settings, django_capture_on_commit_callbacks
+) -> None:
+    import threading
+
+    import numpy as np
+
+    from devices.management.commands.simulate_fleet import SiteShow
+    from devices.simulation import SITE_DEVICE, SimulatedSource, TruthEvent, building_site
+
+    settings.ADMINS = [("Admin", "admin@gunwatch.example")]
+    site = DeviceFactory(owner=owner, name=SITE_DEVICE, latitude=CENTRE[0], longitude=CENTRE[1])
+    site.paired_at = timezone.now()
+    site.save()
+    now = timezone.now()
+    nuisances = [
+        incident_record_detection(classification=classify(site, recorded_at=now - timedelta(minutes=m), score=s))
+        for m, s in ((30, 0.93), (20, 0.91), (10, 0.95))
+    ]
+    shot = incident_record_detection(classification=classify(site, recorded_at=now - timedelta(minutes=5)))
+    heard = shot.detections.get()
+    truth = [TruthEvent(0, heard.event_at.timestamp(), *CENTRE, 1, None, ((SITE_DEVICE, heard.event_at.timestamp()),))]
+    assert all(Incident.objects.get(pk=i.pk).dispatch == "review" for i in [*nuisances, shot])
+
+    stub = _ApiReviewer(reviewer)
+    show = SiteShow(
+        source=SimulatedSource(building_site(CENTRE, 3000), threading.Event()),
+        device=site,
+        rng=np.random.default_rng(0),
+        per_hour=60,
+        reviewer=stub,  # type: ignore[arg-type]  # the same dismiss() as ReviewerClient
+        review_after_s=0,
+    )
+    mail.outbox.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        show._review(truth, time.time() + 1)
+    assert stub.answers == [200, 200, 200]
+    for incident in nuisances:
+        incident.refresh_from_db()
+        assert (incident.dispatch, incident.disposition, incident.reviewed_by) == (
+            "dismissed",
+            "other_source",
+            reviewer,
+        )
+    shot.refresh_from_db()
+    assert shot.dispatch == "review"  # a real shot the site heard is for a person to judge
+
+    # Three dismissed nuisances on its first day, budget one a day: above the second loudest.
+    site.refresh_from_db()
+    assert site.alert_threshold == pytest.approx(0.94)
+    assert "alert threshold moved from 0.50 to 0.94" in site.calibration_flag
+    assert sorted(a for m in mail.outbox for a in m.to) == sorted([owner.email, "admin@gunwatch.example"])
+
+    # The next jackhammer blow scoring like the others is held: the owner hears of it, police do not.
+    later = incident_record_detection(classification=classify(site, recorded_at=now + timedelta(minutes=5), score=0.92))
+    later.refresh_from_db()
+    assert later.dispatch == "held"
+    assert _station_rows(later) == []
+    assert not incidents_for_police(police_user).filter(pk=later.pk).exists()
+    assert later.notifications.filter(recipient_kind="owner").exists()
+
+
+def test_device_loud_past_the_cap_is_capped_not_muted_and_flagged(owner, settings) -> None:
+    settings.ADMINS = [("Admin", "admin@gunwatch.example")]
+    device = DeviceFactory(owner=owner, name="Quarry", latitude=CENTRE[0], longitude=CENTRE[1])
+    device.paired_at = timezone.now() - timedelta(days=30)
+    device.save()
+    _nuisance_history(device, [0.99] * 30)  # louder than any threshold calibration may set
+    mail.outbox.clear()
+    result = device_calibrate(device, model_threshold=0.5)
+    device.refresh_from_db()
+    assert device.alert_threshold == settings.ALERT_THRESHOLD_MAX == 0.97
+    assert device.nuisance_per_day > settings.ALERT_FALSE_ALARM_BUDGET_PER_DAY
+    assert "still" in result.flag and "at the cap 0.97: check where it is installed" in device.calibration_flag
+    assert "alert threshold moved from 0.50 to 0.97" in device.calibration_flag
+    assert sorted(a for m in mail.outbox for a in m.to) == sorted([owner.email, "admin@gunwatch.example"])
+    # Never muted: a detection above the cap still counts as evidence.
+    loud = incident_record_detection(classification=classify(device, score=0.99))
+    loud.refresh_from_db()
+    assert loud.dispatch != "held"
+    assert incident_evidence(loud).witnesses == 1

@@ -8,9 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
-import pytest
 import soundfile
-from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
@@ -22,7 +20,7 @@ from alerts.services import incident_record_detection, incident_transition
 from alerts.services.review import incident_review
 from tests.alerts.helpers import classify
 from tests.conftest import client_for
-from tests.factories import DeviceFactory, UserFactory
+from tests.factories import DeviceFactory
 
 CENTRE = (52.52, 13.405)
 
@@ -33,20 +31,6 @@ def _wav() -> bytes:
     samples[4000:4400] += 0.8 * np.exp(-np.arange(400) / 60.0)
     soundfile.write(buffer, samples, 16000, format="WAV")
     return buffer.getvalue()
-
-
-@pytest.fixture
-def policy(station):
-    station.jurisdiction_radius_km = 10
-    station.save()
-    return DispatchPolicy.objects.create(station=station, mode="evidence", strong_evidence=0.9)
-
-
-@pytest.fixture
-def reviewer(station) -> User:
-    user = UserFactory(username="rev", is_staff=True)
-    user.user_permissions.add(Permission.objects.get(codename="reviewer", content_type__app_label="alerts"))
-    return User.objects.get(pk=user.pk)
 
 
 def _web(user: User) -> Client:
@@ -67,7 +51,7 @@ def _queued(owner: User, name: str = "Balcony", lat: float = CENTRE[0]) -> Incid
     return incident
 
 
-def test_review_queue_lists_clips_and_decides(policy, owner, reviewer, police_user) -> None:
+def test_review_queue_lists_clips_and_decides(reviewed_station, owner, reviewer, police_user) -> None:
     incident = _queued(owner)
     clip = incident.detections.get().clip
     assert _web(police_user).get("/review/").status_code == 403  # police, but not a reviewer
@@ -105,7 +89,7 @@ def _close(incident: Incident, user: User, disposition: str, *, ack_after_s: flo
     incident_transition(incident=incident, user=user, action="close", disposition=disposition)
 
 
-def test_outcome_figures_on_known_data(policy, owner, reviewer, police_user, admin_user) -> None:
+def test_outcome_figures_on_known_data(reviewed_station, owner, reviewer, police_user, admin_user) -> None:
     # Five incidents from two devices; three reach police through review, one is dismissed, one escalates.
     incidents = [_queued(owner, "North", CENTRE[0] + 0.01 * i) for i in range(3)]
     incidents += [_queued(owner, "South", CENTRE[0] - 0.01 * i - 0.05) for i in range(2)]
@@ -171,7 +155,9 @@ def test_outcome_figures_on_known_data(policy, owner, reviewer, police_user, adm
     assert _web(police_user).get("/outcomes/").status_code == 403
 
 
-def test_review_decisions_flow_into_export_feedback(policy, owner, reviewer, police_user, tmp_path: Path) -> None:
+def test_review_decisions_flow_into_export_feedback(
+    reviewed_station, owner, reviewer, police_user, tmp_path: Path
+) -> None:
     confirmed, dismissed, waiting, closed = (_queued(owner, f"D{i}", CENTRE[0] + 0.02 * i) for i in range(4))
     incident_review(incident=confirmed, user=reviewer, decision="confirm")
     incident_review(incident=dismissed, user=reviewer, decision="dismiss", reason="other_source")
@@ -208,3 +194,26 @@ def test_seed_demo_sets_up_the_review_demo(db, settings) -> None:
     (row,) = outcomes("device")
     assert (row.key, row.incidents, row.dismissed_in_review) == ("Demo building site", 30, 30)
     assert row.median_review_s == 23.0
+
+
+def test_device_page_shows_its_calibrated_threshold_and_flag(owner, other_owner) -> None:
+    from alerts.services.calibration import device_calibrate
+
+    device = DeviceFactory(owner=owner, name="Scaffolding", latitude=CENTRE[0], longitude=CENTRE[1])
+    device.paired_at = timezone.now() - timedelta(days=30)
+    device.save()
+    for i, score in enumerate([0.9, 0.92, 0.95] * 10):
+        heard = timezone.now() - timedelta(hours=10 * i + 1)
+        incident = incident_record_detection(classification=classify(device, recorded_at=heard, score=score))
+        Incident.objects.filter(pk=incident.pk).update(status="closed", disposition="false_alarm")
+    result = device_calibrate(device, model_threshold=0.5)
+    assert result.flag
+
+    page = _web(owner).get(f"/devices/{device.code}/").content.decode()
+    threshold = page.split('id="device-threshold">', 1)[1].split("</dd>", 1)[0]
+    assert threshold.startswith(f"{result.new:.2f} (calibrated ")
+    assert "false alarm(s) a day at it" in threshold
+    flag = page.split('id="device-calibration-flag">', 1)[1].split("</dd>", 1)[0]
+    assert f"alert threshold moved from 0.50 to {result.new:.2f}" in flag
+    # Another owner's device page is not theirs to read.
+    assert _web(other_owner).get(f"/devices/{device.code}/").status_code == 404

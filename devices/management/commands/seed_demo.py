@@ -1,6 +1,7 @@
 """Create the demo cast (admin, police, reviewer, owner), a few police stations with their dispatch
 policy, and demo devices, one of them a nuisance-prone "building site" with a fortnight of dismissed
-false alarms behind it and its calibrated alert threshold."""
+false alarms behind it and its calibrated alert threshold (history for the outcomes page; the live
+nuisance-prone device is the simulated fleet's "Sim building site", see ``simulate_fleet``)."""
 
 from __future__ import annotations
 
@@ -181,7 +182,8 @@ class Command(BaseCommand):
             )
         from alerts.services.calibration import device_calibrate
 
-        device_calibrate(device, model_threshold=version.threshold)
+        # Not mailed: this is made-up history, and the mail would land on the console before the demo starts.
+        device_calibrate(device, model_threshold=version.threshold, notify=False)
 
     def _user(self, username: str, password: str, **fields: Any) -> User:
         user, _ = User.objects.update_or_create(

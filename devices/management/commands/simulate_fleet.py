@@ -9,6 +9,7 @@ opened. The command reads incidents from the database, so it must share the serv
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -16,13 +17,16 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import requests
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from rest_framework.authtoken.models import Token
 
 from accounts.models import User
 from alerts.models import Incident
@@ -34,14 +38,17 @@ from devices.replay import ReplayOptions, replay_seeds
 from devices.services import device_pairing_code_issue
 from devices.simulation import (
     FOLLOW_UP_SHARE_M,
+    SITE_DEVICE,
     ObservedIncident,
     SimDevice,
     SimulatedSource,
     SoundBank,
     TruthEvent,
+    building_site,
     burst_with,
     ground_truth_report,
     make_fleet,
+    nuisance_only,
     random_point,
     schedule_shot,
 )
@@ -83,6 +90,25 @@ class Command(BaseCommand):
             default=6.0,
             help="impulsive non-gunshot sounds (doors, horns, fireworks…) per device and hour",
         )
+        parser.add_argument(
+            "--building-site",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help=f"add {SITE_DEVICE!r}, a device next to a building site that keeps hearing impulses "
+            "(only when --nuisance-per-hour is above 0)",
+        )
+        parser.add_argument(
+            "--site-nuisance-per-hour", type=float, default=90.0, help="the building site's impulses per hour"
+        )
+        parser.add_argument(
+            "--site-review-after",
+            type=float,
+            default=15.0,
+            help="a simulated reviewer (--reviewer, over the review API) dismisses an incident only the "
+            "building site heard, and no shot, this many seconds after it opened, unless someone decided "
+            "first; 0: nobody does",
+        )
+        parser.add_argument("--reviewer", default="reviewer", help="the account the simulated reviewer uses")
         parser.add_argument("--vehicle-share", type=float, default=0.3)
         parser.add_argument("--clock-sigma-ms", type=float, default=1.0, help="device clock error (GPS ≈ 1 ms)")
         parser.add_argument("--owner", default="owner", help="username owning the simulated devices")
@@ -140,6 +166,10 @@ class Command(BaseCommand):
             vehicle_share=opts["vehicle_share"],
             clock_sigma_s=opts["clock_sigma_ms"] / 1000,
         )
+        site = None
+        if opts["building_site"] and opts["nuisance_per_hour"] > 0 and opts["site_nuisance_per_hour"] > 0:
+            site = building_site(opts["center"], opts["radius_km"] * 1000)
+            fleet.append(site)
         bank = SoundBank.load(opts["manifest"], rng)
         workdir = Path(tempfile.mkdtemp(prefix="gunwatch-fleet-"))
         stop = threading.Event()
@@ -157,7 +187,20 @@ class Command(BaseCommand):
             opts["ready_file"].touch()
 
         started = time.time()
-        truth = self._play(opts, rng, fleet, sources, bank, stop)
+        site_show = None
+        if site is not None:
+            site_device = next(device for device, _ in registered if device.name == SITE_DEVICE)
+            site_show = SiteShow(
+                source=sources[fleet.index(site)],
+                device=site_device,
+                # Its own generator: the shots and nuisances a seed fires stay what they were without it.
+                rng=np.random.default_rng(opts["seed"] + 1),
+                per_hour=opts["site_nuisance_per_hour"] * opts["speed"],
+                reviewer=self._reviewer(opts, opts["server"]),
+                review_after_s=opts["site_review_after"],
+                say=lambda message: self._say(opts, message),
+            )
+        truth = self._play(opts, rng, fleet, sources, bank, stop, site_show)
         if not stop.is_set():
             self._say(opts, f"last event fired; waiting {opts['settle']:.0f} s for the platform to finish")
             stop.wait(opts["settle"])
@@ -272,6 +315,7 @@ class Command(BaseCommand):
         sources: list[SimulatedSource],
         bank: SoundBank,
         stop: threading.Event,
+        site: SiteShow | None = None,
     ) -> list[TruthEvent]:
         count = opts["events"]
         interval = opts["duration"] / max(count, 1) / opts["speed"]
@@ -285,6 +329,8 @@ class Command(BaseCommand):
                 if next_nuisance is not None and time.time() >= next_nuisance:
                     self._nuisance(rng, sources, bank)
                     next_nuisance = time.time() + float(rng.exponential(1 / nuisance_rate))
+                if site is not None:
+                    site.tick(bank, truth)
                 stop.wait(0.2)
             if stop.is_set():
                 break
@@ -302,6 +348,18 @@ class Command(BaseCommand):
         # Let the last shot play out before the settle time starts.
         stop.wait(max(0.0, (shot_times[-1] if shot_times else time.time()) + 6.0 - time.time()))
         return truth
+
+    def _reviewer(self, opts: dict[str, Any], server: str) -> ReviewerClient | None:
+        """The simulated reviewer's API client: the ``--reviewer`` account's token, if it may review."""
+        from alerts.services.review import user_can_review
+
+        if opts["site_review_after"] <= 0:
+            return None
+        user = User.objects.filter(username=opts["reviewer"]).first()
+        if user is None or not user_can_review(user):
+            self._say(opts, f"no reviewer account {opts['reviewer']!r}: nobody dismisses the building site's noise")
+            return None
+        return ReviewerClient(server, Token.objects.get_or_create(user=user)[0].key)
 
     def _nuisance(self, rng: np.random.Generator, sources: list[SimulatedSource], bank: SoundBank) -> None:
         """A door, a horn or a firework close to one device: loud, impulsive, and not a gunshot."""
@@ -431,3 +489,87 @@ class Command(BaseCommand):
                 else ("NOT every detected shot is exactly one incident (✗ above)")
             )
             self.stdout.write(f"  {verdict}")
+
+
+class ReviewerClient:
+    """The review API as a reviewer's script would call it (the server then broadcasts the decision)."""
+
+    def __init__(self, server: str, token: str) -> None:
+        self.server = server.rstrip("/")
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Token {token}"
+
+    def dismiss(self, incident_code: str, *, reason: str, note: str) -> int:
+        response = self.session.post(
+            f"{self.server}/api/v1/review/{incident_code}/dismiss", json={"reason": reason, "note": note}, timeout=10
+        )
+        return response.status_code
+
+
+class SiteShow:
+    """The building site: its own stream of impulses, and a reviewer who dismisses what only it heard.
+
+    Each dismissal recalibrates the device (``alerts.services.calibration``), so its threshold rises on
+    its device page while the demo runs and, once past its false-alarm budget, its noise is held back
+    from police; the flag goes to its owner and the administrators.
+    """
+
+    def __init__(
+        self,
+        *,
+        source: SimulatedSource,
+        device: Device,
+        rng: np.random.Generator,
+        per_hour: float,
+        reviewer: ReviewerClient | None,
+        review_after_s: float,
+        say: Callable[[str], None] = lambda message: None,
+    ) -> None:
+        self.source, self.device, self.rng, self.say = source, device, rng, say
+        self.rate = per_hour / 3600.0
+        self.reviewer, self.review_after_s = reviewer, review_after_s
+        self.next_at = time.time() + 5.0 + float(rng.exponential(1 / self.rate))
+        self.next_review_at = 0.0
+        self.decided: set[int] = set()
+
+    def tick(self, bank: SoundBank, truth: list[TruthEvent]) -> None:
+        now = time.time()
+        if now >= self.next_at:
+            sounds = bank.site_sounds()
+            sound = sounds[int(self.rng.integers(len(sounds)))]
+            peak = float(np.max(np.abs(sound))) or 1.0
+            # Right next to the microphone: loud, often clipping-close, as a jackhammer at 20 m is.
+            level = 10 ** (float(self.rng.uniform(-9, -1)) / 20)
+            self.source.schedule(now + 1.0, burst_with(bank, self.rng, sound * (level / peak)))
+            self.say(f"building site: an impulse at {20 * np.log10(level):.0f} dBFS")
+            self.next_at = now + float(self.rng.exponential(1 / self.rate))
+        if self.reviewer is not None and now >= self.next_review_at:
+            self.next_review_at = now + 2.0
+            self._review(truth, now)
+
+    def _review(self, truth: list[TruthEvent], now: float) -> None:
+        from alerts.services.review import WAITING
+
+        waiting = Incident.objects.filter(
+            dispatch__in=WAITING,
+            detections__device=self.device,
+            opened_at__lte=datetime.fromtimestamp(now - self.review_after_s, UTC),
+        ).distinct()
+        for incident in waiting.prefetch_related("detections__device")[:10]:
+            if incident.pk in self.decided:
+                continue
+            heard = [(d.device.name, d.event_at.timestamp()) for d in incident.detections.all()]
+            self.decided.add(incident.pk)
+            if not nuisance_only(heard, SITE_DEVICE, truth):
+                self.say(
+                    f"simulated reviewer: incident #{incident.pk} is a shot or was heard elsewhere; left to people"
+                )
+                continue
+            try:
+                status = self.reviewer.dismiss(  # type: ignore[union-attr]  # tick() calls this only with a reviewer
+                    str(incident.code), reason="other_source", note="building site (the demo's simulated reviewer)"
+                )
+            except requests.RequestException:
+                self.decided.discard(incident.pk)  # the server is busy or stopping; next round
+                continue
+            self.say(f"simulated reviewer: dismissed incident #{incident.pk} (building site only): HTTP {status}")
