@@ -27,7 +27,7 @@ from core.training.data import (
 )
 from core.training.logo import run_logo
 from core.training.loop import train_one
-from core.training.protocols import Capture, apply_operating_points, run_protocol
+from core.training.protocols import Capture, apply_operating_points, folds_for, run_protocol
 from core.training.settings import TrainResult, TrainSettings
 from core.training.threshold import choose_threshold
 from core.weights import save_weights
@@ -208,10 +208,14 @@ def evaluate_protocols(
         records = limited(records, s.limit, s.seed)
     waves = load_waves(records, s.params, cache_dir=Path(s.cache_dir) if s.cache_dir else None, manifest=manifest)
     labels = np.array([r.positive for r in records], dtype=np.int64)
+    known = {f.name for name in s.protocols for f in folds_for(name, records, seed=s.seed)}
+    if unknown := set(s.folds) - known:
+        raise ValueError(f"unknown fold(s) {sorted(unknown)}; the protocols' folds are {sorted(known)}")
     out: dict[str, Any] = {}
     for name in s.protocols:
         result = run_protocol(name, records, waves, fit=_fold_fitter(records, waves, s),
-                              sample_rate=s.params.sample_rate, capture=capture, seed=s.seed)  # fmt: skip
+                              sample_rate=s.params.sample_rate, capture=capture, seed=s.seed,
+                              only=s.folds)  # fmt: skip
         if cal is not None:
             result = calibrated_result(result, cal)
         points = thresholds

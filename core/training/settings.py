@@ -52,6 +52,7 @@ class TrainSettings:
     # validation protocols run after the main fit (core.training.protocols.PROTOCOLS); the first one's held-out
     # predictions fit the calibration and the operating points stored in the weights
     protocols: tuple[str, ...] = ()
+    folds: tuple[str, ...] = ()  # only these folds of the protocols (by name, e.g. "us8k", "FP3"); empty: every fold
     calibrate: bool = False
     holdout: bool = True  # False: train on every clip (the shipped model), judged by the protocols instead
 
@@ -61,6 +62,7 @@ class TrainSettings:
             self.architecture, self.epochs, self.steps_per_epoch, self.batch_size, self.lr, self.target_fpr,
             self.threads, self.weight_decay, self.ema_decay, self.warmup_fraction,
             str(self.pretrained) if self.pretrained else None, self.mine_hard_negatives,
+            str(self.cache_dir) if self.cache_dir else None,
         )  # fmt: skip
 
     @classmethod
@@ -95,6 +97,8 @@ class LoopSettings:
     warmup_fraction: float = 0.15
     pretrained: str | None = None
     mine_hard_negatives: bool = False
+    # where the probe's fold-independent frozen embeddings are cached (core.training.probe.clip_embeddings)
+    cache_dir: str | None = None
 
 
 @dataclass
