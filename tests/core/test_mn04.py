@@ -221,3 +221,29 @@ def test_calibration_is_folded_into_the_device_export(tmp_path):
     with torch.inference_mode():
         device = torch.sigmoid(scripted(torch.from_numpy(batch))).numpy()
     np.testing.assert_allclose(device, clf.window_scores(batch), rtol=1e-5)
+
+
+@needs_pretrained
+def test_probe_from_cached_embeddings_is_the_probe_computed_directly(tmp_path):
+    """The fold-independent frozen embeddings are computed once into the cache and give the same probe."""
+    from core.training.augment import AugmentConfig
+    from core.training.data import load_manifest, load_waves
+    from core.training.probe import fit_probe
+
+    manifest = synthetic_manifest(tmp_path / "data", n_per_class=3)
+    records = load_manifest(manifest)
+    params = efficientat_32k()
+    waves = load_waves(records, params, cache_dir=None, manifest=manifest)
+    train_idx = np.arange(1, len(records))
+    kwargs = {"params": params, "config": AugmentConfig(), "pretrained": PRETRAINED, "augmented": False}
+    direct = fit_probe(records, waves, train_idx, **kwargs)
+    cached = fit_probe(records, waves, train_idx, cache_dir=tmp_path / "cache", **kwargs)
+    (cache_file,) = (tmp_path / "cache").glob("embeddings-*.npz")
+    with np.load(cache_file) as z:
+        assert z["counts"].size == len(records)  # every clip, not only this fold's training clips
+    again = fit_probe(records, waves, np.arange(len(records) - 1), cache_dir=tmp_path / "cache", **kwargs)
+    assert len(list((tmp_path / "cache").glob("embeddings-*"))) == 1  # another fold reuses the same file
+    np.testing.assert_allclose(cached.weight, direct.weight, rtol=1e-4, atol=1e-6)
+    assert cached.bias == pytest.approx(direct.bias, rel=1e-4)
+    assert cached.hard_negatives == direct.hard_negatives
+    assert again.weight.shape == direct.weight.shape
