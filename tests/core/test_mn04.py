@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -235,7 +236,7 @@ def test_probe_from_cached_embeddings_is_the_probe_computed_directly(tmp_path):
     params = efficientat_32k()
     waves = load_waves(records, params, cache_dir=None, manifest=manifest)
     train_idx = np.arange(1, len(records))
-    kwargs = {"params": params, "config": AugmentConfig(), "pretrained": PRETRAINED, "augmented": False}
+    kwargs: dict[str, Any] = {"params": params, "config": AugmentConfig(), "pretrained": PRETRAINED, "augmented": False}
     direct = fit_probe(records, waves, train_idx, **kwargs)
     cached = fit_probe(records, waves, train_idx, cache_dir=tmp_path / "cache", **kwargs)
     (cache_file,) = (tmp_path / "cache").glob("embeddings-*.npz")
