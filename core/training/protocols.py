@@ -251,6 +251,9 @@ def apply_operating_points(
         scores = np.array([by_index[int(i)] for i in fold.test])
         rows.append(fold_metrics(records, fold, scores, thresholds))
         stream = result["streams"][row["fold"]]
+        rows[-1]["stream_hours"] = stream["hours"]
+        if "trigger" in stream:
+            rows[-1]["captures"] = len(stream["trigger"])
         for name, t in thresholds.items():
             for kind in ("raw", "trigger"):
                 if kind in stream:

@@ -206,6 +206,7 @@ def test_cv_protocol_run_fits_calibration_stored_with_the_weights(tmp_path):
     card = json.loads((tmp_path / "run" / "model_card.json").read_text())
     folds = card["protocols"]["cv"]["folds"]
     assert len(folds) == 5 and all("alarms_per_hour_trigger" in f["balanced"] for f in folds)
+    assert all(f["captures"] == 1 and f["stream_hours"] > 0 for f in folds)  # one capture per stream above
     with (tmp_path / "data" / "manifest.csv").open() as f:
         assert sum(f2["n_test"] for f2 in folds) == len(list(csv.DictReader(f)))
 
