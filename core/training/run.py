@@ -200,7 +200,8 @@ def evaluate_protocols(
     thresholds: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Run settings.protocols for the recipe in settings (a fresh network per fold) and report each fold at the
-    given calibration and named thresholds (a shipped model's), or at the protocol's own 1 %-FPR point."""
+    given calibration and named thresholds (a shipped model's), or at the protocol's own 1 %-FPR point; each
+    protocol's ``held_out`` lists every test clip's file and score."""
     s = settings
     manifest = Path(s.manifest).resolve()
     records = load_manifest(manifest)
@@ -225,4 +226,10 @@ def evaluate_protocols(
             points = {"fpr_1pct": calibration.threshold_for_fpr(scores[labels[held] == 0], 0.01)}
         result = apply_operating_points(result, records, points, seed=s.seed)
         out[name] = {k: v for k, v in result.items() if k not in ("held_out", "streams")}
+        # Every held-out clip's score (on the thresholds' scale), for error analysis per category and source.
+        held = result["held_out"]
+        out[name]["held_out"] = {
+            "file": [records[int(i)].file for i in held["index"]],
+            "score": [round(float(v), 6) for v in held["scores"]],
+        }
     return out

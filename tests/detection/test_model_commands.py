@@ -105,6 +105,8 @@ def test_evaluate_protocol_runs_only_the_named_fold_with_the_overrides(tmp_path:
     fold = body["protocols"]["cv"]["folds"][0]
     assert fold["threshold"]["threshold"] == pytest.approx(0.4)  # the model's own threshold, no calibration
     assert "alarms_per_hour_raw" in fold["threshold"]
+    held = body["protocols"]["cv"]["held_out"]
+    assert len(held["file"]) == len(held["score"]) == fold["n_test"]
 
 
 def test_evaluate_protocol_overrides_are_checked(tmp_path: Path) -> None:
