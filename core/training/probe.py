@@ -107,7 +107,7 @@ def clip_embeddings(
 def fit_probe(
     records: list[ClipRecord], waves: list[np.ndarray], train_idx: np.ndarray, *, params: FeatureParams,
     config: AugmentConfig, pretrained: str | Path, seed: int = 0, augmented: bool = True,
-    cache_dir: Path | None = None,
+    cache_dir: Path | None = None, c: float = C,
 ) -> Probe:  # fmt: skip
     """Fit the probe on the training clips (see the module docstring); also return the mined hard negatives.
     With cache_dir the unaugmented embeddings come from (and go to) the cache of ``clip_embeddings``."""
@@ -147,7 +147,7 @@ def fit_probe(
     if y.all() or not y.any():
         raise ValueError("the probe needs gunshots and other sounds in the training clips")
     scaler = StandardScaler().fit(x)
-    model = LogisticRegression(C=C, class_weight="balanced", max_iter=3000)
+    model = LogisticRegression(C=c, class_weight="balanced", max_iter=3000)
     model.fit(scaler.transform(x), y)
     weights = np.ones(len(y))
     hard: dict[int, float] = {}

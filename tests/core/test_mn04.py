@@ -249,3 +249,5 @@ def test_probe_from_cached_embeddings_is_the_probe_computed_directly(tmp_path):
     assert cached.bias == pytest.approx(direct.bias, rel=1e-4)
     assert cached.hard_negatives == direct.hard_negatives
     assert again.weight.shape == direct.weight.shape
+    stronger = fit_probe(records, waves, train_idx, cache_dir=tmp_path / "cache", c=0.01, **kwargs)
+    assert np.linalg.norm(stronger.weight) < np.linalg.norm(cached.weight)  # C is the inverse L2 strength

@@ -94,13 +94,15 @@ def test_evaluate_protocol_runs_only_the_named_fold_with_the_overrides(tmp_path:
     out = tmp_path / "runs" / "cv2.json"
     text = run(
         "evaluate_model", "--manifest", str(manifest), "--weights", str(weights), "--protocol", "cv", "--fold", "cv2",
-        "--epochs", "1", "--steps-per-epoch", "2", "--seed", "3", "--out", str(out),
+        "--epochs", "1", "--steps-per-epoch", "2", "--seed", "3", "--out", str(out), "--probe-c", "0.05",
+        "--no-probe-augmentation",
     )  # fmt: skip
     body = json.loads(out.read_text())
     assert [row["fold"] for row in body["protocols"]["cv"]["folds"]] == ["cv2"]
     assert "cv2" in text and "cv1" not in text
     ran = body["ran"]
     assert (ran["epochs"], ran["steps_per_epoch"], ran["seed"], ran["folds"]) == (1, 2, 3, ["cv2"])
+    assert (ran["probe_c"], ran["probe_augmented"]) == (0.05, False)
     assert ran["seconds"] > 0 and len(ran["load_average"]) == 3
     fold = body["protocols"]["cv"]["folds"][0]
     assert fold["threshold"]["threshold"] == pytest.approx(0.4)  # the model's own threshold, no calibration

@@ -84,6 +84,9 @@ class Command(BaseCommand):
         recipe.add_argument("--epochs", type=int, help="fine-tuning epochs per fold (mn04 recipe: 5)")
         recipe.add_argument("--steps-per-epoch", type=int, help="fine-tuning steps per epoch (mn04 recipe: 120)")
         recipe.add_argument("--seed", type=int, help="seed of every fold's training (recipe: 0)")
+        recipe.add_argument("--probe-c", type=float, help="inverse L2 strength of the mn04 probe (recipe: 0.5)")
+        recipe.add_argument("--no-probe-augmentation", action="store_true",
+                            help="fit the mn04 probe on the unaugmented windows only")  # fmt: skip
         recipe.add_argument("--out", type=Path, help="also write the protocol result, with what ran, as JSON here")
 
     def handle(self, *args: Any, **opts: Any) -> None:
@@ -91,7 +94,7 @@ class Command(BaseCommand):
         if not manifest.is_file():
             raise CommandError(f"manifest not found: {manifest}")
         classifier, described = self._classifier(opts)
-        overrides = ("fold", "epochs", "steps_per_epoch", "seed", "out")
+        overrides = ("fold", "epochs", "steps_per_epoch", "seed", "out", "probe_c")
         if not opts["protocol"] and any(opts[k] not in (None, []) for k in overrides):
             raise CommandError("--fold, --epochs, --steps-per-epoch, --seed and --out need --protocol")
         for key in ("epochs", "steps_per_epoch"):
@@ -136,7 +139,8 @@ class Command(BaseCommand):
         common: dict[str, Any] = {
             "protocols": tuple(opts["protocol"]), "cache_dir": opts["cache_dir"], "speed": False,
             "folds": tuple(opts["fold"]),
-            **{k: opts[k] for k in ("epochs", "steps_per_epoch", "seed") if opts[k] is not None},
+            **{k: opts[k] for k in ("epochs", "steps_per_epoch", "seed", "probe_c") if opts[k] is not None},
+            **({"probe_augmented": False} if opts["no_probe_augmentation"] else {}),
         }  # fmt: skip
         if classifier.architecture.startswith("mn04"):
             recipe = TrainSettings.mn04(manifest, Path("."), opts["pretrained"], architecture=classifier.architecture,
@@ -159,7 +163,8 @@ class Command(BaseCommand):
                 "weights": str(opts["weights"] or opts["model"] or "active"), "architecture": recipe.architecture,
                 "protocols": list(recipe.protocols), "folds": list(recipe.folds) or "all", "seed": recipe.seed,
                 "epochs": recipe.epochs, "steps_per_epoch": recipe.steps_per_epoch, "batch_size": recipe.batch_size,
-                "threads": recipe.threads, "started": started, "seconds": round(time.perf_counter() - t0, 1),
+                "threads": recipe.threads, "probe_c": recipe.probe_c, "probe_augmented": recipe.probe_augmented,
+                "started": started, "seconds": round(time.perf_counter() - t0, 1),
                 "load_average": list(os.getloadavg()), "argv": sys.argv[1:],
             }  # fmt: skip
             opts["out"].parent.mkdir(parents=True, exist_ok=True)
