@@ -7,6 +7,7 @@ inside positive windows and return a frozen ``ClipResult``.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -223,11 +224,17 @@ class Classifier:
         """Save a TorchScript of the network (input: log-mel windows) for devices.
 
         The calibration is folded into the exported logit, so the device's sigmoid gives the same calibrated
-        score the server compares with the version's threshold.
+        score the server compares with the version's threshold. Weights are stored as float16 (and cast to
+        float32 inside the module, so any torch.jit.load runs it unchanged) when that loses nothing, as for
+        weights files saved in float16, or when float32 would not fit the device download budget.
         """
         example = torch.zeros(1, 1, self.params.n_mels, self.params.frames_per_window)
         cal = self.calibration
-        module = _CalibratedLogit(self.network, float(cal["a"]), float(cal["b"])) if cal else self.network
+        network = self.network.eval()
+        a, b = (float(cal["a"]), float(cal["b"])) if cal else (1.0, 0.0)
+        module: nn.Module = _CalibratedLogit(network, a, b) if cal else network
+        if _store_float16(network):
+            module = _Float16Stored(network, a, b)
         with torch.inference_mode():
             traced = torch.jit.trace(module.eval(), example)
         traced.save(str(path))
@@ -275,6 +282,45 @@ def classify_batch(classifier: Classifier, items: list[BatchItem]) -> list[ClipR
         )
         start += n
     return results
+
+
+DEVICE_DOWNLOAD_BYTES = 5_000_000  # every weights file a device downloads stays within this (issue #10)
+
+
+def _store_float16(network: nn.Module) -> bool:
+    tensors = [t for t in network.state_dict().values() if t.is_floating_point()]
+    lossless = all(torch.equal(t.half().float(), t.float()) for t in tensors)
+    return lossless or sum(4 * t.numel() for t in tensors) > 0.8 * DEVICE_DOWNLOAD_BYTES
+
+
+class _Float16Stored(nn.Module):
+    """The network's parameters and buffers stored as float16, cast to float32 on every call (about a
+    millisecond for mn04-ensemble's 1.2 M, once per clip's batch of windows), then the calibrated logit.
+
+    A copy of the network, held outside the module tree, has its parameters and buffers removed; each call
+    sets them from the float16 copies, so tracing records the casts and saves only the float16 tensors
+    (torch.func.functional_call refuses to run under the tracer)."""
+
+    def __init__(self, network: nn.Module, a: float, b: float) -> None:
+        super().__init__()
+        shell = copy.deepcopy(network).eval()
+        self._slots: list[tuple[nn.Module, str]] = []
+        for module in shell.modules():
+            for store in (module._parameters, module._buffers):
+                for name in [n for n, t in store.items() if t is not None]:
+                    tensor = store.pop(name)
+                    assert tensor is not None  # filtered above; mypy cannot see it through pop
+                    stored = tensor.detach().half() if tensor.is_floating_point() else tensor.detach().clone()
+                    self.register_buffer(f"t{len(self._slots)}", stored)
+                    self._slots.append((module, name))
+        self._shell = [shell]  # a list, so the module tree (and the saved file) does not include it
+        self.a, self.b = a, b
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, (module, name) in enumerate(self._slots):
+            stored = getattr(self, f"t{i}")
+            object.__setattr__(module, name, stored.float() if stored.dtype == torch.float16 else stored)
+        return self._shell[0](x) * self.a + self.b
 
 
 class _CalibratedLogit(nn.Module):

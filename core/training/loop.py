@@ -166,7 +166,8 @@ def train_one(
 
         probe = fit_probe(
             records, waves, train_idx, params=params, config=config, pretrained=settings.pretrained, seed=seed,
-            augmented=needs_probe,
+            augmented=needs_probe and settings.probe_augmented, c=settings.probe_c,
+            cache_dir=Path(settings.cache_dir) if settings.cache_dir else None,
         )  # fmt: skip
         if settings.mine_hard_negatives:
             sampler.reweight_negatives(probe.hard_negatives)

@@ -11,6 +11,8 @@ much as a few hundred training steps.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,11 +55,62 @@ def _first_window(x: np.ndarray, params: FeatureParams) -> np.ndarray:
     return features.frame_windows(features.log_mel(x, params), params)[0][:1]
 
 
+@dataclass
+class ClipEmbeddings:
+    """The frozen embedding of every production window of one clip, and which window is the loudest."""
+
+    windows: np.ndarray  # (n_windows, 384) float32
+    loudest: int
+
+
+def _clip_embedding(backbone: torch.nn.Module, wave: np.ndarray, params: FeatureParams) -> ClipEmbeddings:
+    batch = features.windows(wave, params.sample_rate, params)
+    return ClipEmbeddings(_embed(backbone, batch), int(np.argmax(batch.max(axis=(1, 2, 3)))))
+
+
+def _embedding_cache_key(records: list[ClipRecord], params: FeatureParams, pretrained: str | Path) -> str:
+    h = hashlib.sha256("\n".join(str(r.path) for r in records).encode())
+    h.update(repr(params.to_dict()).encode())
+    h.update(Path(pretrained).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def clip_embeddings(
+    records: list[ClipRecord], waves: list[np.ndarray], *, params: FeatureParams, pretrained: str | Path,
+    cache_dir: Path,
+) -> list[ClipEmbeddings]:  # fmt: skip
+    """The unaugmented frozen embeddings of every clip of the data set, computed once and cached in cache_dir.
+
+    They depend on the clip, the features and the checkpoint only, never on a fold, so a validation protocol
+    fits every fold's probe from the same cache instead of re-embedding the whole training set per fold.
+    """
+    cache = Path(cache_dir) / f"embeddings-{_embedding_cache_key(records, params, pretrained)}.npz"
+    if cache.exists():
+        with np.load(cache) as z:
+            bounds = np.cumsum(z["counts"])[:-1]
+            return [
+                ClipEmbeddings(w, int(k))
+                for w, k in zip(np.split(z["windows"], bounds), z["loudest"], strict=True)
+            ]  # fmt: skip
+    backbone = _backbone(pretrained)
+    out = [_clip_embedding(backbone, w, params) for w in tqdm(waves, desc="probe: embed all clips", unit="clip")]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".part.npz")
+    np.savez(
+        tmp, windows=np.concatenate([e.windows for e in out]), counts=np.array([len(e.windows) for e in out]),
+        loudest=np.array([e.loudest for e in out]),
+    )  # fmt: skip
+    os.replace(tmp, cache)
+    return out
+
+
 def fit_probe(
     records: list[ClipRecord], waves: list[np.ndarray], train_idx: np.ndarray, *, params: FeatureParams,
     config: AugmentConfig, pretrained: str | Path, seed: int = 0, augmented: bool = True,
+    cache_dir: Path | None = None, c: float = C,
 ) -> Probe:  # fmt: skip
-    """Fit the probe on the training clips (see the module docstring); also return the mined hard negatives."""
+    """Fit the probe on the training clips (see the module docstring); also return the mined hard negatives.
+    With cache_dir the unaugmented embeddings come from (and go to) the cache of ``clip_embeddings``."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -72,13 +125,18 @@ def fit_probe(
             wins = [_first_window(sampler.window(int(i), bool(positive)), params) for _ in range(k)]
             xs.append(_embed(backbone, np.concatenate(wins)))
             ys.append(np.full(k, float(positive)))
+    cached = (
+        clip_embeddings(records, waves, params=params, pretrained=pretrained, cache_dir=cache_dir)
+        if cache_dir is not None
+        else None
+    )
     neg_rows: list[np.ndarray] = []
     neg_owner: list[int] = []
     for i, positive in tqdm(list(zip(idx, labels, strict=True)), desc="probe: clips", unit="clip", leave=False):
-        batch = features.windows(waves[i], params.sample_rate, params)
-        emb = _embed(backbone, batch)
+        e = cached[i] if cached is not None else _clip_embedding(backbone, waves[i], params)
+        emb = e.windows
         if positive:  # the loudest window holds the shot; quiet lead-ins are not "gunshot"
-            xs.append(emb[[int(np.argmax(batch.max(axis=(1, 2, 3))))]])
+            xs.append(emb[[e.loudest]])
             ys.append(np.ones(1))
         else:
             neg_rows.append(emb)
@@ -89,7 +147,7 @@ def fit_probe(
     if y.all() or not y.any():
         raise ValueError("the probe needs gunshots and other sounds in the training clips")
     scaler = StandardScaler().fit(x)
-    model = LogisticRegression(C=C, class_weight="balanced", max_iter=3000)
+    model = LogisticRegression(C=c, class_weight="balanced", max_iter=3000)
     model.fit(scaler.transform(x), y)
     weights = np.ones(len(y))
     hard: dict[int, float] = {}

@@ -212,12 +212,16 @@ def run_protocol(
     sample_rate: int,
     capture: Capture | None = None,
     seed: int = 0,
+    only: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Train on each fold's training clips (``fit(train, test, name) -> (classifier, test clip scores)``), score
-    its held-out clips and its held-out background streamed, and collect everything for thresholds."""
+    its held-out clips and its held-out background streamed, and collect everything for thresholds.
+    ``only`` names the folds to run (the others are skipped); empty runs every fold."""
     from core import evaluation
 
     folds = folds_for(protocol, records, seed=seed)
+    if only:
+        folds = [f for f in folds if f.name in only]
     rows, held_idx, held_scores, streams = [], [], [], {}
     for fold in folds:
         classifier, scores = fit(fold.train, fold.test, f"{protocol} {fold.name}")
@@ -247,6 +251,9 @@ def apply_operating_points(
         scores = np.array([by_index[int(i)] for i in fold.test])
         rows.append(fold_metrics(records, fold, scores, thresholds))
         stream = result["streams"][row["fold"]]
+        rows[-1]["stream_hours"] = stream["hours"]
+        if "trigger" in stream:
+            rows[-1]["captures"] = len(stream["trigger"])
         for name, t in thresholds.items():
             for kind in ("raw", "trigger"):
                 if kind in stream:

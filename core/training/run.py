@@ -27,7 +27,7 @@ from core.training.data import (
 )
 from core.training.logo import run_logo
 from core.training.loop import train_one
-from core.training.protocols import Capture, apply_operating_points, run_protocol
+from core.training.protocols import Capture, apply_operating_points, folds_for, run_protocol
 from core.training.settings import TrainResult, TrainSettings
 from core.training.threshold import choose_threshold
 from core.weights import save_weights
@@ -200,7 +200,8 @@ def evaluate_protocols(
     thresholds: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Run settings.protocols for the recipe in settings (a fresh network per fold) and report each fold at the
-    given calibration and named thresholds (a shipped model's), or at the protocol's own 1 %-FPR point."""
+    given calibration and named thresholds (a shipped model's), or at the protocol's own 1 %-FPR point; each
+    protocol's ``held_out`` lists every test clip's file and score."""
     s = settings
     manifest = Path(s.manifest).resolve()
     records = load_manifest(manifest)
@@ -208,10 +209,14 @@ def evaluate_protocols(
         records = limited(records, s.limit, s.seed)
     waves = load_waves(records, s.params, cache_dir=Path(s.cache_dir) if s.cache_dir else None, manifest=manifest)
     labels = np.array([r.positive for r in records], dtype=np.int64)
+    known = {f.name for name in s.protocols for f in folds_for(name, records, seed=s.seed)}
+    if unknown := set(s.folds) - known:
+        raise ValueError(f"unknown fold(s) {sorted(unknown)}; the protocols' folds are {sorted(known)}")
     out: dict[str, Any] = {}
     for name in s.protocols:
         result = run_protocol(name, records, waves, fit=_fold_fitter(records, waves, s),
-                              sample_rate=s.params.sample_rate, capture=capture, seed=s.seed)  # fmt: skip
+                              sample_rate=s.params.sample_rate, capture=capture, seed=s.seed,
+                              only=s.folds)  # fmt: skip
         if cal is not None:
             result = calibrated_result(result, cal)
         points = thresholds
@@ -221,4 +226,10 @@ def evaluate_protocols(
             points = {"fpr_1pct": calibration.threshold_for_fpr(scores[labels[held] == 0], 0.01)}
         result = apply_operating_points(result, records, points, seed=s.seed)
         out[name] = {k: v for k, v in result.items() if k not in ("held_out", "streams")}
+        # Every held-out clip's score (on the thresholds' scale), for error analysis per category and source.
+        held = result["held_out"]
+        out[name]["held_out"] = {
+            "file": [records[int(i)].file for i in held["index"]],
+            "score": [round(float(v), 6) for v in held["scores"]],
+        }
     return out

@@ -24,6 +24,9 @@ class TrainSettings:
     pretrained: str | Path | None = None
     # hard negatives mined from the training fold with the pretrained embedding (needs ``pretrained``)
     mine_hard_negatives: bool = False
+    # the probe on the frozen embedding (mn04-ensemble's second member, and the hard-negative miner)
+    probe_c: float = 0.5  # inverse L2 strength of its logistic regression
+    probe_augmented: bool = True  # also fit it on field-augmented windows
     # the loop
     epochs: int = 12
     steps_per_epoch: int = 128
@@ -52,6 +55,7 @@ class TrainSettings:
     # validation protocols run after the main fit (core.training.protocols.PROTOCOLS); the first one's held-out
     # predictions fit the calibration and the operating points stored in the weights
     protocols: tuple[str, ...] = ()
+    folds: tuple[str, ...] = ()  # only these folds of the protocols (by name, e.g. "us8k", "FP3"); empty: every fold
     calibrate: bool = False
     holdout: bool = True  # False: train on every clip (the shipped model), judged by the protocols instead
 
@@ -61,6 +65,7 @@ class TrainSettings:
             self.architecture, self.epochs, self.steps_per_epoch, self.batch_size, self.lr, self.target_fpr,
             self.threads, self.weight_decay, self.ema_decay, self.warmup_fraction,
             str(self.pretrained) if self.pretrained else None, self.mine_hard_negatives,
+            str(self.cache_dir) if self.cache_dir else None, self.probe_c, self.probe_augmented,
         )  # fmt: skip
 
     @classmethod
@@ -95,6 +100,10 @@ class LoopSettings:
     warmup_fraction: float = 0.15
     pretrained: str | None = None
     mine_hard_negatives: bool = False
+    # where the probe's fold-independent frozen embeddings are cached (core.training.probe.clip_embeddings)
+    cache_dir: str | None = None
+    probe_c: float = 0.5
+    probe_augmented: bool = True
 
 
 @dataclass

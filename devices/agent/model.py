@@ -53,7 +53,10 @@ class ModelStore:
 
 
 class OnboardScorer:
-    """TorchScript network over the same log-mel windows the server computes."""
+    """TorchScript network over the same log-mel windows the server computes.
+
+    The server's export folds the calibration in and may store the weights as float16 (the module casts them
+    to float32 itself), so a plain torch.jit.load and a sigmoid give the server's calibrated score."""
 
     def __init__(self, module: Any, features: Any, params: Any, threshold: float) -> None:
         self._module = module

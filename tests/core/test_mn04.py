@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -205,6 +206,7 @@ def test_cv_protocol_run_fits_calibration_stored_with_the_weights(tmp_path):
     card = json.loads((tmp_path / "run" / "model_card.json").read_text())
     folds = card["protocols"]["cv"]["folds"]
     assert len(folds) == 5 and all("alarms_per_hour_trigger" in f["balanced"] for f in folds)
+    assert all(f["captures"] == 1 and f["stream_hours"] > 0 for f in folds)  # one capture per stream above
     with (tmp_path / "data" / "manifest.csv").open() as f:
         assert sum(f2["n_test"] for f2 in folds) == len(list(csv.DictReader(f)))
 
@@ -221,3 +223,31 @@ def test_calibration_is_folded_into_the_device_export(tmp_path):
     with torch.inference_mode():
         device = torch.sigmoid(scripted(torch.from_numpy(batch))).numpy()
     np.testing.assert_allclose(device, clf.window_scores(batch), rtol=1e-5)
+
+
+@needs_pretrained
+def test_probe_from_cached_embeddings_is_the_probe_computed_directly(tmp_path):
+    """The fold-independent frozen embeddings are computed once into the cache and give the same probe."""
+    from core.training.augment import AugmentConfig
+    from core.training.data import load_manifest, load_waves
+    from core.training.probe import fit_probe
+
+    manifest = synthetic_manifest(tmp_path / "data", n_per_class=3)
+    records = load_manifest(manifest)
+    params = efficientat_32k()
+    waves = load_waves(records, params, cache_dir=None, manifest=manifest)
+    train_idx = np.arange(1, len(records))
+    kwargs: dict[str, Any] = {"params": params, "config": AugmentConfig(), "pretrained": PRETRAINED, "augmented": False}
+    direct = fit_probe(records, waves, train_idx, **kwargs)
+    cached = fit_probe(records, waves, train_idx, cache_dir=tmp_path / "cache", **kwargs)
+    (cache_file,) = (tmp_path / "cache").glob("embeddings-*.npz")
+    with np.load(cache_file) as z:
+        assert z["counts"].size == len(records)  # every clip, not only this fold's training clips
+    again = fit_probe(records, waves, np.arange(len(records) - 1), cache_dir=tmp_path / "cache", **kwargs)
+    assert len(list((tmp_path / "cache").glob("embeddings-*"))) == 1  # another fold reuses the same file
+    np.testing.assert_allclose(cached.weight, direct.weight, rtol=1e-4, atol=1e-6)
+    assert cached.bias == pytest.approx(direct.bias, rel=1e-4)
+    assert cached.hard_negatives == direct.hard_negatives
+    assert again.weight.shape == direct.weight.shape
+    stronger = fit_probe(records, waves, train_idx, cache_dir=tmp_path / "cache", c=0.01, **kwargs)
+    assert np.linalg.norm(stronger.weight) < np.linalg.norm(cached.weight)  # C is the inverse L2 strength

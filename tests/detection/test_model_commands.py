@@ -88,6 +88,41 @@ def test_evaluate_human_report_lists_sources_and_categories(manifest: Path, tmp_
     assert "hum" in text
 
 
+def test_evaluate_protocol_runs_only_the_named_fold_with_the_overrides(tmp_path: Path) -> None:
+    manifest = synthetic_manifest(tmp_path / "data", n_per_class=10)  # cv needs 5 clips per stratum
+    weights = make_weights(tmp_path / "tiny.pt", threshold=0.4)
+    out = tmp_path / "runs" / "cv2.json"
+    text = run(
+        "evaluate_model", "--manifest", str(manifest), "--weights", str(weights), "--protocol", "cv", "--fold", "cv2",
+        "--epochs", "1", "--steps-per-epoch", "2", "--seed", "3", "--out", str(out), "--probe-c", "0.05",
+        "--no-probe-augmentation",
+    )  # fmt: skip
+    body = json.loads(out.read_text())
+    assert [row["fold"] for row in body["protocols"]["cv"]["folds"]] == ["cv2"]
+    assert "cv2" in text and "cv1" not in text
+    ran = body["ran"]
+    assert (ran["epochs"], ran["steps_per_epoch"], ran["seed"], ran["folds"]) == (1, 2, 3, ["cv2"])
+    assert (ran["probe_c"], ran["probe_augmented"]) == (0.05, False)
+    assert ran["seconds"] > 0 and len(ran["load_average"]) == 3
+    fold = body["protocols"]["cv"]["folds"][0]
+    assert fold["threshold"]["threshold"] == pytest.approx(0.4)  # the model's own threshold, no calibration
+    assert "alarms_per_hour_raw" in fold["threshold"]
+    held = body["protocols"]["cv"]["held_out"]
+    assert len(held["file"]) == len(held["score"]) == fold["n_test"]
+
+
+def test_evaluate_protocol_overrides_are_checked(tmp_path: Path) -> None:
+    manifest = synthetic_manifest(tmp_path / "data", n_per_class=10)
+    weights = str(make_weights(tmp_path / "tiny.pt"))
+    with pytest.raises(CommandError, match="need --protocol"):
+        run("evaluate_model", "--manifest", str(manifest), "--weights", weights, "--epochs", "1")
+    with pytest.raises(CommandError, match="at least 1"):
+        run("evaluate_model", "--manifest", str(manifest), "--weights", weights, "--protocol", "cv",
+            "--steps-per-epoch", "0")  # fmt: skip
+    with pytest.raises(CommandError, match="unknown fold"):
+        run("evaluate_model", "--manifest", str(manifest), "--weights", weights, "--protocol", "cv", "--fold", "FP9")
+
+
 @pytest.mark.slow
 @pytest.mark.django_db
 def test_train_model_writes_a_card_and_registers_a_candidate(tmp_path: Path) -> None:

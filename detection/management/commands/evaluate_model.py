@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -73,13 +75,31 @@ class Command(BaseCommand):
                  "one training per fold) and report each fold at the model's calibration and operating points",
         )  # fmt: skip
         parser.add_argument("--pretrained", type=Path, default=DEFAULT_PRETRAINED, help="AudioSet checkpoint, mn04-gun")
-        parser.add_argument("--cache-dir", type=Path, help="cache decoded audio here between runs")
+        parser.add_argument(
+            "--cache-dir", type=Path,
+            help="cache decoded audio (and, for mn04, the frozen embeddings every fold's probe shares) between runs",
+        )  # fmt: skip
+        recipe = parser.add_argument_group("--protocol overrides of the model's recipe (default: the recipe's own)")
+        recipe.add_argument("--fold", action="append", default=[], help="run only this fold (repeatable), e.g. us8k")
+        recipe.add_argument("--epochs", type=int, help="fine-tuning epochs per fold (mn04 recipe: 5)")
+        recipe.add_argument("--steps-per-epoch", type=int, help="fine-tuning steps per epoch (mn04 recipe: 120)")
+        recipe.add_argument("--seed", type=int, help="seed of every fold's training (recipe: 0)")
+        recipe.add_argument("--probe-c", type=float, help="inverse L2 strength of the mn04 probe (recipe: 0.5)")
+        recipe.add_argument("--no-probe-augmentation", action="store_true",
+                            help="fit the mn04 probe on the unaugmented windows only")  # fmt: skip
+        recipe.add_argument("--out", type=Path, help="also write the protocol result, with what ran, as JSON here")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         manifest: Path = opts["manifest"]
         if not manifest.is_file():
             raise CommandError(f"manifest not found: {manifest}")
         classifier, described = self._classifier(opts)
+        overrides = ("fold", "epochs", "steps_per_epoch", "seed", "out", "probe_c")
+        if not opts["protocol"] and any(opts[k] not in (None, []) for k in overrides):
+            raise CommandError("--fold, --epochs, --steps-per-epoch, --seed and --out need --protocol")
+        for key in ("epochs", "steps_per_epoch"):
+            if opts[key] is not None and opts[key] < 1:
+                raise CommandError(f"--{key.replace('_', '-')} must be at least 1")
         if opts["protocol"]:
             self._protocols(classifier, manifest, opts)
             return
@@ -116,19 +136,39 @@ class Command(BaseCommand):
             raise CommandError(f"cannot load the model: {exc}") from exc
 
     def _protocols(self, classifier: Classifier, manifest: Path, opts: dict[str, Any]) -> None:
-        common = {"protocols": tuple(opts["protocol"]), "cache_dir": opts["cache_dir"], "speed": False}
+        common: dict[str, Any] = {
+            "protocols": tuple(opts["protocol"]), "cache_dir": opts["cache_dir"], "speed": False,
+            "folds": tuple(opts["fold"]),
+            **{k: opts[k] for k in ("epochs", "steps_per_epoch", "seed", "probe_c") if opts[k] is not None},
+            **({"probe_augmented": False} if opts["no_probe_augmentation"] else {}),
+        }  # fmt: skip
         if classifier.architecture.startswith("mn04"):
             recipe = TrainSettings.mn04(manifest, Path("."), opts["pretrained"], architecture=classifier.architecture,
                                         **common)  # fmt: skip
         else:
             recipe = TrainSettings(manifest=manifest, out_dir=Path("."), architecture=classifier.architecture,
                                    params=classifier.params, **common)  # fmt: skip
-        result = evaluate_protocols(
-            recipe,
-            capture=trigger_captures,
-            cal=classifier.calibration,
-            thresholds=classifier.operating_points or {"threshold": classifier.threshold},
-        )
+        started, t0 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.perf_counter()
+        try:
+            result = evaluate_protocols(
+                recipe,
+                capture=trigger_captures,
+                cal=classifier.calibration,
+                thresholds=classifier.operating_points or {"threshold": classifier.threshold},
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        if opts["out"]:
+            ran = {
+                "weights": str(opts["weights"] or opts["model"] or "active"), "architecture": recipe.architecture,
+                "protocols": list(recipe.protocols), "folds": list(recipe.folds) or "all", "seed": recipe.seed,
+                "epochs": recipe.epochs, "steps_per_epoch": recipe.steps_per_epoch, "batch_size": recipe.batch_size,
+                "threads": recipe.threads, "probe_c": recipe.probe_c, "probe_augmented": recipe.probe_augmented,
+                "started": started, "seconds": round(time.perf_counter() - t0, 1),
+                "load_average": list(os.getloadavg()), "argv": sys.argv[1:],
+            }  # fmt: skip
+            opts["out"].parent.mkdir(parents=True, exist_ok=True)
+            opts["out"].write_text(json.dumps({"ran": ran, "protocols": result}, indent=1, default=float))
         if opts["json"]:
             self.stdout.write(json.dumps(result, default=float))
             return
