@@ -113,17 +113,28 @@ def _estimate(group: list[Detection]) -> tuple[float, float, float, str, float |
     return estimate.lat, estimate.lon, estimate.radius_m, estimate.method, estimate.residual_m
 
 
-def incident_refresh(incident: Incident) -> bool:
+REFRESH_FIELDS = (
+    "pk",
+    "device_id",
+    "event_at",
+    "latitude",
+    "longitude",
+    "accuracy_m",
+    "clock_source",
+    "score",
+    "shots",
+)
+
+
+def incident_refresh(incident: Incident, *, detections: Sequence[Detection] | None = None) -> bool:
     """Recompute the incident's aggregates, shot count and location; True when the location changed.
 
     The location comes from one shot only (TDOA must compare arrival times of one shot): the one
-    ``incident_shots`` puts first.
+    ``incident_shots`` puts first. ``detections``: all of the incident's, when the caller read them under
+    the incident's lock already (with at least ``REFRESH_FIELDS``).
     """
-    detections = list(
-        Detection.objects.filter(incident=incident).only(
-            "pk", "device_id", "event_at", "latitude", "longitude", "accuracy_m", "clock_source", "score", "shots"
-        )
-    )
+    if detections is None:
+        detections = list(Detection.objects.filter(incident=incident).only(*REFRESH_FIELDS))
     shots = incident_shots(detections)
     best = _evidence(incident)
     old_location = (incident.latitude, incident.longitude, incident.radius_m)
