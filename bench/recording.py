@@ -1,12 +1,12 @@
 """The incident step alone: ms and database queries per recorded detection, as e2e_latency.py loads it.
 
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/gw_bench .venv/bin/python bench/recording.py \
-        --devices 20 --detections 1200 [--profile 30]
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/gw_bench REDIS_URL=redis://127.0.0.1:6379/5 \
+        .venv/bin/python bench/recording.py --devices 20 --detections 1200 [--profile 30]
 
 Makes --devices devices 5 km apart (each device's clips follow up on its own incident, as in the e2e
 benchmark) and --detections positive classifications, one a second per device, then records them in
 order with ``incident_record_detection`` (no model, no broker, no web server). Prints the mean, p50 and
-p95 time per detection, split into the first and last tenth (the incidents grow: 60 s of follow-ups at
+p95 time per detection (the REDIS_URL database is emptied at the end), split into the first and last tenth (the incidents grow: 60 s of follow-ups at
 one clip a second per device is 60 detections), and the queries per detection. ``--profile N`` prints
 the N most expensive functions (cProfile, cumulative).
 """
@@ -36,6 +36,9 @@ def main() -> int:
     args = parser.parse_args()
     os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/gw_bench")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gunwatch.settings")
+    # The notification tasks the incidents enqueue land here and are flushed at the end: a database of
+    # its own, not the e2e benchmark's (which refuses a Redis database holding someone else's keys).
+    redis_url = os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/5")
     if "bench" not in os.environ["DATABASE_URL"].rsplit("/", 1)[-1]:
         raise SystemExit("refusing to run against a database whose name lacks 'bench' (its incidents are deleted)")
     from bench.e2e_latency import ensure_database
@@ -123,6 +126,9 @@ def main() -> int:
             f"p95={ordered[int(len(ordered) * 0.95)]:.1f}"
         )
     print(f"queries per detection: mean={statistics.fmean(queries):.1f} max={max(queries)} min={min(queries)}")
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
     if profile:
         pstats.Stats(profile).sort_stats("cumulative").print_stats(args.profile)
     return 0

@@ -228,7 +228,8 @@ def _candidates(sighting: Sighting) -> list[Incident]:
         nearby |= Q(latitude__range=(min_lat, max_lat), longitude__range=(min_lon, max_lon))
     related = Detection.objects.filter(nearby, incident__in=in_window.values("pk")).values("incident_id")
     return list(
-        Incident.objects.select_for_update()
+        Incident.objects.select_for_update(of=("self",))
+        .select_related("evidence_clip")
         .filter(pk__in=related)
         .prefetch_related(
             Prefetch(

@@ -66,7 +66,7 @@ def test_opening_an_incident_stays_within_its_query_budget(db: None, django_asse
     PoliceStationFactory(latitude=CENTRE[0], longitude=CENTRE[1])
     classification = _positive(_device(CENTRE))
     # A new incident also routes to its stations, applies their policy and writes the notifications.
-    with django_assert_max_num_queries(28):
+    with django_assert_max_num_queries(29):
         incident = incident_record_detection(classification=classification)
     assert incident is not None and incident.notifications.count() >= 2
 
