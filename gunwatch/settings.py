@@ -238,6 +238,9 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # librosa/numba grow memory slowly; recycling children keeps a long-running worker flat.
 CELERY_WORKER_MAX_TASKS_PER_CHILD = env_int("CELERY_WORKER_MAX_TASKS_PER_CHILD", 2000)
+# A pool child loads and warms the model in worker_process_init before it reports up; Celery kills a
+# child silent for longer than this (default 4 s), and the shipped model can take longer on a busy host.
+CELERY_WORKER_PROC_ALIVE_TIMEOUT = env_float("CELERY_WORKER_PROC_ALIVE_TIMEOUT", 60.0)
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {"detection.tasks.classify_clip": {"queue": "audio"}}
 CELERY_TIMEZONE = "UTC"
