@@ -6,9 +6,9 @@
 Makes --devices devices 5 km apart (each device's clips follow up on its own incident, as in the e2e
 benchmark) and --detections positive classifications, one a second per device, then records them in
 order with ``incident_record_detection`` (no model, no broker, no web server). Prints the mean, p50 and
-p95 time per detection (the REDIS_URL database is emptied at the end), split into the first and last tenth (the incidents grow: 60 s of follow-ups at
+p95 time per detection, split into the first and last tenth (the incidents grow: 60 s of follow-ups at
 one clip a second per device is 60 detections), and the queries per detection. ``--profile N`` prints
-the N most expensive functions (cProfile, cumulative).
+the N most expensive functions (cProfile, cumulative). The REDIS_URL database is emptied at the end.
 """
 
 from __future__ import annotations
