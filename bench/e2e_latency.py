@@ -270,6 +270,51 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
+def bench_env(database_url: str, redis_url: str | None, work: Path) -> dict[str, str]:
+    """The servers' environment: production settings (DEBUG off) on plain loopback HTTP."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "gunwatch.settings",
+        "DATABASE_URL": database_url,
+        "DEBUG": "false",
+        "SECRET_KEY": "bench-only-" + uuid.uuid4().hex,
+        "SESSION_COOKIE_SECURE": "false",
+        "CSRF_COOKIE_SECURE": "false",
+        # Plain HTTP on loopback: production (DEBUG off) would redirect every request to HTTPS.
+        "SECURE_SSL_REDIRECT": "false",
+        "SECURE_HSTS_SECONDS": "0",
+        "MEDIA_ROOT": str(work / "media"),
+        "LOG_LEVEL": "WARNING",
+        "THROTTLE_DEVICE": "100000/min",
+        "PYTHONPATH": str(REPO),
+    }
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    else:
+        env.pop("REDIS_URL", None)  # the embedded mode: tasks on the server's own threads
+    return env
+
+
+def set_up(env: dict[str, str], work: Path, devices: int, architecture: str) -> list[dict[str, Any]]:
+    """Migrate, empty the tables, make the station, officer, devices and the pinned model; the devices."""
+    manage = [sys.executable, str(REPO / "manage.py")]
+    subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, cwd=REPO, check=True)
+    setup = subprocess.run(
+        [
+            *manage,
+            "shell",
+            "-c",
+            f"import sys; sys.argv = ['', {str(work)!r}, {PASSWORD!r}, '{devices}', {architecture!r}]\n" + SETUP,
+        ],
+        env=env,
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return list(json.loads(next(line for line in setup.stdout.splitlines() if line.startswith("SETUP "))[6:]))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", type=int, default=20)
@@ -305,42 +350,9 @@ def main() -> int:
         raise SystemExit(f"refusing to run against {database_url!r}: its name lacks 'bench' (see --any-database)")
     ensure_database(database_url)
     work = Path(tempfile.mkdtemp(prefix="gw-bench-"))
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "gunwatch.settings",
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "DEBUG": "false",
-        "SECRET_KEY": "bench-only-" + uuid.uuid4().hex,
-        "SESSION_COOKIE_SECURE": "false",
-        "CSRF_COOKIE_SECURE": "false",
-        # Plain HTTP on loopback: production (DEBUG off) would redirect every request to HTTPS.
-        "SECURE_SSL_REDIRECT": "false",
-        "SECURE_HSTS_SECONDS": "0",
-        "MEDIA_ROOT": str(work / "media"),
-        "LOG_LEVEL": "WARNING",
-        "THROTTLE_DEVICE": "100000/min",
-        # Devices 5 km apart never join; each device's uploads follow up on its own incident.
-        "PYTHONPATH": str(REPO),
-    }
+    env = bench_env(database_url, redis_url, work)
     python = sys.executable
-    manage = [python, str(REPO / "manage.py")]
-    subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, cwd=REPO, check=True)
-    setup = subprocess.run(
-        [
-            *manage,
-            "shell",
-            "-c",
-            f"import sys; sys.argv = ['', {str(work)!r}, {PASSWORD!r}, '{args.devices}', {args.architecture!r}]\n"
-            + SETUP,
-        ],
-        env=env,
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    devices = json.loads(next(line for line in setup.stdout.splitlines() if line.startswith("SETUP "))[6:])
+    devices = set_up(env, work, args.devices, args.architecture)
     claim_redis(redis_url)
 
     port = free_port()
