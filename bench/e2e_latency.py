@@ -353,6 +353,8 @@ def main() -> int:
     env = bench_env(database_url, redis_url, work)
     python = sys.executable
     devices = set_up(env, work, args.devices, args.architecture)
+    # As ./gw serve starts them: a worker keeps its database connection (the web processes cannot).
+    worker_env = {**env, "DB_CONN_MAX_AGE": os.environ.get("WORKER_DB_CONN_MAX_AGE", "300")}
     claim_redis(redis_url)
 
     port = free_port()
@@ -376,7 +378,7 @@ def main() -> int:
             "--without-mingle",
             "--without-heartbeat",
         ],
-        env=env,
+        env=worker_env,
         cwd=REPO,
         stdout=logs["worker"],
         stderr=subprocess.STDOUT,

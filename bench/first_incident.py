@@ -126,7 +126,7 @@ def main() -> int:
                 worker = start(
                     [python, "-m", "celery", "-A", "gunwatch", "worker", "-Q", "audio,default", "-c", "2",
                      "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-                    env, work / "worker.log",
+                    {**env, "DB_CONN_MAX_AGE": "300"}, work / "worker.log",
                 )  # fmt: skip
                 try:
                     results.append(one_upload(base, devices[n], audio, run, devices, args.timeout))

@@ -147,8 +147,14 @@ DATA_DIR = Path(env_str("GUNWATCH_VAR_DIR", str(BASE_DIR / "var")))
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
     # 0 by default: under an ASGI server every request runs on a fresh thread, so kept-alive
-    # connections pile up until PostgreSQL refuses clients. Raise it for WSGI servers and workers.
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))}
+    # connections pile up until PostgreSQL refuses clients. Raise it for WSGI servers and workers
+    # (./gw serve gives its Celery workers 300: a prefork child is one thread, and a new PostgreSQL
+    # connection per task cost the worker and the database more than the task's own queries).
+    DATABASES = {
+        "default": dj_database_url.parse(
+            DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0), conn_health_checks=True
+        )
+    }
 else:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
