@@ -115,6 +115,7 @@ def _estimate(group: list[Detection]) -> tuple[float, float, float, str, float |
 
 REFRESH_FIELDS = (
     "pk",
+    "clip_id",
     "device_id",
     "event_at",
     "latitude",
@@ -143,17 +144,19 @@ _REFRESHED = [
 ]
 
 
-def incident_refresh(incident: Incident, *, detections: Sequence[Detection] | None = None) -> bool:
+def incident_refresh(
+    incident: Incident, *, detections: Sequence[Detection] | None = None, added: Detection | None = None
+) -> bool:
     """Recompute the incident's aggregates, shot count and location; True when the location changed.
 
     The location comes from one shot only (TDOA must compare arrival times of one shot): the one
     ``incident_shots`` puts first. ``detections``: all of the incident's, when the caller read them under
-    the incident's lock already (with at least ``REFRESH_FIELDS``).
+    the incident's lock already (with at least ``REFRESH_FIELDS``); ``added``: the one just recorded.
     """
     if detections is None:
         detections = list(Detection.objects.filter(incident=incident).only(*REFRESH_FIELDS))
     shots = incident_shots(detections)
-    best = _evidence(incident)
+    best = _evidence_after(incident, detections, added) if added is not None else _evidence(incident)
     old_location = (incident.latitude, incident.longitude, incident.radius_m)
     group = [d for d in shots[0] if d.has_position] if shots else []
     if group:
@@ -179,6 +182,26 @@ def incident_refresh(incident: Incident, *, detections: Sequence[Detection] | No
             data={"method": incident.location_method, "residual_m": incident.residual_m},
         )
     return moved
+
+
+def _kept(clip: Clip) -> bool:
+    return bool(clip.audio) and clip.audio_deleted_at is None
+
+
+def _evidence_after(incident: Incident, detections: Sequence[Detection], added: Detection) -> Clip | None:
+    """``_evidence`` after one detection was added, without a query when the answer follows from memory.
+
+    Audio is only ever deleted, never restored: if the current evidence clip is still kept, nothing
+    ranked above it had kept audio, so the answer is it or the new clip, whichever ranks first.
+    """
+    current = incident.evidence_clip if Incident.evidence_clip.is_cached(incident) else None
+    holder = next((d for d in detections if d.clip_id == incident.evidence_clip_id), None)
+    new_clip = added.clip if Detection.clip.is_cached(added) else None
+    if current is None or holder is None or new_clip is None or not _kept(current):
+        return _evidence(incident)
+    if (-added.score, added.event_at) < (-holder.score, holder.event_at) and _kept(new_clip):
+        return new_clip
+    return current
 
 
 def _evidence(incident: Incident) -> Clip | None:

@@ -236,6 +236,7 @@ def _candidates(sighting: Sighting) -> list[Incident]:
                 "detections",
                 queryset=Detection.objects.only(
                     "incident_id",
+                    "clip_id",
                     "device_id",
                     "latitude",
                     "longitude",
@@ -358,7 +359,7 @@ def _record(classification: Classification, sighting: Sighting) -> _Outcome:
         remaining = [d for d in split_from.detections.all() if d not in moved]
         notification_ids += _split_off(split_from, incident, moved, remaining)
     # The detections are the ones the candidate query read under the locks, plus this one: no re-read.
-    relocated = incident_refresh(incident, detections=[*detections, detection])
+    relocated = incident_refresh(incident, detections=[*detections, detection], added=detection)
     new_stations = incident_route(incident) if (opened or relocated) else []
     # Trust hook (issue 11): evidence score and the stations' dispatch policy, before any station is told.
     incident_policy_apply(incident, opened=opened)

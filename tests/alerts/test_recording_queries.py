@@ -51,10 +51,10 @@ def test_a_follow_up_costs_the_same_few_queries_however_large_its_incident(
         incident_record_detection(classification=_positive(device, seconds=n))
     follow_up = _positive(device, seconds=25)
     # Read the classification and any earlier detection (1), savepoint (1), join lock (1), candidates
-    # and their detections (2), detection and timeline line (2), evidence clip (1), incident row (1),
-    # evidence score: detections and device calibration (2) and its row (1), stations for the map
-    # message (1), release (1). Every detection is read once, by the candidates query.
-    with django_assert_max_num_queries(14):
+    # and their detections (2), detection and timeline line (2), incident row (1), evidence score:
+    # detections and device calibration (2) and its row (1), stations for the map message (1), release
+    # (1). Every detection is read once, by the candidates query; the evidence clip comes from memory.
+    with django_assert_max_num_queries(13):
         incident = incident_record_detection(classification=follow_up)
     assert incident is not None and first is not None and incident.pk == first.pk
     incident.refresh_from_db()
@@ -143,3 +143,17 @@ def test_a_join_nearby_waits_for_the_one_in_progress_and_one_across_town_does_no
         thread.join(10)
     assert incident_record_detection(classification=nearby) is not None
     assert Incident.objects.count() == 2
+
+
+def test_a_louder_follow_up_becomes_the_evidence_and_a_quieter_one_does_not(db: None) -> None:
+    device = _device(CENTRE)
+    first = _positive(device)
+    incident = incident_record_detection(classification=first)
+    quieter = classify(device, recorded_at=first.clip.recorded_at + timedelta(seconds=2), score=0.6, audio=b"RIFF")
+    incident = incident_record_detection(classification=quieter)
+    assert incident is not None and incident.evidence_clip_id == first.clip_id
+    louder = classify(device, recorded_at=first.clip.recorded_at + timedelta(seconds=4), score=0.99, audio=b"RIFF")
+    incident = incident_record_detection(classification=louder)
+    assert incident is not None
+    incident.refresh_from_db()
+    assert incident.evidence_clip_id == louder.clip_id
