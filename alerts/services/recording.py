@@ -263,19 +263,24 @@ def incident_record_detection(*, classification: Classification) -> Incident | N
     """Open an incident for a positive classification, or join the open one it belongs to.
 
     Safe to call twice for the same classification (a redelivered task): the second call finds
-    the detection and returns its incident. Returns None for negatives.
+    the detection and returns its incident. Returns None for negatives. Clears the classification's
+    ``incident_pending`` (the outbox flag) in the transaction that records it.
     """
     if not classification.is_gunshot:
         return None
     # Everything that needs no lock is read before taking it, in one query with the detection a
     # previous call may have recorded: joins nearby wait for this one, keep it short.
+    passed = classification
     classification = Classification.objects.select_related("clip__device__owner", "incident_detection__incident").get(
         pk=classification.pk
     )
     try:
-        return classification.incident_detection.incident
+        existing = classification.incident_detection
     except Detection.DoesNotExist:
         pass
+    else:
+        _done(passed, classification)
+        return existing.incident
     sighting = sighting_from(classification)
     for attempt in range(JOIN_ATTEMPTS):
         try:
@@ -283,9 +288,10 @@ def incident_record_detection(*, classification: Classification) -> Incident | N
                 outcome = _record(classification, sighting)
         except IntegrityError:
             # Another worker recorded this very classification (or created the lock row) first.
-            existing = Detection.objects.filter(classification=classification).select_related("incident").first()
-            if existing is not None:
-                return existing.incident
+            found = Detection.objects.filter(classification=classification).select_related("incident").first()
+            if found is not None:
+                _done(passed, classification)
+                return found.incident
             if attempt == JOIN_ATTEMPTS - 1:
                 raise
         except OperationalError:
@@ -294,8 +300,16 @@ def incident_record_detection(*, classification: Classification) -> Incident | N
                 raise
             time.sleep(0.05 * (2**attempt) * (1 + random.random()))
         else:
+            passed.incident_pending = False
             return outcome.incident
     return None  # pragma: no cover - the loop always returns or raises
+
+
+def _done(passed: Classification, loaded: Classification) -> None:
+    """The outbox flag of an already recorded classification (a redelivery, or the sweep's second try)."""
+    if loaded.incident_pending:
+        Classification.objects.filter(pk=loaded.pk).update(incident_pending=False)
+    passed.incident_pending = False
 
 
 def _record(classification: Classification, sighting: Sighting) -> _Outcome:
@@ -335,6 +349,9 @@ def _record(classification: Classification, sighting: Sighting) -> _Outcome:
                 _take_advisory_locks({_cell_key(*cell): True for cell in cells})
             Detection.objects.filter(pk__in=[d.pk for d in moved]).update(incident=incident)
             detections = list(moved)
+    if classification.incident_pending:
+        # The outbox flag goes with the detection: one commit, and no window where the sweep redoes it.
+        Classification.objects.filter(pk=classification.pk).update(incident_pending=False)
     detection = Detection.objects.create(
         incident=incident,
         classification=classification,

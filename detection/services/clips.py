@@ -512,9 +512,11 @@ def _record_detections(classifications: list[Classification]) -> None:
 def _record_detection(classification: Classification) -> None:
     from alerts.services import incident_record_detection
 
+    # Recording clears the flag in its own transaction; only what it does not record (a negative) is left.
     incident_record_detection(classification=classification)
-    Classification.objects.filter(pk=classification.pk).update(incident_pending=False)
-    classification.incident_pending = False
+    if classification.incident_pending:
+        Classification.objects.filter(pk=classification.pk).update(incident_pending=False)
+        classification.incident_pending = False
 
 
 def classifications_record_pending(*, now: datetime | None = None, limit: int = 200) -> int:
