@@ -18,6 +18,7 @@ from typing import Any, Literal, TypedDict
 
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.db.models import prefetch_related_objects
 
 from alerts.api.serializers import IncidentSerializer
 from alerts.models import Incident
@@ -44,6 +45,8 @@ def incident_message(incident: Incident, *, kind: EventKind) -> IncidentMessage:
     """The message for one incident: the list API's precise shape (what police see), plus its stations."""
     if incident.just_dispatched:
         kind = "incident.opened"  # new to police, whatever it was to the reviewers
+    # One read of the stations for the ids and the serializer's names (unless the caller prefetched them).
+    prefetch_related_objects([incident], "stations")
     station_ids = sorted(station.pk for station in incident.stations.all())
     payload = dict(IncidentSerializer(incident, context={"precise": True}).data)
     return {"type": kind, "incident": payload, "station_ids": station_ids, "dispatched": incident.is_dispatched}

@@ -4,8 +4,9 @@ Starts the real stack against PostgreSQL and Redis (a Celery worker on the audio
 queues and the ASGI server: gunicorn with uvicorn workers as ./gw serve runs it, or --server daphne),
 logs a police officer in over a websocket, and has N simulated devices upload clips at a fixed
 total rate (open loop: uploads are sent on schedule whether or not earlier ones are done). Every
-upload is a gunshot, because the active model is the production architecture with its output layer
-pinned to "gunshot": the network still runs in full, so inference costs what it costs. Devices stand
+upload is a gunshot, because the active model is the shipped one (mn04-ensemble, its weights and
+feature parameters) with its output layers pinned to "gunshot": the network still runs in full, so
+inference costs what it costs (``--architecture gwcnn-1`` measures the earlier, cheaper network). Devices stand
 5 km apart so each upload opens or updates its own device's incident.
 
     .venv/bin/python bench/e2e_latency.py --devices 20 --rate 20 --duration 30
@@ -59,13 +60,13 @@ from alerts.models import Detection, Incident, Notification, PoliceStation
 from core.features import FeatureParams
 from core.geo import destination_point
 from core.networks import build
-from core.weights import save_weights
+from core.weights import load_weights, save_weights
 from detection import services as detection_services
 from detection.models import Classification, Clip, ModelVersion
 from devices import services as device_services
 from devices.models import Device
 
-work, password, count = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+work, password, count, architecture = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
 # A clean slate so earlier runs do not join or skew anything.
 Notification.objects.all().delete(); Detection.objects.all().delete(); Incident.objects.all().delete()
 Classification.objects.all().delete(); Clip.objects.all().delete(); Device.objects.all().delete()
@@ -85,14 +86,24 @@ for i in range(count):
     token = device_services.device_pair(pairing_code=issued.code).token
     devices.append({"token": token, "lat": lat, "lon": lon})
 ModelVersion.objects.filter(name="bench-always").delete()
-params = FeatureParams()
-torch.manual_seed(0)
-network = build("gwcnn-1", params)
-with torch.no_grad():
-    network.head.weight.zero_()
-    network.head.bias.fill_(8.0)
 weights = work / "bench-always.pt"
-save_weights(weights, architecture="gwcnn-1", params=params, threshold=0.5, state_dict=network.state_dict(),
+if architecture == "mn04-ensemble":
+    # The shipped weights and feature parameters, with both output layers pinned to "gunshot": every
+    # layer still runs, so a clip costs what the shipped model costs.
+    shipped = load_weights(Path("detection/weights/mn04-ensemble.pt"))
+    network, params = shipped.network, shipped.params
+    with torch.no_grad():
+        for head in (network.tuned.out, network.probe):
+            head.weight.zero_()
+            head.bias.fill_(8.0)
+else:
+    params = FeatureParams()
+    torch.manual_seed(0)
+    network = build(architecture, params)
+    with torch.no_grad():
+        network.head.weight.zero_()
+        network.head.bias.fill_(8.0)
+save_weights(weights, architecture=architecture, params=params, threshold=0.5, state_dict=network.state_dict(),
              meta={"purpose": "e2e latency benchmark: always gunshot"})
 detection_services.model_version_register(weights_path=weights, name="bench-always", version=str(work.name),
                                           activate=True)
@@ -259,6 +270,51 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
+def bench_env(database_url: str, redis_url: str | None, work: Path) -> dict[str, str]:
+    """The servers' environment: production settings (DEBUG off) on plain loopback HTTP."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "gunwatch.settings",
+        "DATABASE_URL": database_url,
+        "DEBUG": "false",
+        "SECRET_KEY": "bench-only-" + uuid.uuid4().hex,
+        "SESSION_COOKIE_SECURE": "false",
+        "CSRF_COOKIE_SECURE": "false",
+        # Plain HTTP on loopback: production (DEBUG off) would redirect every request to HTTPS.
+        "SECURE_SSL_REDIRECT": "false",
+        "SECURE_HSTS_SECONDS": "0",
+        "MEDIA_ROOT": str(work / "media"),
+        "LOG_LEVEL": "WARNING",
+        "THROTTLE_DEVICE": "100000/min",
+        "PYTHONPATH": str(REPO),
+    }
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    else:
+        env.pop("REDIS_URL", None)  # the embedded mode: tasks on the server's own threads
+    return env
+
+
+def set_up(env: dict[str, str], work: Path, devices: int, architecture: str) -> list[dict[str, Any]]:
+    """Migrate, empty the tables, make the station, officer, devices and the pinned model; the devices."""
+    manage = [sys.executable, str(REPO / "manage.py")]
+    subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, cwd=REPO, check=True)
+    setup = subprocess.run(
+        [
+            *manage,
+            "shell",
+            "-c",
+            f"import sys; sys.argv = ['', {str(work)!r}, {PASSWORD!r}, '{devices}', {architecture!r}]\n" + SETUP,
+        ],
+        env=env,
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return list(json.loads(next(line for line in setup.stdout.splitlines() if line.startswith("SETUP "))[6:]))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", type=int, default=20)
@@ -275,6 +331,12 @@ def main() -> int:
     )
     parser.add_argument("--web-processes", type=int, default=2)
     parser.add_argument(
+        "--architecture",
+        choices=("mn04-ensemble", "gwcnn-1"),
+        default="mn04-ensemble",
+        help="the network the pinned model runs: the shipped one (default) or the earlier, 8x cheaper gwcnn-1",
+    )
+    parser.add_argument(
         "--any-database",
         action="store_true",
         help="allow a database whose name lacks 'bench' (its devices and incidents are deleted)",
@@ -288,41 +350,11 @@ def main() -> int:
         raise SystemExit(f"refusing to run against {database_url!r}: its name lacks 'bench' (see --any-database)")
     ensure_database(database_url)
     work = Path(tempfile.mkdtemp(prefix="gw-bench-"))
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "gunwatch.settings",
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "DEBUG": "false",
-        "SECRET_KEY": "bench-only-" + uuid.uuid4().hex,
-        "SESSION_COOKIE_SECURE": "false",
-        "CSRF_COOKIE_SECURE": "false",
-        # Plain HTTP on loopback: production (DEBUG off) would redirect every request to HTTPS.
-        "SECURE_SSL_REDIRECT": "false",
-        "SECURE_HSTS_SECONDS": "0",
-        "MEDIA_ROOT": str(work / "media"),
-        "LOG_LEVEL": "WARNING",
-        "THROTTLE_DEVICE": "100000/min",
-        # Devices 5 km apart never join; each device's uploads follow up on its own incident.
-        "PYTHONPATH": str(REPO),
-    }
+    env = bench_env(database_url, redis_url, work)
     python = sys.executable
-    manage = [python, str(REPO / "manage.py")]
-    subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, cwd=REPO, check=True)
-    setup = subprocess.run(
-        [
-            *manage,
-            "shell",
-            "-c",
-            f"import sys; sys.argv = ['', {str(work)!r}, {PASSWORD!r}, '{args.devices}']\n{SETUP}",
-        ],
-        env=env,
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    devices = json.loads(next(line for line in setup.stdout.splitlines() if line.startswith("SETUP "))[6:])
+    devices = set_up(env, work, args.devices, args.architecture)
+    # As ./gw serve starts them: a worker keeps its database connection (the web processes cannot).
+    worker_env = {**env, "DB_CONN_MAX_AGE": os.environ.get("WORKER_DB_CONN_MAX_AGE", "300")}
     claim_redis(redis_url)
 
     port = free_port()
@@ -346,7 +378,7 @@ def main() -> int:
             "--without-mingle",
             "--without-heartbeat",
         ],
-        env=env,
+        env=worker_env,
         cwd=REPO,
         stdout=logs["worker"],
         stderr=subprocess.STDOUT,
@@ -451,7 +483,7 @@ def main() -> int:
     received = [u.message_at for u in accepted if u.message_at]
     print(
         f"devices={args.devices} target_rate={args.rate}/s duration={args.duration}s "
-        f"worker_processes={args.concurrency} server={args.server}"
+        f"worker_processes={args.concurrency} model={args.architecture} server={args.server}"
         + (f" x{args.web_processes}" if args.server == "gunicorn" else "")
         + f" load={os.getloadavg()[0]:.1f}"
     )

@@ -16,8 +16,11 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from gunwatch import http_server  # noqa: E402
 from gunwatch.routing import websocket_urlpatterns  # noqa: E402
+from gunwatch.tasks import warm_embedded_runner  # noqa: E402
 
 http_server.install()
+# The embedded demo server classifies in-process: load the model now, not on the first clip.
+warm_embedded_runner()
 
 application = ProtocolTypeRouter(
     {

@@ -147,8 +147,18 @@ DATA_DIR = Path(env_str("GUNWATCH_VAR_DIR", str(BASE_DIR / "var")))
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
     # 0 by default: under an ASGI server every request runs on a fresh thread, so kept-alive
-    # connections pile up until PostgreSQL refuses clients. Raise it for WSGI servers and workers.
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))}
+    # connections pile up until PostgreSQL refuses clients. Raise it for WSGI servers and workers
+    # (./gw serve gives its Celery workers 300: a prefork child is one thread, and a new PostgreSQL
+    # connection per task cost the worker and the database more than the task's own queries).
+    DATABASES = {
+        "default": dj_database_url.parse(
+            DATABASE_URL,
+            conn_max_age=env_int("DB_CONN_MAX_AGE", 0),
+            # A kept connection is checked (SELECT 1) once per request or task, so a PostgreSQL restart
+            # costs no failed request; off saves that round trip and lets one request fail instead.
+            conn_health_checks=env_bool("DB_CONN_HEALTH_CHECKS", True),
+        )
+    }
 else:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
@@ -238,6 +248,9 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # librosa/numba grow memory slowly; recycling children keeps a long-running worker flat.
 CELERY_WORKER_MAX_TASKS_PER_CHILD = env_int("CELERY_WORKER_MAX_TASKS_PER_CHILD", 2000)
+# A pool child loads and warms the model in worker_process_init before it reports up; Celery kills a
+# child silent for longer than this (default 4 s), and the shipped model can take longer on a busy host.
+CELERY_WORKER_PROC_ALIVE_TIMEOUT = env_float("CELERY_WORKER_PROC_ALIVE_TIMEOUT", 60.0)
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {"detection.tasks.classify_clip": {"queue": "audio"}}
 CELERY_TIMEZONE = "UTC"

@@ -138,6 +138,30 @@ def enqueue_on_commit(task: Task, *args: Any, countdown: float | None = None, **
     transaction.on_commit(lambda: enqueue(task, *args, **options, **kwargs))
 
 
+def warm_embedded_runner() -> Future[Any] | None:
+    """In the embedded mode (``./gw run`` without Redis), load and warm the model at server start.
+
+    The audio queue's thread does it, before any clip: the first upload then waits for whatever is left
+    of the load instead of paying all of it (16.6 s to the first incident in the demo, measured).
+    Workers do the same in ``worker_process_init``; with a broker there is nothing to do here.
+    """
+    if not (settings.CELERY_TASK_ALWAYS_EAGER and settings.GUNWATCH_EAGER_IN_THREAD):
+        return None
+
+    def warm() -> None:
+        from detection import inference
+
+        try:
+            inference.warm_features()
+            inference.warm_up()
+        except Exception:
+            logger.exception("Warming the model at start failed; the first clip loads it")
+        finally:
+            close_old_connections()
+
+    return _background("audio").submit(warm)
+
+
 def periodic_jobs() -> list[tuple[str, Task, float]]:
     """Beat's schedule as (name, task, interval in seconds): what ``manage.py run_periodic`` runs."""
     jobs: list[tuple[str, Task, float]] = []

@@ -1,8 +1,11 @@
 """Recording a positive detection: open an incident or join the open one it belongs to.
 
 The detection pipeline calls ``incident_record_detection`` for every positive. Opening or joining
-happens in one short transaction that first takes the join lock (``JoinLock``), so two workers
-classifying two clips of the same shot at the same moment cannot both open an incident.
+happens in one short transaction that first takes the join locks, so two workers classifying two clips
+of the same shot at the same moment cannot both open an incident. On PostgreSQL these are advisory
+locks on the map cells the sighting could reach and on its device (``_join_lock_keys``): shootings
+kilometres apart are recorded in parallel. Other databases serialise every join on one row
+(``JoinLock``).
 Notifications are written in that transaction and sent after commit by
 ``alerts.tasks.send_notification``; the live map hears about it through ``alerts.broadcast``.
 """
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, OperationalError, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import F, Prefetch, Q
 from django.utils import timezone
 
@@ -131,12 +134,80 @@ def _open_view(incident: Incident) -> tuple[OpenIncident, list[list[Detection]]]
     return view, shots
 
 
-def _take_join_lock() -> None:
+def _take_join_lock(sighting: Sighting) -> None:
+    if connection.vendor == "postgresql":
+        _take_advisory_locks(_join_lock_keys(sighting))
+        return
     updated = JoinLock.objects.filter(name=JOIN_LOCK_NAME).update(taken=F("taken") + 1)
     if updated == 0:
         # The row comes from a data migration, but a flushed test database lacks it. A concurrent
         # creator makes this raise IntegrityError, and the caller retries.
         JoinLock.objects.create(name=JOIN_LOCK_NAME, taken=1)
+
+
+# --- Region locks (PostgreSQL) ---------------------------------------------------------------------
+#
+# A join decision reads the detections in the sighting's box (``_candidates``) and its own device's; it
+# writes one detection at the sighting's point. Two joins interfere only if one's point lies in the
+# other's box, or they share a device. So each join takes, in one statement and in key order (no
+# deadlocks between joins): its device's key and its point's cell exclusively, and every other cell its
+# box touches shared. One's point in the other's box means the exclusive and a shared lock meet on that
+# cell. A box too large to list (near a pole or the antimeridian) takes the global key exclusively,
+# which every positioned join takes shared.
+
+REGION_CELL_DEG = 0.01  # about 1.1 km of latitude: a 3.5 km reach touches ~8 x 11 cells at 52 degrees
+MAX_REGION_CELLS = 400
+_KEY_BASE = 0x4757 << 48  # "GW": this module's advisory key space
+_GLOBAL, _DEVICE, _CELL = 0, 1, 2
+
+
+def _key(kind: int, value: int) -> int:
+    return _KEY_BASE | (kind << 44) | value
+
+
+def _cell(lat: float, lon: float) -> tuple[int, int]:
+    return int((lat + 90.0) // REGION_CELL_DEG), int((lon + 180.0) // REGION_CELL_DEG)
+
+
+def _cell_key(lat_index: int, lon_index: int) -> int:
+    return _key(_CELL, (lat_index << 16) | lon_index)
+
+
+def _join_lock_keys(sighting: Sighting) -> dict[int, bool]:
+    """Advisory lock keys for a join, each mapped to True when taken exclusively."""
+    keys = {_key(_DEVICE, sighting.device_id): True}
+    if not sighting.has_position:
+        # Without a position a sighting only looks at its own device's detections.
+        return keys
+    assert sighting.latitude is not None and sighting.longitude is not None
+    min_lat, min_lon, max_lat, max_lon = bounding_box(sighting.latitude, sighting.longitude, _reach_m(sighting))
+    (lat0, lon0), (lat1, lon1) = _cell(min_lat, min_lon), _cell(max_lat, max_lon)
+    if (lat1 - lat0 + 1) * (lon1 - lon0 + 1) > MAX_REGION_CELLS:
+        keys[_key(_GLOBAL, 0)] = True
+        keys[_cell_key(*_cell(sighting.latitude, sighting.longitude))] = True
+        return keys
+    keys[_key(_GLOBAL, 0)] = False
+    for lat_index in range(lat0, lat1 + 1):
+        for lon_index in range(lon0, lon1 + 1):
+            keys[_cell_key(lat_index, lon_index)] = False
+    keys[_cell_key(*_cell(sighting.latitude, sighting.longitude))] = True
+    return keys
+
+
+def _take_advisory_locks(keys: dict[int, bool]) -> None:
+    ordered = sorted(keys)
+    with connection.cursor() as cursor:
+        # unnest yields the arrays in order, so the locks are taken in key order.
+        cursor.execute(
+            "SELECT count(CASE WHEN x.exclusive THEN pg_advisory_xact_lock(x.k)::text"
+            " ELSE pg_advisory_xact_lock_shared(x.k)::text END)"
+            " FROM unnest(%s::bigint[], %s::boolean[]) AS x(k, exclusive)",
+            [ordered, [keys[k] for k in ordered]],
+        )
+
+
+def _reach_m(sighting: Sighting) -> float:
+    return 2 * settings.ALERT_HEARING_RANGE_M + sighting.accuracy_m + MAX_ACCURACY_M
 
 
 def _candidates(sighting: Sighting) -> list[Incident]:
@@ -153,24 +224,26 @@ def _candidates(sighting: Sighting) -> list[Incident]:
     )
     nearby = Q(device_id=sighting.device_id)
     if sighting.has_position:
-        reach = 2 * settings.ALERT_HEARING_RANGE_M + sighting.accuracy_m + MAX_ACCURACY_M
-        min_lat, min_lon, max_lat, max_lon = bounding_box(sighting.latitude, sighting.longitude, reach)  # type: ignore[arg-type]
+        min_lat, min_lon, max_lat, max_lon = bounding_box(sighting.latitude, sighting.longitude, _reach_m(sighting))  # type: ignore[arg-type]
         nearby |= Q(latitude__range=(min_lat, max_lat), longitude__range=(min_lon, max_lon))
     related = Detection.objects.filter(nearby, incident__in=in_window.values("pk")).values("incident_id")
     return list(
-        Incident.objects.select_for_update()
+        Incident.objects.select_for_update(of=("self",))
+        .select_related("evidence_clip")
         .filter(pk__in=related)
         .prefetch_related(
             Prefetch(
                 "detections",
                 queryset=Detection.objects.only(
                     "incident_id",
+                    "clip_id",
                     "device_id",
                     "latitude",
                     "longitude",
                     "accuracy_m",
                     "event_at",
                     "clock_source",
+                    "score",
                     "shots",
                 ),
             )
@@ -190,15 +263,24 @@ def incident_record_detection(*, classification: Classification) -> Incident | N
     """Open an incident for a positive classification, or join the open one it belongs to.
 
     Safe to call twice for the same classification (a redelivered task): the second call finds
-    the detection and returns its incident. Returns None for negatives.
+    the detection and returns its incident. Returns None for negatives. Clears the classification's
+    ``incident_pending`` (the outbox flag) in the transaction that records it.
     """
     if not classification.is_gunshot:
         return None
-    existing = Detection.objects.filter(classification=classification).select_related("incident").first()
-    if existing is not None:
+    # Everything that needs no lock is read before taking it, in one query with the detection a
+    # previous call may have recorded: joins nearby wait for this one, keep it short.
+    passed = classification
+    classification = Classification.objects.select_related("clip__device__owner", "incident_detection__incident").get(
+        pk=classification.pk
+    )
+    try:
+        existing = classification.incident_detection
+    except Detection.DoesNotExist:
+        pass
+    else:
+        _done(passed, classification)
         return existing.incident
-    # Everything that needs no lock is read before taking it: joins are serialised, keep them short.
-    classification = Classification.objects.select_related("clip__device__owner").get(pk=classification.pk)
     sighting = sighting_from(classification)
     for attempt in range(JOIN_ATTEMPTS):
         try:
@@ -206,9 +288,10 @@ def incident_record_detection(*, classification: Classification) -> Incident | N
                 outcome = _record(classification, sighting)
         except IntegrityError:
             # Another worker recorded this very classification (or created the lock row) first.
-            existing = Detection.objects.filter(classification=classification).select_related("incident").first()
-            if existing is not None:
-                return existing.incident
+            found = Detection.objects.filter(classification=classification).select_related("incident").first()
+            if found is not None:
+                _done(passed, classification)
+                return found.incident
             if attempt == JOIN_ATTEMPTS - 1:
                 raise
         except OperationalError:
@@ -217,14 +300,22 @@ def incident_record_detection(*, classification: Classification) -> Incident | N
                 raise
             time.sleep(0.05 * (2**attempt) * (1 + random.random()))
         else:
+            passed.incident_pending = False
             return outcome.incident
     return None  # pragma: no cover - the loop always returns or raises
+
+
+def _done(passed: Classification, loaded: Classification) -> None:
+    """The outbox flag of an already recorded classification (a redelivery, or the sweep's second try)."""
+    if loaded.incident_pending:
+        Classification.objects.filter(pk=loaded.pk).update(incident_pending=False)
+    passed.incident_pending = False
 
 
 def _record(classification: Classification, sighting: Sighting) -> _Outcome:
     # A concurrent call for this same classification fails on Detection's unique classification
     # and the caller returns the incident the other call recorded.
-    _take_join_lock()
+    _take_join_lock(sighting)
     candidates = {c.pk: c for c in _candidates(sighting)}
     views = {pk: _open_view(c) for pk, c in candidates.items()}
     verdict = place_arrival(
@@ -240,16 +331,28 @@ def _record(classification: Classification, sighting: Sighting) -> _Outcome:
         assert verdict.incident is not None
         incident = candidates[verdict.incident]
         opened = False
-        new_device = all(d.device_id != device.pk for d in incident.detections.all())
+        detections = list(incident.detections.all())
+        new_device = all(d.device_id != device.pk for d in detections)
     else:
+        detections = []
         opened, new_device = True, True
         incident = Incident.objects.create(first_detected_at=sighting.event_at, last_detected_at=sighting.event_at)
         if verdict.action == "split":
             assert verdict.incident is not None and verdict.shot is not None
             split_from = candidates[verdict.incident]
             moved = views[verdict.incident][1][verdict.shot]
+            if connection.vendor == "postgresql":
+                # Joins whose boxes hold the moved detections must see them move (see _join_lock_keys).
+                cells = {
+                    _cell(d.latitude, d.longitude) for d in moved if d.latitude is not None and d.longitude is not None
+                }
+                _take_advisory_locks({_cell_key(*cell): True for cell in cells})
             Detection.objects.filter(pk__in=[d.pk for d in moved]).update(incident=incident)
-    Detection.objects.create(
+            detections = list(moved)
+    if classification.incident_pending:
+        # The outbox flag goes with the detection: one commit, and no window where the sweep redoes it.
+        Classification.objects.filter(pk=classification.pk).update(incident_pending=False)
+    detection = Detection.objects.create(
         incident=incident,
         classification=classification,
         clip=classification.clip,
@@ -270,8 +373,10 @@ def _record(classification: Classification, sighting: Sighting) -> _Outcome:
     )
     notification_ids: list[int] = []
     if split_from is not None:
-        notification_ids += _split_off(split_from, incident, moved)
-    relocated = incident_refresh(incident)
+        remaining = [d for d in split_from.detections.all() if d not in moved]
+        notification_ids += _split_off(split_from, incident, moved, remaining)
+    # The detections are the ones the candidate query read under the locks, plus this one: no re-read.
+    relocated = incident_refresh(incident, detections=[*detections, detection], added=detection)
     new_stations = incident_route(incident) if (opened or relocated) else []
     # Trust hook (issue 11): evidence score and the stations' dispatch policy, before any station is told.
     incident_policy_apply(incident, opened=opened)
@@ -295,7 +400,7 @@ def _record(classification: Classification, sighting: Sighting) -> _Outcome:
     return _Outcome(incident, opened, notification_ids)
 
 
-def _split_off(source: Incident, incident: Incident, moved: list[Detection]) -> list[int]:
+def _split_off(source: Incident, incident: Incident, moved: list[Detection], remaining: list[Detection]) -> list[int]:
     """A shot first taken for a follow-up of ``source`` was heard elsewhere: it is now ``incident``.
 
     Both timelines say so; the owners of the devices that heard it are told about the new incident
@@ -314,7 +419,7 @@ def _split_off(source: Incident, incident: Incident, moved: list[Detection]) -> 
         f"Includes {len(moved)} earlier detection(s) first taken for a follow-up of another incident",
         data={"incident": str(source.code)},
     )
-    incident_refresh(source)
+    incident_refresh(source, detections=remaining)
     # Its evidence changed (fewer devices): score it again under its stations' policy.
     incident_policy_apply(source, opened=False)
     return [pk for device in devices for pk in notifications_for_device(incident, device)]

@@ -159,10 +159,8 @@ def clip_upload(
     if len(data) > settings.CLIP_MAX_BYTES:
         raise _too_large(len(data))
     sha256 = hashlib.sha256(data).hexdigest()
-    existing = Clip.objects.filter(device=device, client_id=client_id).first()
-    if existing is not None:
-        return _replayed(existing, sha256)
-
+    # No look-up for an earlier upload with this client_id: retries are rare, and the unique
+    # constraint finds them at the insert below (a query less on every first upload).
     _check_recorded_at(recorded_at)
     latitude, longitude, accuracy_m = _resolve_location(device, latitude, longitude, accuracy_m)
     inspected = audio_inspect(data)
@@ -194,7 +192,7 @@ def clip_upload(
             clip.save()
             enqueue_on_commit(_classify_task(), clip.pk)
     except IntegrityError:
-        # A concurrent retry with the same client_id won the race: answer with its clip.
+        # A retry (or a concurrent one) with the same client_id: answer with the clip made first.
         _delete_stored(clip.audio.name)
         winner = Clip.objects.filter(device=device, client_id=client_id).first()
         if winner is None:
@@ -514,9 +512,11 @@ def _record_detections(classifications: list[Classification]) -> None:
 def _record_detection(classification: Classification) -> None:
     from alerts.services import incident_record_detection
 
+    # Recording clears the flag in its own transaction; only what it does not record (a negative) is left.
     incident_record_detection(classification=classification)
-    Classification.objects.filter(pk=classification.pk).update(incident_pending=False)
-    classification.incident_pending = False
+    if classification.incident_pending:
+        Classification.objects.filter(pk=classification.pk).update(incident_pending=False)
+        classification.incident_pending = False
 
 
 def classifications_record_pending(*, now: datetime | None = None, limit: int = 200) -> int:

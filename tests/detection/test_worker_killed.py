@@ -61,7 +61,7 @@ elif where == "after-the-incident":
     real = alerts.services.incident_record_detection
     def record_then_die(**kwargs):
         real(**kwargs)
-        die()  # the incident is committed, the outbox flag is not cleared yet
+        die()  # the incident is committed (with its outbox flag cleared), the task has not returned
     alerts.services.incident_record_detection = record_then_die
 print("result", tasks.classify_clip.apply(args=(clip_id,)).get())
 """
@@ -121,7 +121,8 @@ def test_a_worker_killed_anywhere_leaves_exactly_one_incident(
         assert clip.status == Clip.Status.PROCESSING and not Classification.objects.exists()
     else:
         assert clip.status == Clip.Status.DONE
-        assert Classification.objects.get().incident_pending  # the outbox holds the unfinished step
+        # The outbox holds the unfinished step; the flag is cleared in the incident's own transaction.
+        assert Classification.objects.get().incident_pending == (where != "after-the-incident")
     assert Detection.objects.count() == (1 if where == "after-the-incident" else 0)
 
     # The periodic sweeps of a restarted deployment, once the lease and the outbox grace have passed.

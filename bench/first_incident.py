@@ -1,0 +1,170 @@
+"""The first incident after a start: upload accepted → incident on the police websocket, cold.
+
+    .venv/bin/python bench/first_incident.py --mode worker --rounds 3     # a Celery worker (re)starts
+    .venv/bin/python bench/first_incident.py --mode embedded --rounds 3   # ./gw run without Redis
+
+``worker``: the ASGI server runs (gunicorn + uvicorn, as ./gw serve), then each round starts a fresh
+Celery worker and uploads one clip the moment it is started, so the clip waits for the worker's boot
+and model load; the worker is stopped after the message. ``embedded``: each round starts the server
+the way ``./gw run`` does with no REDIS_URL (``manage.py runserver``, tasks on its own threads),
+uploads as soon as it answers /health and a police websocket is open, and stops it. The model is the
+shipped mn04-ensemble pinned to "gunshot" (bench/e2e_latency.py's). Target: within 5 s of the upload.
+Needs PostgreSQL (DATABASE_URL, default .../gw_bench) and, for ``worker``, Redis (REDIS_URL, default
+db 13, which it empties).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.e2e_latency import (
+    REPO,
+    Run,
+    Upload,
+    bench_env,
+    claim_redis,
+    clip_bytes,
+    ensure_database,
+    free_port,
+    listen,
+    login,
+    match,
+    set_up,
+    upload,
+    wait_http,
+)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("a") as handle:
+        return subprocess.Popen(
+            command, env=env, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def watch(base: str, run: Run) -> threading.Event:
+    """Log in as the officer and listen on the incidents websocket in a thread; the stop event."""
+    cookie = login(base)
+    ready, stop_event = threading.Event(), threading.Event()
+    ws_url = base.replace("http://", "ws://") + "/ws/incidents/"
+    threading.Thread(target=asyncio.run, args=(listen(ws_url, cookie, run, ready, stop_event),), daemon=True).start()
+    if not ready.wait(20):
+        raise SystemExit("the websocket did not connect")
+    return stop_event
+
+
+def one_upload(base: str, device: dict[str, str], audio: bytes, run: Run, devices: list, timeout: float) -> float:
+    item = Upload(device=devices.index(device), recorded_at=datetime.now(UTC) - timedelta(seconds=1), sent=0)
+    item.sent = time.perf_counter()
+    run.uploads.append(item)
+    upload(base, device["token"], audio, item, requests.Session())
+    if item.status not in (201, 202):
+        raise SystemExit(f"upload answered {item.status}")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and item.message_at is None:
+        with run.lock:
+            match(run, devices)
+        time.sleep(0.02)
+    assert item.accepted is not None
+    return (item.message_at - item.accepted) if item.message_at else float("inf")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=("worker", "embedded"), default="worker")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a message")
+    args = parser.parse_args()
+    database_url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/gw_bench")
+    if "bench" not in database_url.rsplit("/", 1)[-1]:
+        raise SystemExit(f"refusing to run against {database_url!r}: its name lacks 'bench'")
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/13") if args.mode == "worker" else None
+    ensure_database(database_url)
+    work = Path(tempfile.mkdtemp(prefix="gw-first-"))
+    env = bench_env(database_url, redis_url, work)
+    devices = set_up(env, work, args.rounds, "mn04-ensemble")
+    audio = clip_bytes()
+    python = sys.executable
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    results: list[float] = []
+    run = Run()
+    if args.mode == "worker":
+        assert redis_url is not None
+        claim_redis(redis_url)
+        server = start(
+            [python, "-m", "gunicorn", "gunwatch.asgi:application", "-k", "uvicorn_worker.UvicornWorker", "-w", "2",
+             "-b", f"127.0.0.1:{port}", "--log-level", "warning"],
+            env, work / "server.log",
+        )  # fmt: skip
+        try:
+            wait_http(f"{base}/health", server)
+            stop_ws = watch(base, run)
+            for n in range(args.rounds):
+                worker = start(
+                    [python, "-m", "celery", "-A", "gunwatch", "worker", "-Q", "audio,default", "-c", "2",
+                     "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+                    {**env, "DB_CONN_MAX_AGE": "300"}, work / "worker.log",
+                )  # fmt: skip
+                try:
+                    results.append(one_upload(base, devices[n], audio, run, devices, args.timeout))
+                finally:
+                    stop(worker)
+                print(f"round {n + 1}: worker started with the upload -> map message {results[-1]:.2f} s", flush=True)
+            stop_ws.set()
+        finally:
+            stop(server)
+    else:
+        for n in range(args.rounds):
+            server = start(
+                [python, str(REPO / "manage.py"), "runserver", f"127.0.0.1:{port}", "--noreload"],
+                env, work / "server.log",
+            )  # fmt: skip
+            started = time.perf_counter()
+            try:
+                wait_http(f"{base}/health", server)
+                up = time.perf_counter() - started
+                stop_ws = watch(base, run)
+                results.append(one_upload(base, devices[n], audio, run, devices, args.timeout))
+                stop_ws.set()
+            finally:
+                stop(server)
+            print(
+                f"round {n + 1}: server up in {up:.1f} s, first upload -> map message {results[-1]:.2f} s",
+                flush=True,
+            )
+    ordered = sorted(results)
+    print(
+        f"mode={args.mode} rounds={len(results)} first incident after its upload: "
+        f"median={ordered[len(ordered) // 2]:.2f} s "
+        f"min={ordered[0]:.2f} max={ordered[-1]:.2f} load={os.getloadavg()[0]:.1f} target<=5 s: "
+        + ("met" if ordered[-1] <= 5 else "NOT met")
+    )
+    print(f"logs: {work}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
