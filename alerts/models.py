@@ -281,6 +281,8 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str, str]] = {
     ),
 }
 ACTIONS = (*TRANSITIONS, "note")
+# An incident waiting for a reviewer: in the queue, or held for one at a station whose policy reviews all.
+WAITING_FOR_REVIEW = (Incident.Dispatch.REVIEW, Incident.Dispatch.HELD)
 
 
 class Notification(models.Model):

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db.models import Min, Prefetch, Q, QuerySet
 
 from accounts.models import User
-from alerts.models import Detection, Incident, IncidentEvent, PoliceStation
+from alerts.models import WAITING_FOR_REVIEW, Detection, Incident, IncidentEvent, PoliceStation
 from core.geo import bounding_box, haversine_m, point_in_geojson
 
 # Widening search rings for the nearest stations: most incidents find theirs in the first one,
@@ -230,3 +230,19 @@ def outcomes(by: str, *, since: datetime | None = None, until: datetime | None =
         for key in keys or {"(none)"}:
             rows.setdefault(key, OutcomeRow(key)).count(incident, acks.get(incident.pk))
     return sorted(rows.values(), key=lambda row: (-row.incidents, row.key))
+
+
+def review_queue_incidents() -> list[Incident]:
+    """The 50 most urgent incidents waiting for a reviewer, each with its detections (``queue_detections``)."""
+    incidents = list(
+        Incident.objects.filter(dispatch__in=WAITING_FOR_REVIEW)
+        .prefetch_related("stations")
+        .order_by("review_deadline_at", "first_detected_at")[:50]
+    )
+    detections = Detection.objects.filter(incident__in=incidents).select_related("device", "clip").order_by("event_at")
+    by_incident: dict[int, list[Detection]] = {}
+    for detection in detections:
+        by_incident.setdefault(detection.incident_id, []).append(detection)
+    for incident in incidents:
+        incident.queue_detections = by_incident.get(incident.pk, [])  # type: ignore[attr-defined]
+    return incidents

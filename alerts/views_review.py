@@ -18,7 +18,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import User
 from alerts.models import Detection, Incident
-from alerts.services.review import DISMISS_REASONS, WAITING, incident_review, user_can_review
+from alerts.selectors import review_queue_incidents
+from alerts.services.review import DISMISS_REASONS, incident_review, user_can_review
 from core import audio
 from detection import services as detection_services
 from detection.models import Clip
@@ -30,22 +31,6 @@ def _reviewer(request: HttpRequest) -> User:
     if not user_can_review(request.user):
         raise PermissionDenied("Only reviewers may open the review queue.")
     return request.user  # type: ignore[return-value]
-
-
-def review_queue_incidents() -> list[Incident]:
-    """The 50 most urgent incidents waiting for a reviewer, each with its detections (``queue_detections``)."""
-    incidents = list(
-        Incident.objects.filter(dispatch__in=WAITING)
-        .prefetch_related("stations")
-        .order_by("review_deadline_at", "first_detected_at")[:50]
-    )
-    detections = Detection.objects.filter(incident__in=incidents).select_related("device", "clip").order_by("event_at")
-    by_incident: dict[int, list[Detection]] = {}
-    for detection in detections:
-        by_incident.setdefault(detection.incident_id, []).append(detection)
-    for incident in incidents:
-        incident.queue_detections = by_incident.get(incident.pk, [])  # type: ignore[attr-defined]
-    return incidents
 
 
 @login_required

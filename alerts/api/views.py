@@ -26,10 +26,9 @@ from alerts.api.serializers import (
     TransitionInputSerializer,
 )
 from alerts.models import Incident
-from alerts.selectors import OUTCOME_DIMENSIONS, incidents_visible_to, outcomes
+from alerts.selectors import OUTCOME_DIMENSIONS, incidents_visible_to, outcomes, review_queue_incidents
 from alerts.services.review import incident_review, user_can_review
 from alerts.views_outcomes import outcomes_window
-from alerts.views_review import review_queue_incidents
 from gunwatch.schema import ErrorSerializer
 
 UUID_REGEX = "[0-9a-fA-F-]{36}"

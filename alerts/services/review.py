@@ -25,7 +25,7 @@ from django.utils import timezone
 from accounts.models import User
 from accounts.permissions import has_police_access, is_person
 from alerts import broadcast
-from alerts.models import DispatchPolicy, Incident, IncidentEvent
+from alerts.models import WAITING_FOR_REVIEW, DispatchPolicy, Incident, IncidentEvent
 from alerts.services.evidence import incident_evidence
 from alerts.services.recipients import notifications_enqueue, notifications_for_stations
 from alerts.services.timeline import incident_event_add
@@ -36,7 +36,6 @@ DISMISS_REASONS = {
     Incident.Disposition.FALSE_ALARM: "False alarm",
     Incident.Disposition.OTHER_SOURCE: "Other source (fireworks, vehicle, construction …)",
 }
-WAITING = (Incident.Dispatch.REVIEW, Incident.Dispatch.HELD)
 REVIEW_DECISIONS = ("confirm", "dismiss")
 _STRICTNESS = {DispatchPolicy.Mode.IMMEDIATE: 0, DispatchPolicy.Mode.EVIDENCE: 1, DispatchPolicy.Mode.REVIEW_ALL: 2}
 
@@ -102,7 +101,7 @@ def incident_policy_apply(incident: Incident, *, opened: bool) -> None:
     evidence = incident_evidence(incident)
     incident.evidence_score, incident.evidence_summary = evidence.score, evidence.summary[:200]
     fields = ["evidence_score", "evidence_summary"]
-    if opened or incident.dispatch in WAITING:
+    if opened or incident.dispatch in WAITING_FOR_REVIEW:
         if opened:
             incident.dispatch = ""  # undecided until the policy speaks
         decision = policy_decision(incident_policy(incident), score=evidence.score, witnesses=evidence.witnesses)
@@ -184,7 +183,7 @@ def incident_review(*, incident: Incident, user: User, decision: str, reason: st
             extra={"reasons": list(DISMISS_REASONS)},
         )
     incident = Incident.objects.select_for_update().get(pk=incident.pk)
-    if incident.dispatch not in WAITING:
+    if incident.dispatch not in WAITING_FOR_REVIEW:
         raise _not_waiting(incident)
     now = timezone.now()
     incident.reviewed_by, incident.reviewed_at, incident.review_note = user, now, note

@@ -548,10 +548,10 @@ class SiteShow:
             self._review(truth, now)
 
     def _review(self, truth: list[TruthEvent], now: float) -> None:
-        from alerts.services.review import WAITING
+        from alerts.models import WAITING_FOR_REVIEW
 
         waiting = Incident.objects.filter(
-            dispatch__in=WAITING,
+            dispatch__in=WAITING_FOR_REVIEW,
             detections__device=self.device,
             opened_at__lte=datetime.fromtimestamp(now - self.review_after_s, UTC),
         ).distinct()
