@@ -7,11 +7,10 @@ from typing import Any
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.permissions import BasePermission
-from rest_framework.throttling import SimpleRateThrottle
 
 from devices.models import Device, DeviceToken
 from devices.services import device_token_authenticate, normalise_pairing_code
-from gunwatch.throttling import RequestFieldThrottle
+from gunwatch.throttling import CounterRateThrottle, RequestFieldThrottle
 
 
 class DevicePrincipal:
@@ -67,7 +66,7 @@ def request_device(request: Any) -> Device:
     return request.user.device
 
 
-class DeviceRateThrottle(SimpleRateThrottle):
+class DeviceRateThrottle(CounterRateThrottle):
     """Per-device budget, so one runaway unit cannot starve the rest of the fleet."""
 
     scope = "device"

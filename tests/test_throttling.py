@@ -156,3 +156,58 @@ def test_pairing_per_code_holds_from_many_addresses(device: Device, settings: An
     # Another code from the same addresses is still heard.
     other = client.post("/api/v1/devices/pair", {"pairing_code": "ZZZZ9999"}, HTTP_X_FORWARDED_FOR="198.51.100.98")
     assert other.status_code == 400
+
+
+def test_each_device_has_its_own_budget_per_window(monkeypatch: pytest.MonkeyPatch, owner: User) -> None:
+    from rest_framework.throttling import SimpleRateThrottle
+
+    from devices import services
+
+    monkeypatch.setitem(SimpleRateThrottle.THROTTLE_RATES, "device", "3/min")
+    clients = []
+    for name in ("Porch", "Garage"):
+        _, issued = services.device_create(owner=owner, name=name, kind=Device.Kind.HOME)
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Device {services.device_pair(pairing_code=issued.code).token}")
+        clients.append(client)
+    porch, garage = clients
+    answers = [porch.post("/api/v1/devices/heartbeat", {}, format="json") for _ in range(4)]
+    assert statuses(answers) == [200, 200, 200, 429]
+    assert answers[-1].json()["code"] == "throttled"
+    assert 0 < int(answers[-1]["Retry-After"]) <= 61
+    # The runaway unit's budget is its own: the rest of the fleet carries on.
+    assert garage.post("/api/v1/devices/heartbeat", {}, format="json").status_code == 200
+
+
+def test_the_device_counter_starts_afresh_in_the_next_window(monkeypatch: pytest.MonkeyPatch, owner: User) -> None:
+    from devices import services
+    from devices.auth import DeviceRateThrottle
+
+    monkeypatch.setitem(DeviceRateThrottle.THROTTLE_RATES, "device", "2/min")
+    _, issued = services.device_create(owner=owner, name="Porch", kind=Device.Kind.HOME)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Device {services.device_pair(pairing_code=issued.code).token}")
+    clock = [60 * 16_667 + 20.0]  # 20 s into a minute
+    monkeypatch.setattr(DeviceRateThrottle, "timer", lambda self: clock[0])
+    assert [client.post("/api/v1/devices/heartbeat", {}, format="json").status_code for _ in range(3)] == [
+        200,
+        200,
+        429,
+    ]
+    clock[0] += 40  # the next minute
+    assert client.post("/api/v1/devices/heartbeat", {}, format="json").status_code == 200
+
+
+def test_the_redis_counter_takes_one_round_trip_and_fails_open() -> None:
+    from gunwatch.cache import ResilientRedisCache
+
+    url = __import__("os").environ.get("REDIS_URL")
+    if url:
+        live = ResilientRedisCache(url, {})
+        key = f"counter-{uuid.uuid4()}"
+        assert [live.count_in_window(key, 5) for _ in range(3)] == [1, 2, 3]
+        assert 0 < live._cache.get_client(write=True).ttl(live.make_and_validate_key(key)) <= 5
+        live.delete(key)
+    # Nothing listens on port 1: the counter reports "unknown" and the throttle lets requests through.
+    down = ResilientRedisCache("redis://127.0.0.1:1/0", {"OPTIONS": {"socket_connect_timeout": 0.5}})
+    assert down.count_in_window("anything", 5) is None
