@@ -1,7 +1,8 @@
 """End-to-end alert latency: device upload accepted → incident on the police map's websocket.
 
 Starts the real stack against PostgreSQL and Redis (a Celery worker on the audio and default
-queues and the ASGI server: gunicorn with uvicorn workers as ./gw serve runs it, or --server daphne),
+queues and the web tier in one of ./gw serve's shapes: --server nginx (nginx, a WSGI pool for HTTP,
+an ASGI process for websockets), gunicorn (uvicorn workers alone) or daphne (./gw run's server)),
 logs a police officer in over a websocket, and has N simulated devices upload clips at a fixed
 total rate (open loop: uploads are sent on schedule whether or not earlier ones are done). Every
 upload is a gunshot, because the active model is the shipped one (mn04-ensemble, its weights and
@@ -26,7 +27,7 @@ import io
 import json
 import os
 import re
-import signal
+import shutil
 import socket
 import statistics
 import subprocess
@@ -46,6 +47,11 @@ import requests
 import soundfile
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.webtier import SHAPES, start_web_tier  # noqa: E402
+from bench.webtier import stop as stop_processes  # noqa: E402
+
 PASSWORD = "bench-password-123"
 
 SETUP = r"""
@@ -325,9 +331,10 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=32, help="upload threads")
     parser.add_argument(
         "--server",
-        choices=("gunicorn", "daphne"),
-        default="gunicorn",
-        help="gunicorn: --web-processes uvicorn workers (what ./gw serve runs); daphne: one process",
+        choices=SHAPES,
+        default="nginx" if shutil.which("nginx") else "gunicorn",
+        help="the web tier (bench/webtier.py): nginx + WSGI pool + ASGI for websockets (./gw serve with nginx), "
+        "gunicorn (uvicorn workers alone), daphne (one process)",
     )
     parser.add_argument("--web-processes", type=int, default=2)
     parser.add_argument(
@@ -359,7 +366,7 @@ def main() -> int:
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    logs = {name: (work / f"{name}.log").open("w") for name in ("worker", "daphne")}
+    logs = {name: (work / f"{name}.log").open("w") for name in ("worker",)}
     worker = subprocess.Popen(
         [
             python,
@@ -384,35 +391,11 @@ def main() -> int:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    if args.server == "daphne":
-        command = [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "gunwatch.asgi:application"]
-    else:
-        command = [
-            python,
-            "-m",
-            "gunicorn",
-            "gunwatch.asgi:application",
-            "-k",
-            "uvicorn_worker.UvicornWorker",
-            "-w",
-            str(args.web_processes),
-            "-b",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-        ]
-    daphne = subprocess.Popen(
-        command,
-        env=env,
-        cwd=REPO,
-        stdout=logs["daphne"],
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    web = start_web_tier(args.server, env, "127.0.0.1", port, work, args.web_processes)
     run = Run()
     stop = threading.Event()
     try:
-        wait_http(f"{base}/health", daphne)
+        wait_http(f"{base}/health", web[-1])
         cookie = login(base)
         ready = threading.Event()
         listener = threading.Thread(
@@ -461,12 +444,7 @@ def main() -> int:
             time.sleep(0.5)
     finally:
         stop.set()
-        for proc in (daphne, worker):
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=20)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_processes([*web, worker])
         for handle in logs.values():
             handle.close()
 
@@ -484,7 +462,7 @@ def main() -> int:
     print(
         f"devices={args.devices} target_rate={args.rate}/s duration={args.duration}s "
         f"worker_processes={args.concurrency} model={args.architecture} server={args.server}"
-        + (f" x{args.web_processes}" if args.server == "gunicorn" else "")
+        + (f" x{args.web_processes}" if args.server != "daphne" else "")
         + f" load={os.getloadavg()[0]:.1f}"
     )
     print(

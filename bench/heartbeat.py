@@ -9,6 +9,10 @@ heartbeats/s, latency percentiles, the status codes and, with --server-pid (repe
 process), the server's CPU ms per heartbeat: 2 cores / that figure is what two cores can take when
 nothing else runs, which a shared machine's wall-clock rate cannot show. Target: >= 500 heartbeats/s.
 The per-device throttle (THROTTLE_DEVICE) must be raised on the server, and pairing's too.
+
+``--load wrk`` (the default when Debian's wrk is installed) sends the same requests from wrk, a C load
+generator, with one connection per client and the devices' tokens in turn: the Python clients cost
+about as much CPU as the server they measure, and on two cores that CPU comes out of the server's.
 """
 
 from __future__ import annotations
@@ -16,7 +20,12 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -73,6 +82,52 @@ def run_client(
         statuses.update(codes)
 
 
+WRK_SCRIPT = """
+tokens = {%(tokens)s}
+body = [[%(body)s]]
+counter = 0
+request = function()
+  counter = counter + 1
+  local headers = {}
+  headers["Authorization"] = "Device " .. tokens[(counter %% #tokens) + 1]
+  headers["Content-Type"] = "application/json"
+  return wrk.format("POST", "/api/v1/devices/heartbeat", headers, body)
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %%d %%d %%d %%d %%d %%d %%d\\n", summary.requests, summary.duration, e.status,
+    e.connect + e.read + e.write + e.timeout, latency:percentile(50), latency:percentile(95), latency:percentile(99)))
+end
+"""
+
+
+def run_wrk(url: str, tokens: list[str], clients: int, seconds: float, server_pids: list[int]) -> str:
+    """The closed loop from wrk; returns the printed line (same shape as the Python clients')."""
+    script = WRK_SCRIPT % {"tokens": ", ".join(json.dumps(t) for t in tokens), "body": BODY.decode()}
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as handle:
+        handle.write(script)
+        handle.flush()
+        # One wrk thread: wrk's own CPU is what the server loses, and one thread drives 16 connections.
+        command = ["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "--timeout", "30s", "-s", handle.name, url]
+        subprocess.run([*command[:3], "-d2s", *command[4:]], check=True, capture_output=True)  # warm-up
+        cpu_before = cpu_seconds(server_pids)
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        server_cpu = cpu_seconds(server_pids) - cpu_before
+    found = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)", output)
+    if not found:
+        raise SystemExit(f"wrk printed no result:\n{output}")
+    total, duration_us, bad_status, socket_errors, p50, p95, p99 = (int(value) for value in found.groups())
+    ok = total - bad_status
+    wall = duration_us / 1e6
+    cpu_ms = server_cpu * 1000 / max(1, total) if server_pids else None
+    return (
+        f"wrk, {clients} connections, {wall:.1f} s: {ok} heartbeats accepted = {ok / wall:.0f}/s; latency ms "
+        f"p50 {p50 / 1000:.1f} p95 {p95 / 1000:.1f} p99 {p99 / 1000:.1f}; non-2xx {bad_status}, "
+        f"socket errors {socket_errors}"
+        + (f"; server CPU {cpu_ms:.2f} ms/heartbeat -> {2000 / cpu_ms:.0f}/s on two idle cores" if cpu_ms else "")
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:8011")
@@ -87,10 +142,20 @@ def main() -> None:
         default=[],
         help="a local server process (repeat for each); gives server CPU ms per heartbeat",
     )
+    parser.add_argument(
+        "--load",
+        choices=["wrk", "python"],
+        default="wrk" if shutil.which("wrk") else "python",
+        help="the load generator (wrk: Debian's package, C; python: threads of http.client)",
+    )
     args = parser.parse_args()
     url = args.url.rstrip("/")
     create_user(args.user)
     _, devices = set_up_devices(url, args.user, args.clients)
+    print(f"load {os.getloadavg()[0]:.2f} before the run")
+    if args.load == "wrk":
+        print(run_wrk(url, [token for _, token in devices], args.clients, args.seconds, args.server_pid))
+        return
 
     lock = threading.Lock()
     with ThreadPoolExecutor(args.clients) as pool:

@@ -213,6 +213,12 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# HTTP on a pool of kept threads (gunwatch.asgi): Django's ASGI handler runs every request on a new
+# thread, so each one opened a new database connection (a quarter of a heartbeat's CPU, measured). 0
+# keeps Django's handler, as the in-memory channel layer needs: its queues live on the server's event
+# loop, which only Django's handler lets a view publish on.
+WEB_HTTP_THREADS = env_int("WEB_HTTP_THREADS", 8 if REDIS_URL else 0)
+
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL or "memory://")
 # Outcomes live on the rows (clip status, notification status), so no task result is ever read;
 # storing them would cost a Redis round trip per task for nothing.
