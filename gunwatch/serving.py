@@ -17,8 +17,14 @@ from pathlib import Path
 TEMPLATE = Path(__file__).resolve().parents[1] / "deploy" / "nginx.conf.template"
 
 
-def nginx_conf(var_dir: Path, host: str, port: int) -> Path:
-    """Write ``<var>/nginx/nginx.conf`` for host:port (and make its folders); return its path."""
+def nginx_conf(var_dir: Path, host: str, port: int, static_root: Path | None = None) -> Path:
+    """Write ``<var>/nginx/nginx.conf`` for host:port (and make its folders); return its path.
+
+    ``static_root`` defaults to the settings' STATIC_ROOT (collectstatic's output)."""
+    if static_root is None:
+        from django.conf import settings
+
+        static_root = Path(settings.STATIC_ROOT)
     nginx_dir, run_dir = var_dir / "nginx", var_dir / "run"
     nginx_dir.mkdir(parents=True, exist_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -27,6 +33,7 @@ def nginx_conf(var_dir: Path, host: str, port: int) -> Path:
         "RUN_DIR": str(run_dir.resolve()),
         "HOST": host,
         "PORT": str(port),
+        "STATIC_ROOT": str(static_root.resolve()),
         # Started as root, nginx's workers would run as nobody, who may not reach the sockets.
         "USER_LINE": "user root;" if os.geteuid() == 0 else "",
     }
@@ -50,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gunwatch.settings")
     print(nginx_conf(args.var_dir, args.host, args.port))
 
 

@@ -82,7 +82,7 @@ def test_a_heartbeat_through_the_thread_pool_is_recorded(settings: Any, paired_d
 
 
 def test_the_nginx_config_renders_and_nginx_accepts_it(tmp_path: Path) -> None:
-    conf = nginx_conf(tmp_path / "var", "127.0.0.1", 8123)
+    conf = nginx_conf(tmp_path / "var", "127.0.0.1", 8123, static_root=tmp_path / "static")
     text = conf.read_text()
     assert "@" not in re.sub(r"#.*", "", text), "a placeholder was left in the config"
     assert "listen 127.0.0.1:8123;" in text
@@ -104,8 +104,10 @@ def nginx_tier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     for name in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"):
         env.pop(name, None)
     env["NUM_PROXIES"] = "1"
+    env["STATIC_ROOT"] = str(var / "static")
     manage = [sys.executable, "manage.py"]
     subprocess.run([*manage, "migrate", "-v0"], cwd=REPO_ROOT, env=env, check=True, timeout=300)
+    subprocess.run([*manage, "collectstatic", "--noinput", "-v0"], cwd=REPO_ROOT, env=env, check=True, timeout=300)
     officer = (
         "from accounts.models import User; from alerts.models import PoliceStation; "
         "s = PoliceStation.objects.create(name='Tier', latitude=52.5, longitude=13.4, contact_email='t@example.org'); "
@@ -113,7 +115,7 @@ def nginx_tier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "police_approved=True, police_station=s)"
     )
     subprocess.run([*manage, "shell", "-c", officer], cwd=REPO_ROOT, env=env, check=True, timeout=120)
-    conf = nginx_conf(var, "127.0.0.1", port)
+    conf = nginx_conf(var, "127.0.0.1", port, static_root=var / "static")
     run = var / "run"
     gunicorn = [sys.executable, "-m", "gunicorn", "--log-level", "warning"]
     commands = [
@@ -201,3 +203,11 @@ def test_behind_nginx_the_api_answers_in_its_own_error_shape(nginx_tier: str) ->
     assert response.status_code == 401
     assert response.json()["code"] == "not_authenticated"
     assert response.headers["WWW-Authenticate"].startswith("Device")
+
+
+def test_behind_nginx_the_map_scripts_are_served_by_nginx(nginx_tier: str) -> None:
+    # Django serves no static files with DEBUG off (production): without this the police map has no Leaflet.
+    response = requests.get(f"{nginx_tier}/static/alerts/map.js", timeout=10)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "text/javascript"
+    assert "WebSocket" in response.text
