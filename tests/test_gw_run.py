@@ -1,4 +1,4 @@
-"""``./gw run`` for real: it starts, prints one banner last, and Ctrl-C or SIGTERM stops everything.
+"""``./gw run`` and ``./gw serve`` for real: they start, and Ctrl-C or SIGTERM stops everything they started.
 
 The script runs in a session of its own, like in a terminal; Ctrl-C is SIGINT to that whole
 foreground process group, which is what a terminal sends. Every process the script started is
@@ -7,16 +7,19 @@ collected from /proc before the signal, and none may be left afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 pytestmark = pytest.mark.slow
 
@@ -131,3 +134,75 @@ def test_sigterm_stops_everything_within_seconds(tmp_path: Path) -> None:
     # A process manager signals the script alone, not its group.
     took = _stop_and_check(process, lambda: os.kill(process.pid, signal.SIGTERM))
     assert took < STOP_WITHIN_S, f"SIGTERM took {took:.1f} s"
+
+
+@pytest.fixture
+def serve_database() -> Iterator[str]:
+    """A PostgreSQL database of its own for ./gw serve (it migrates and registers the model)."""
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith("postgres") or not os.environ.get("REDIS_URL"):
+        pytest.skip("./gw serve needs PostgreSQL and Redis (DATABASE_URL, REDIS_URL)")
+    if not shutil.which("nginx"):
+        pytest.skip("nginx is not installed")
+    import psycopg2
+
+    base, _, name = url.rpartition("/")
+    serve_name = f"{name}_gw_serve"
+    admin = psycopg2.connect(f"{base}/postgres")
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{serve_name}"')
+        cursor.execute(f'CREATE DATABASE "{serve_name}"')
+    try:
+        yield f"{base}/{serve_name}"
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{serve_name}" WITH (FORCE)')
+        admin.close()
+
+
+def test_gw_serve_runs_the_production_tier_and_ctrl_c_stops_all_of_it(tmp_path: Path, serve_database: str) -> None:
+    port = _free_port()
+    # A Redis database of its own: the suite's Redis database may hold this run's other work.
+    redis_url = os.environ["REDIS_URL"].rsplit("/", 1)[0] + "/14"
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"},
+        "GUNWATCH_VENV": os.environ.get("GUNWATCH_VENV") or sys.prefix,
+        "GUNWATCH_VAR_DIR": str(tmp_path / "var"),
+        "MEDIA_ROOT": str(tmp_path / "media"),
+        "STATIC_ROOT": str(tmp_path / "static"),
+        "DATABASE_URL": serve_database,
+        "REDIS_URL": redis_url,
+        "PORT": str(port),
+        "WEB_PROCESSES": "1",
+        "WEB_THREADS": "2",
+    }
+    out = tmp_path / "serve.out"
+    process = subprocess.Popen(
+        [str(REPO / "gw"), "serve"],
+        cwd=REPO,
+        env=env,
+        stdout=out.open("w"),
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while True:
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(f"{base}/health", timeout=2).status_code == 200:
+                break
+        if process.poll() is not None or time.monotonic() > deadline:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise AssertionError(f"./gw serve did not start:\n{out.read_text()[-3000:]}")
+        time.sleep(0.5)
+    assert "nginx" in out.read_text()
+    # nginx answers the static files and hands the rest to the WSGI pool.
+    assert requests.get(f"{base}/static/alerts/map.js", timeout=10).status_code == 200
+    assert requests.post(f"{base}/api/v1/devices/heartbeat", json={}, timeout=10).status_code == 401
+    # nginx, gunicorn (WSGI and ASGI) and their workers, two Celery workers and beat.
+    names = {Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] for pid in _descendants(process.pid)}
+    assert any(b"nginx" in name for name in names), names
+    took = _stop_and_check(process, lambda: os.killpg(process.pid, signal.SIGINT))
+    assert took < STOP_WITHIN_S, f"Ctrl-C took {took:.1f} s"
