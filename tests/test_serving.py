@@ -173,6 +173,7 @@ def nginx_tier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def test_behind_nginx_a_session_from_the_wsgi_pool_opens_the_police_websocket(nginx_tier: str) -> None:
     import websockets.sync.client
+    from websockets.typing import Origin
 
     session = requests.Session()
     page = session.get(f"{nginx_tier}/accounts/login/", timeout=10)
@@ -189,13 +190,13 @@ def test_behind_nginx_a_session_from_the_wsgi_pool_opens_the_police_websocket(ng
     cookie = "; ".join(f"{c.name}={c.value}" for c in session.cookies)
     ws_url = nginx_tier.replace("http://", "ws://") + "/ws/incidents/"
     with websockets.sync.client.connect(
-        ws_url, additional_headers={"Cookie": cookie}, origin=nginx_tier, open_timeout=10
+        ws_url, additional_headers={"Cookie": cookie}, origin=Origin(nginx_tier), open_timeout=10
     ) as socket:
         socket.send('{"type": "ping"}')
         assert socket.recv(timeout=10) == '{"type": "pong"}'
     # Without the session the consumer refuses the handshake, behind nginx as without it.
     with pytest.raises(websockets.exceptions.InvalidStatus):
-        websockets.sync.client.connect(ws_url, origin=nginx_tier, open_timeout=10)
+        websockets.sync.client.connect(ws_url, origin=Origin(nginx_tier), open_timeout=10)
 
 
 def test_behind_nginx_the_api_answers_in_its_own_error_shape(nginx_tier: str) -> None:
