@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import secrets
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.core.mail import send_mail
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from accounts.models import User
@@ -186,6 +188,89 @@ def heartbeat_record(*, device: Device, data: dict[str, Any]) -> Device:
     for field, value in changes.items():
         setattr(device, field, value)
     return device
+
+
+class HeartbeatAck(NamedTuple):
+    """What a heartbeat's answer tells the device about itself."""
+
+    code: uuid.UUID
+    status: str
+    heartbeat_interval_s: int
+    sensitivity_threshold: float | None
+
+    @classmethod
+    def of(cls, device: Device) -> HeartbeatAck:
+        return cls(device.code, device.status, device.heartbeat_interval_s, device.sensitivity_threshold)
+
+
+# The heartbeat as one statement: the token's check and the device's update together. The same
+# changes as heartbeat_record (tests/devices/test_heartbeat_statement.py compares the rows).
+_HEARTBEAT_SQL = """
+UPDATE devices_device AS d SET
+    last_heartbeat_at = %(now)s,
+    offline_after = %(now)s + make_interval(secs => d.heartbeat_interval_s * %(missed)s),
+    connectivity = %(online)s,
+    health = %(health)s::jsonb,
+    last_latitude = CASE WHEN %(has_position)s THEN %(latitude)s ELSE d.last_latitude END,
+    last_longitude = CASE WHEN %(has_position)s THEN %(longitude)s ELSE d.last_longitude END,
+    last_accuracy_m = CASE WHEN %(has_position)s THEN %(accuracy_m)s ELSE d.last_accuracy_m END,
+    last_position_at = CASE WHEN %(has_position)s THEN %(now)s ELSE d.last_position_at END,
+    battery_pct = COALESCE(%(battery_pct)s, d.battery_pct),
+    firmware_version = COALESCE(%(firmware_version)s, d.firmware_version),
+    model_version = COALESCE(%(model_version)s, d.model_version)
+FROM devices_devicetoken AS t
+WHERE t.key = %(key)s AND t.digest = %(digest)s AND t.revoked_at IS NULL
+    AND d.id = t.device_id AND d.status = %(active)s
+RETURNING d.code, d.status, d.heartbeat_interval_s, d.sensitivity_threshold, t.id, t.last_used_at
+"""
+
+
+def heartbeat_in_one_statement() -> bool:
+    """PostgreSQL can check the token and update the device in one UPDATE … FROM … RETURNING."""
+    return connection.vendor == "postgresql"
+
+
+def heartbeat_record_by_token(*, raw_token: str, data: dict[str, Any]) -> HeartbeatAck | None:
+    """``heartbeat_record`` for the device of ``raw_token``, in one statement (PostgreSQL only).
+
+    None when no active device has that live token (unknown, revoked, wrong secret, disabled
+    device): the caller then authenticates the usual way for the precise error. The digest is
+    compared by PostgreSQL, not in constant time: it is an HMAC under SECRET_KEY, so timing it
+    tells an attacker nothing about the digest of a secret they could choose.
+    """
+    if not raw_token.startswith(TOKEN_PREFIX) or "." not in raw_token:
+        return None
+    key, _, secret = raw_token[len(TOKEN_PREFIX) :].partition(".")
+    if not key or not secret:
+        return None
+    now = timezone.now()
+    has_position = data.get("latitude") is not None and data.get("longitude") is not None
+    params = {
+        "now": now,
+        "missed": settings.DEVICE_MISSED_HEARTBEATS,
+        "online": Device.Connectivity.ONLINE,
+        "health": json.dumps({name: data[name] for name in HEALTH_FIELDS if data.get(name) is not None}),
+        "has_position": has_position,
+        "latitude": data.get("latitude") if has_position else None,
+        "longitude": data.get("longitude") if has_position else None,
+        "accuracy_m": data.get("accuracy_m") if has_position else None,
+        "battery_pct": data.get("battery_pct"),
+        "firmware_version": data.get("firmware_version"),
+        "model_version": data.get("model_version"),
+        "key": key,
+        "digest": _digest(secret),
+        "active": Device.Status.ACTIVE,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_HEARTBEAT_SQL, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    code, device_status, interval_s, threshold, token_id, last_used_at = row
+    # As device_token_authenticate: the token's last use, to the minute, without a write per request.
+    if last_used_at is None or (now - last_used_at).total_seconds() > 60:
+        DeviceToken.objects.filter(pk=token_id).update(last_used_at=now)
+    return HeartbeatAck(code, device_status, interval_s, threshold)
 
 
 def devices_mark_offline(*, now: datetime | None = None) -> list[Device]:
