@@ -61,6 +61,21 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _launch(command: str, env: dict[str, str], tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
+    """``./gw <command>`` in a session of its own, as from a terminal; its output goes to a file."""
+    out = tmp_path / f"gw-{command}.out"
+    process = subprocess.Popen(
+        [str(REPO / "gw"), command],
+        cwd=REPO,
+        env=env,
+        stdout=out.open("w"),
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    return process, out
+
+
 def _start(tmp_path: Path) -> tuple[subprocess.Popen[str], Path, int]:
     port = _free_port()
     env = {
@@ -72,16 +87,7 @@ def _start(tmp_path: Path) -> tuple[subprocess.Popen[str], Path, int]:
         "PORT": str(port),
         "DEMO_DEVICES": "4",
     }
-    out = tmp_path / "gw.out"
-    process = subprocess.Popen(
-        [str(REPO / "gw"), "run"],
-        cwd=REPO,
-        env=env,
-        stdout=out.open("w"),
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    process, out = _launch("run", env, tmp_path)
     deadline = time.monotonic() + 400
     while "Press Ctrl-C to stop." not in out.read_text():
         if process.poll() is not None or time.monotonic() > deadline:
@@ -177,16 +183,7 @@ def test_gw_serve_runs_the_production_tier_and_ctrl_c_stops_all_of_it(tmp_path: 
         "WEB_PROCESSES": "1",
         "WEB_THREADS": "2",
     }
-    out = tmp_path / "serve.out"
-    process = subprocess.Popen(
-        [str(REPO / "gw"), "serve"],
-        cwd=REPO,
-        env=env,
-        stdout=out.open("w"),
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    process, out = _launch("serve", env, tmp_path)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while True:
