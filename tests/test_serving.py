@@ -84,7 +84,7 @@ def test_a_heartbeat_through_the_thread_pool_is_recorded(settings: Any, paired_d
 def test_the_nginx_config_renders_and_nginx_accepts_it(tmp_path: Path) -> None:
     conf = nginx_conf(tmp_path / "var", "127.0.0.1", 8123, static_root=tmp_path / "static")
     text = conf.read_text()
-    assert "@" not in re.sub(r"#.*", "", text), "a placeholder was left in the config"
+    assert not re.findall(r"@[A-Z_]+@", text), "a placeholder was left in the config"
     assert "listen 127.0.0.1:8123;" in text
     assert f"server unix:{(tmp_path / 'var' / 'run').resolve()}/wsgi.sock;" in text
     if not shutil.which("nginx"):
@@ -212,3 +212,27 @@ def test_behind_nginx_the_map_scripts_are_served_by_nginx(nginx_tier: str) -> No
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "text/javascript"
     assert "WebSocket" in response.text
+
+
+def test_with_the_wsgi_pool_down_nginx_answers_503_in_the_error_shape(tmp_path: Path) -> None:
+    if not shutil.which("nginx"):
+        pytest.skip("nginx is not installed")
+    port = free_port()
+    conf = nginx_conf(tmp_path / "var", "127.0.0.1", port, static_root=tmp_path / "static")
+    nginx = subprocess.Popen(nginx_command(conf), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                response = requests.post(f"http://127.0.0.1:{port}/api/v1/devices/heartbeat", json={}, timeout=5)
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "5"
+        assert response.json()["code"] == "unavailable"
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=20)
