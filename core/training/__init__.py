@@ -6,7 +6,9 @@
 - ``loop``: the fit (AdamW, one-cycle, weight EMA) and whole-clip validation;
 - ``threshold``: the shipped decision threshold;
 - ``logo`` and ``baseline``: the leave-one-gun-model-out check and the seed-style ResNet-34 comparison;
-- ``run``: ``train(settings)``, the whole run, writing weights and the model card.
+- ``run``: ``train(settings)``, the whole run, writing weights and the model card;
+- ``synthetic``: generated negatives (decaying noise bursts, clicks) and the issue's new-user test clip;
+- ``protocol_table``: the model card's protocol tables from ``evaluate_model --out`` JSON.
 """
 
 from core.training.augment import AugmentConfig, MelInput, WindowSampler, spec_augment

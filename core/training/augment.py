@@ -8,7 +8,7 @@ phone-grade band limits (8-12 kHz sample rates), gain, and time/frequency maskin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import soxr
@@ -19,6 +19,9 @@ from core import features
 from core.features import FeatureParams
 from core.networks import TorchLogMel
 from core.training.data import HARD_NEGATIVES, KAGGLE_SOURCE, ClipRecord
+from core.training.synthetic import synthetic_negative
+
+SYNTHETIC = -1  # the index WindowSampler draws for a generated negative (core.training.synthetic)
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,21 @@ class AugmentConfig:
     positive_fraction: float = 0.5
     field_positive_fraction: float = 0.5  # share of positives drawn from non-Kaggle (street/field) sources
     hard_negative_weight: float = 3.0
+    # Generated negatives (core.training.synthetic: decaying noise bursts, clicks): this share of the fine-tuning
+    # negatives, and this many generated clips among the probe's negatives. 0 in the shipped recipe.
+    synthetic_negatives: float = 0.0
+    synthetic_probe_clips: int = 0
+
+
+# What --synthetic-negatives switches on: a tenth of the fine-tuning negatives generated, and 300 generated
+# 3-s clips (about 1,500 windows, a tenth of the real negative windows) among the probe's negatives.
+SYNTHETIC_SHARE = 0.1
+SYNTHETIC_PROBE_CLIPS = 300
+
+
+def with_synthetic_negatives(config: AugmentConfig) -> AugmentConfig:
+    """config with the generated negatives of core.training.synthetic switched on (see SYNTHETIC_SHARE)."""
+    return replace(config, synthetic_negatives=SYNTHETIC_SHARE, synthetic_probe_clips=SYNTHETIC_PROBE_CLIPS)
 
 
 def _rms(x: np.ndarray) -> float:
@@ -109,6 +127,9 @@ class WindowSampler:
             if labels[k]:
                 group = self.pos_groups[rng.choice(len(self.pos_groups), p=self.pos_group_p)]
                 idx[k] = group[rng.integers(group.size)]
+            elif cfg.synthetic_negatives > 0 and rng.random() < cfg.synthetic_negatives:
+                # Only drawn when enabled, so the shipped recipe's random stream is unchanged.
+                idx[k] = SYNTHETIC
             else:
                 idx[k] = self.negatives[rng.choice(self.negatives.size, p=self.neg_p)]
         return idx, labels
@@ -155,8 +176,11 @@ class WindowSampler:
 
     def window(self, i: int, positive: bool) -> np.ndarray:
         rng, cfg, p = self.rng, self.config, self.params
-        around = positive or rng.random() < cfg.p_event_crop_other
-        x = self._crop(self.clips[i], around, self.loud_frames[i])
+        if i == SYNTHETIC:
+            x = synthetic_negative(p.window_s, p.sample_rate, rng)[0]
+        else:
+            around = positive or rng.random() < cfg.p_event_crop_other
+            x = self._crop(self.clips[i], around, self.loud_frames[i])
         if rng.random() < (cfg.p_distance if positive else cfg.p_distance_negative):
             x = self._distance(x)
         if self.negatives.size and rng.random() < (cfg.p_mix_positive if positive else cfg.p_mix_negative):

@@ -25,6 +25,9 @@ from core.features import FeatureParams
 from core.networks import MobileNetV3
 from core.training.augment import AugmentConfig, WindowSampler
 from core.training.data import ClipRecord
+from core.training.synthetic import synthetic_negative
+
+SYNTHETIC_CLIP_S = 3.0  # a generated probe negative: long enough for a few bursts, windowed like any clip
 
 TOP_FRACTION = 0.1  # the highest-scoring tenth of the training negatives...
 FACTOR = 5.0  # ...weighs (and is drawn) this many times as much
@@ -141,6 +144,14 @@ def fit_probe(
         else:
             neg_rows.append(emb)
             neg_owner += [int(i)] * len(emb)
+    if config.synthetic_probe_clips:
+        # Every production window of each generated clip (core.training.synthetic), like a real negative; its
+        # own seed, so the rest of the probe does not change with the count. Owner -1: never a mined clip.
+        rng = np.random.default_rng(seed + 2)
+        for _ in tqdm(range(config.synthetic_probe_clips), desc="probe: synthetic", unit="clip", leave=False):
+            y = synthetic_negative(SYNTHETIC_CLIP_S, params.sample_rate, rng)[0]
+            neg_rows.append(_embed(backbone, features.windows(y, params.sample_rate, params)))
+            neg_owner += [-1] * len(neg_rows[-1])
     x_neg = np.concatenate(neg_rows) if neg_rows else np.zeros((0, 384), np.float32)
     x = np.concatenate([*xs, x_neg])
     y = np.concatenate([*ys, np.zeros(len(x_neg))])
@@ -157,9 +168,10 @@ def fit_probe(
         weights[len(y) - len(x_neg) :] += (FACTOR - 1) * confusing
         model.fit(scaler.transform(x), y, sample_weight=weights)
         owners = np.array(neg_owner)
-        clip_max = {int(o): float(s[owners == o].max()) for o in np.unique(owners)}
-        cut = np.quantile(list(clip_max.values()), 1 - TOP_FRACTION)
-        hard = {o: FACTOR for o, v in clip_max.items() if v >= cut}
+        clip_max = {int(o): float(s[owners == o].max()) for o in np.unique(owners) if o >= 0}
+        if clip_max:
+            cut = np.quantile(list(clip_max.values()), 1 - TOP_FRACTION)
+            hard = {o: FACTOR for o, v in clip_max.items() if v >= cut}
     w = model.coef_[0] / scaler.scale_
     b = float(model.intercept_[0] - np.sum(model.coef_[0] * scaler.mean_ / scaler.scale_))
     return Probe(weight=w.astype(np.float32), bias=b, hard_negatives=hard)

@@ -213,18 +213,24 @@ def run_protocol(
     capture: Capture | None = None,
     seed: int = 0,
     only: Sequence[str] = (),
+    check_clips: Sequence[tuple[np.ndarray, int]] = (),
 ) -> dict[str, Any]:
     """Train on each fold's training clips (``fit(train, test, name) -> (classifier, test clip scores)``), score
     its held-out clips and its held-out background streamed, and collect everything for thresholds.
-    ``only`` names the folds to run (the others are skipped); empty runs every fold."""
+    ``only`` names the folds to run (the others are skipped); empty runs every fold. Each fold's classifier
+    also scores ``check_clips`` ((waveform, sample rate), e.g. the issue's three noise bursts): "check_scores"."""
     from core import evaluation
 
     folds = folds_for(protocol, records, seed=seed)
     if only:
         folds = [f for f in folds if f.name in only]
-    rows, held_idx, held_scores, streams = [], [], [], {}
+    rows, held_idx, held_scores, streams, check_scores = [], [], [], {}, {}
     for fold in folds:
         classifier, scores = fit(fold.train, fold.test, f"{protocol} {fold.name}")
+        if check_clips:
+            check_scores[fold.name] = [
+                float(classifier.classify_waveform(y, sr, threshold=1.0).score) for y, sr in check_clips
+            ]
         rows.append(fold_metrics(records, fold, scores))
         held_idx += fold.test.tolist()
         held_scores += np.asarray(scores, dtype=np.float64).tolist()
@@ -234,8 +240,11 @@ def run_protocol(
             "hours": stream.size / sample_rate / 3600,
             **stream_scores(classifier, stream, sample_rate, capture),
         }
-    return {"protocol": protocol, "folds": rows, "summary": summarise(rows), "held_out": {"index": held_idx,
-            "scores": held_scores}, "streams": streams}  # fmt: skip
+    out = {"protocol": protocol, "folds": rows, "summary": summarise(rows), "held_out": {"index": held_idx,
+           "scores": held_scores}, "streams": streams}  # fmt: skip
+    if check_clips:
+        out["check_scores"] = check_scores
+    return out
 
 
 def apply_operating_points(

@@ -29,6 +29,7 @@ from core.training.logo import run_logo
 from core.training.loop import train_one
 from core.training.protocols import Capture, apply_operating_points, folds_for, run_protocol
 from core.training.settings import TrainResult, TrainSettings
+from core.training.synthetic import new_user_clip
 from core.training.threshold import choose_threshold
 from core.weights import save_weights
 
@@ -172,7 +173,10 @@ def calibrated_result(result: dict[str, Any], cal: dict[str, Any]) -> dict[str, 
                for k, rows in st.items()}
         for name, st in result["streams"].items()
     }  # fmt: skip
-    return {**result, "held_out": held, "streams": streams}
+    out = {**result, "held_out": held, "streams": streams}
+    if "check_scores" in result:
+        out["check_scores"] = {k: calibration.apply(v, cal).tolist() for k, v in result["check_scores"].items()}
+    return out
 
 
 def _fold_fitter(
@@ -190,6 +194,11 @@ def _fold_fitter(
 
 def _strip_scores(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if k != "scores"}
+
+
+# The "new user" test (three bursts of decaying white noise, tau 0.1 s, 1 s apart, over a -40 dB floor;
+# five noise draws at 16 kHz), scored by every fold's classifier: a recipe that alerts on it fails whatever its AUC.
+NEW_USER_CLIPS = tuple((new_user_clip(16000, seed=k), 16000) for k in range(5))
 
 
 def evaluate_protocols(
@@ -216,7 +225,7 @@ def evaluate_protocols(
     for name in s.protocols:
         result = run_protocol(name, records, waves, fit=_fold_fitter(records, waves, s),
                               sample_rate=s.params.sample_rate, capture=capture, seed=s.seed,
-                              only=s.folds)  # fmt: skip
+                              only=s.folds, check_clips=NEW_USER_CLIPS)  # fmt: skip
         if cal is not None:
             result = calibrated_result(result, cal)
         points = thresholds

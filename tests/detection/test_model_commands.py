@@ -95,7 +95,7 @@ def test_evaluate_protocol_runs_only_the_named_fold_with_the_overrides(tmp_path:
     text = run(
         "evaluate_model", "--manifest", str(manifest), "--weights", str(weights), "--protocol", "cv", "--fold", "cv2",
         "--epochs", "1", "--steps-per-epoch", "2", "--seed", "3", "--out", str(out), "--probe-c", "0.05",
-        "--no-probe-augmentation",
+        "--no-probe-augmentation", "--synthetic-negatives",
     )  # fmt: skip
     body = json.loads(out.read_text())
     assert [row["fold"] for row in body["protocols"]["cv"]["folds"]] == ["cv2"]
@@ -103,6 +103,10 @@ def test_evaluate_protocol_runs_only_the_named_fold_with_the_overrides(tmp_path:
     ran = body["ran"]
     assert (ran["epochs"], ran["steps_per_epoch"], ran["seed"], ran["folds"]) == (1, 2, 3, ["cv2"])
     assert (ran["probe_c"], ran["probe_augmented"]) == (0.05, False)
+    assert ran["synthetic_negatives"] > 0 and ran["synthetic_probe_clips"] > 0
+    # The fold's classifier also scored the five new-user noise-burst clips.
+    (checks,) = body["protocols"]["cv"]["check_scores"].values()
+    assert len(checks) == 5 and all(0.0 <= c <= 1.0 for c in checks)
     assert ran["seconds"] > 0 and len(ran["load_average"]) == 3
     fold = body["protocols"]["cv"]["folds"][0]
     assert fold["threshold"]["threshold"] == pytest.approx(0.4)  # the model's own threshold, no calibration
@@ -119,6 +123,8 @@ def test_evaluate_protocol_overrides_are_checked(tmp_path: Path) -> None:
     with pytest.raises(CommandError, match="at least 1"):
         run("evaluate_model", "--manifest", str(manifest), "--weights", weights, "--protocol", "cv",
             "--steps-per-epoch", "0")  # fmt: skip
+    with pytest.raises(CommandError, match="needs --protocol"):
+        run("evaluate_model", "--manifest", str(manifest), "--weights", weights, "--synthetic-negatives")
     with pytest.raises(CommandError, match="unknown fold"):
         run("evaluate_model", "--manifest", str(manifest), "--weights", weights, "--protocol", "cv", "--fold", "FP9")
 

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from django.db import DatabaseError
 from core import evaluation
 from core.classifier import Classifier
 from core.training import TrainSettings
+from core.training.augment import with_synthetic_negatives
 from core.training.protocols import PROTOCOLS
 from core.training.run import evaluate_protocols
 from core.weights import ModelLoadError
@@ -87,6 +89,11 @@ class Command(BaseCommand):
         recipe.add_argument("--probe-c", type=float, help="inverse L2 strength of the mn04 probe (recipe: 0.5)")
         recipe.add_argument("--no-probe-augmentation", action="store_true",
                             help="fit the mn04 probe on the unaugmented windows only")  # fmt: skip
+        recipe.add_argument(
+            "--synthetic-negatives", action="store_true",
+            help="add generated negatives (decaying noise bursts, clicks: core.training.synthetic) to the probe "
+                 "and to fine-tuning",
+        )  # fmt: skip
         recipe.add_argument("--out", type=Path, help="also write the protocol result, with what ran, as JSON here")
 
     def handle(self, *args: Any, **opts: Any) -> None:
@@ -97,6 +104,8 @@ class Command(BaseCommand):
         overrides = ("fold", "epochs", "steps_per_epoch", "seed", "out", "probe_c")
         if not opts["protocol"] and any(opts[k] not in (None, []) for k in overrides):
             raise CommandError("--fold, --epochs, --steps-per-epoch, --seed and --out need --protocol")
+        if not opts["protocol"] and opts["synthetic_negatives"]:
+            raise CommandError("--synthetic-negatives changes the recipe: it needs --protocol")
         for key in ("epochs", "steps_per_epoch"):
             if opts[key] is not None and opts[key] < 1:
                 raise CommandError(f"--{key.replace('_', '-')} must be at least 1")
@@ -148,6 +157,8 @@ class Command(BaseCommand):
         else:
             recipe = TrainSettings(manifest=manifest, out_dir=Path("."), architecture=classifier.architecture,
                                    params=classifier.params, **common)  # fmt: skip
+        if opts["synthetic_negatives"]:
+            recipe = replace(recipe, augment=with_synthetic_negatives(recipe.augment))
         started, t0 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.perf_counter()
         try:
             result = evaluate_protocols(
@@ -164,6 +175,8 @@ class Command(BaseCommand):
                 "protocols": list(recipe.protocols), "folds": list(recipe.folds) or "all", "seed": recipe.seed,
                 "epochs": recipe.epochs, "steps_per_epoch": recipe.steps_per_epoch, "batch_size": recipe.batch_size,
                 "threads": recipe.threads, "probe_c": recipe.probe_c, "probe_augmented": recipe.probe_augmented,
+                "synthetic_negatives": recipe.augment.synthetic_negatives,
+                "synthetic_probe_clips": recipe.augment.synthetic_probe_clips,
                 "started": started, "seconds": round(time.perf_counter() - t0, 1),
                 "load_average": list(os.getloadavg()), "argv": sys.argv[1:],
             }  # fmt: skip

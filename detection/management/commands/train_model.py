@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from core.features import FeatureParams
 from core.training import TrainSettings, train
+from core.training.augment import with_synthetic_negatives
 from core.training.protocols import PROTOCOLS
 from detection import services
 from detection.protocol_capture import trigger_captures
@@ -73,6 +75,12 @@ class Command(BaseCommand):
             action="store_true",
             help="train on every clip (the protocols, not the in-sample split, judge the recipe)",
         )
+        parser.add_argument(
+            "--synthetic-negatives",
+            action="store_true",
+            help="add generated negatives (decaying noise bursts, clicks: core.training.synthetic) to the training "
+            "negatives (the mn04 probe's and the fine-tuning's)",
+        )
         parser.add_argument("--weights-name", help="default: <architecture>.pt")
         parser.add_argument("--json", action="store_true", help="print one JSON object (the card's figures)")
         parser.add_argument(
@@ -120,6 +128,8 @@ class Command(BaseCommand):
                 params=FeatureParams(),
                 **common,
             )
+        if opts["synthetic_negatives"]:
+            train_settings = replace(train_settings, augment=with_synthetic_negatives(train_settings.augment))
         result = train(train_settings, capture=trigger_captures)
         metrics = {k: v for k, v in result.metrics.items() if k not in {"scores", "false_alarm_stream"}}
         if opts["json"]:
