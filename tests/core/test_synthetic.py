@@ -99,8 +99,8 @@ def test_random_negatives_are_seeded_bounded_and_varied() -> None:
 
 
 def _records() -> list[ClipRecord]:
-    recs = [ClipRecord(f"g{k}.flac", None, "gunshot", "gun_unknown", "us8k", f"g{k}", f"u{k}", 1.0) for k in range(6)]  # type: ignore[arg-type]
-    recs += [ClipRecord(f"o{k}.flac", None, "other", "siren", "us8k", f"o{k}", f"v{k}", 1.0) for k in range(6)]  # type: ignore[arg-type]
+    recs = [ClipRecord(f"g{k}.flac", None, "gunshot", "gun_unknown", "us8k", f"g{k}", f"u{k}", 1.0) for k in range(6)]
+    recs += [ClipRecord(f"o{k}.flac", None, "other", "siren", "us8k", f"o{k}", f"v{k}", 1.0) for k in range(6)]
     return recs
 
 
