@@ -9,7 +9,7 @@ from rest_framework import authentication, exceptions
 from rest_framework.permissions import BasePermission
 
 from devices.models import Device, DeviceToken
-from devices.services import TOKEN_PREFIX, device_token_authenticate, normalise_pairing_code
+from devices.services import device_token_authenticate, normalise_pairing_code, token_parts
 from gunwatch.throttling import CounterRateThrottle, RequestFieldThrottle
 
 
@@ -85,8 +85,8 @@ class DeviceRateThrottle(CounterRateThrottle):
             raw = device_token_from_header(request)
         except exceptions.AuthenticationFailed:
             raw = None
-        key = raw[len(TOKEN_PREFIX) :].partition(".")[0] if raw and raw.startswith(TOKEN_PREFIX) else ""
-        ident = f"token-{key}" if key else self.get_ident(request)
+        parts = token_parts(raw) if raw else None
+        ident = f"token-{parts[0]}" if parts else self.get_ident(request)
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
 

@@ -127,13 +127,20 @@ def device_token_revoke(*, device: Device) -> int:
     return DeviceToken.objects.filter(device=device, revoked_at__isnull=True).update(revoked_at=timezone.now())
 
 
-def device_token_authenticate(raw_token: str) -> DeviceToken | None:
-    """Find the live token matching ``gw_<key>.<secret>``, comparing digests in constant time."""
-    if not raw_token.startswith(TOKEN_PREFIX) or "." not in raw_token:
+def token_parts(raw_token: str) -> tuple[str, str] | None:
+    """(key, secret) of ``gw_<key>.<secret>``; None for anything else."""
+    if not raw_token.startswith(TOKEN_PREFIX):
         return None
     key, _, secret = raw_token[len(TOKEN_PREFIX) :].partition(".")
-    if not key or not secret:
+    return (key, secret) if key and secret else None
+
+
+def device_token_authenticate(raw_token: str) -> DeviceToken | None:
+    """Find the live token matching ``gw_<key>.<secret>``, comparing digests in constant time."""
+    parts = token_parts(raw_token)
+    if parts is None:
         return None
+    key, secret = parts
     # No owner join and no ORDER BY (``key`` is unique): every device request pays this lookup, and
     # compiling the wider query cost more CPU than running it.
     token = next(iter(DeviceToken.objects.select_related("device").filter(key=key, revoked_at__isnull=True)[:1]), None)
@@ -238,11 +245,10 @@ def heartbeat_record_by_token(*, raw_token: str, data: dict[str, Any]) -> Heartb
     compared by PostgreSQL, not in constant time: it is an HMAC under SECRET_KEY, so timing it
     tells an attacker nothing about the digest of a secret they could choose.
     """
-    if not raw_token.startswith(TOKEN_PREFIX) or "." not in raw_token:
+    parts = token_parts(raw_token)
+    if parts is None:
         return None
-    key, _, secret = raw_token[len(TOKEN_PREFIX) :].partition(".")
-    if not key or not secret:
-        return None
+    key, secret = parts
     now = timezone.now()
     has_position = data.get("latitude") is not None and data.get("longitude") is not None
     params = {
