@@ -7,7 +7,8 @@ Makes --devices devices 5 km apart (each device's clips follow up on its own inc
 benchmark) and --detections positive classifications, one a second per device, then records them in
 order with ``incident_record_detection`` (no model, no broker, no web server). Prints the mean, p50 and
 p95 time per detection, split into the first and last tenth (the incidents grow: 60 s of follow-ups at
-one clip a second per device is 60 detections), and the queries per detection. ``--profile N`` prints
+one clip a second per device is 60 detections), the recording process's own CPU per detection (steadier than
+wall time on a shared machine: PostgreSQL's share is not in it), and the queries per detection. ``--profile N`` prints
 the N most expensive functions (cProfile, cumulative). The REDIS_URL database is emptied at the end.
 """
 
@@ -104,18 +105,20 @@ def main() -> int:
             )
         )
     times: list[float] = []
+    cpu: list[float] = []  # this process's CPU: steadier than wall time on a shared machine
     queries: list[int] = []
     profile = cProfile.Profile() if args.profile else None
     for classification in classifications:
         connection.queries_log.clear()  # the log keeps 9,000 queries; a full one miscounts
         with CaptureQueriesContext(connection) as captured:
-            began = time.perf_counter()
+            began, began_cpu = time.perf_counter(), time.process_time()
             if profile:
                 profile.enable()
             incident_record_detection(classification=classification)
             if profile:
                 profile.disable()
             times.append((time.perf_counter() - began) * 1000)
+            cpu.append((time.process_time() - began_cpu) * 1000)
         queries.append(len(captured.captured_queries))
         if os.environ.get("BENCH_SHOW_QUERIES") and len(queries) == len(classifications) - 1:
             for query in captured.captured_queries:
@@ -129,6 +132,10 @@ def main() -> int:
             f"{name}: ms per detection mean={statistics.fmean(part):.1f} p50={ordered[len(ordered) // 2]:.1f} "
             f"p95={ordered[int(len(ordered) * 0.95)]:.1f}"
         )
+    print(
+        f"CPU of this process ms per detection: mean={statistics.fmean(cpu):.1f} "
+        f"first tenth={statistics.fmean(cpu[:tenth]):.1f} last tenth={statistics.fmean(cpu[-tenth:]):.1f}"
+    )
     print(f"queries per detection: mean={statistics.fmean(queries):.1f} max={max(queries)} min={min(queries)}")
     import redis
 

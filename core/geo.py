@@ -557,10 +557,17 @@ def align_shots(
     of follow-ups stays linear.
     """
     order = sorted(range(len(arrivals)), key=lambda i: arrivals[i].at)
+    # No shot takes an arrival later than the longest skew of any arrival after its first one, and
+    # shots are begun in time order: those begun longer ago are passed for good, so each arrival
+    # tries only the shots still open (the recording of a long night's follow-ups reads them all).
+    longest = _max_skew_s(arrivals, speed_of_sound, hearing_range_m) if arrivals else 0.0
     groups: list[list[int]] = []
+    open_from = 0
     for i in order:
         arrival = arrivals[i]
-        for group in groups:
+        while open_from < len(groups) and arrival.at - arrivals[groups[open_from][0]].at > longest:
+            open_from += 1
+        for group in groups[open_from:]:
             members = [arrivals[j] for j in group]
             if arrival.at - members[0].at > _max_skew_s([*members, arrival], speed_of_sound, hearing_range_m):
                 continue

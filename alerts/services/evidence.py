@@ -153,17 +153,22 @@ def alert_threshold(device_threshold: float | None, model_threshold: float) -> f
 
 def incident_evidence(incident: Incident) -> Evidence:
     """Read the incident's detections and score them (the row's location fields must be current)."""
-    detections = list(Detection.objects.filter(incident=incident).select_related("device", "classification"))
-    device_ids = sorted({d.device_id for d in detections})
+    # Plain rows, not three model instances per detection: recording calls this for every detection
+    # of a growing incident.
+    rows = list(
+        Detection.objects.filter(incident=incident).values_list(
+            "device_id", "score", "latitude", "longitude", "device__alert_threshold", "classification__threshold"
+        )
+    )
+    device_ids = sorted({row[0] for row in rows})
     records = device_track_records(device_ids, exclude_incident=incident.pk)
-    best: dict[int, Detection] = {}
-    for detection in detections:
-        threshold = alert_threshold(detection.device.alert_threshold, detection.classification.threshold)
-        if detection.score < threshold:
+    best: dict[int, tuple[float, float | None, float | None]] = {}
+    for device_id, score, latitude, longitude, device_threshold, model_threshold in rows:
+        if score < alert_threshold(device_threshold, model_threshold):
             continue
-        if detection.device_id not in best or detection.score > best[detection.device_id].score:
-            best[detection.device_id] = detection
-    witnesses = [Witness(pk, d.score, records[pk], d.latitude, d.longitude) for pk, d in best.items()]
+        if device_id not in best or score > best[device_id][0]:
+            best[device_id] = (score, latitude, longitude)
+    witnesses = [Witness(pk, score, records[pk], lat, lon) for pk, (score, lat, lon) in best.items()]
     return evidence_combine(
         witnesses,
         residual_m=incident.residual_m,

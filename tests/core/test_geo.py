@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from core.geo import (
     EARTH_RADIUS_M,
+    SAME_SHOT_SIGMAS,
     SPEED_OF_SOUND_M_S,
     Arrival,
     LocalFrame,
@@ -411,6 +412,50 @@ def test_shots_are_aligned_across_devices_by_arrival_time() -> None:
     second = _arrivals(elsewhere, T0 + 20, [0, 120, 240])
     groups = align_shots([*second, *first])
     assert sorted(sorted(g) for g in groups) == [[0, 1, 2], [3, 4, 5]]
+
+
+def _align_trying_every_shot(arrivals: list[Arrival]) -> list[list[int]]:
+    """align_shots as first written: every arrival tries every shot begun so far (quadratic)."""
+    order = sorted(range(len(arrivals)), key=lambda i: arrivals[i].at)
+    groups: list[list[int]] = []
+    for i in order:
+        arrival = arrivals[i]
+        for group in groups:
+            members = [arrivals[j] for j in group]
+            if (
+                arrival.at - members[0].at
+                > 2 * HEARING_M / SPEED_OF_SOUND_M_S
+                + SAME_SHOT_SIGMAS * 2 * max(a.timing_sigma_s for a in [*members, arrival])
+                + 1.0
+            ):
+                continue
+            if all(m.device != arrival.device for m in members) and shot_fits([*members, arrival]):
+                group.append(i)
+                break
+        else:
+            groups.append([i])
+    return groups
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 5),  # device
+            st.floats(0.0, 60.0),  # when the shot was fired (s)
+            st.sampled_from([0, 90, 180, 270]),  # bearing of the device from the centre
+            st.sampled_from([0.002, 0.01, 0.0625]),  # its clock: GPS, NTP, free-running
+        ),
+        max_size=24,
+    )
+)
+def test_aligning_a_long_night_tries_only_open_shots_and_groups_as_trying_every_shot(
+    heard: list[tuple[int, float, int, float]],
+) -> None:
+    arrivals = [
+        _arrivals(CENTRE, T0 + fired, [bearing], first_device=device, sigma_s=sigma)[0]
+        for device, fired, bearing, sigma in heard
+    ]
+    assert align_shots(arrivals, hearing_range_m=HEARING_M) == _align_trying_every_shot(arrivals)
 
 
 def test_place_arrival_joins_the_same_shot_opens_elsewhere_and_splits_a_false_follow_up() -> None:
