@@ -86,6 +86,10 @@ def _load_model_at_start(**_: Any) -> None:
 
 @worker_init.connect
 def _compile_features_before_fork(**_: Any) -> None:
+    from django.db import connection
+
     from detection import inference
 
     inference.warm_features()
+    inference.compile_active_model()
+    connection.close()  # the pool's children open their own

@@ -393,6 +393,10 @@ EVIDENCE_RETENTION_DAYS = env_int("EVIDENCE_RETENTION_DAYS", 90)
 MODEL_ACTIVE_CHECK_TTL_S = env_float("MODEL_ACTIVE_CHECK_TTL_S", 2.0)
 # Torch threads per process: Celery runs several processes, and oversubscribing cores only slows them.
 INFERENCE_TORCH_THREADS = env_int("INFERENCE_TORCH_THREADS", 1)
+# Serve each model from a frozen TorchScript graph (core.classifier.Classifier.compile_for_serving), kept
+# per weights file and torch version in this folder so a restarted worker loads it instead of tracing.
+INFERENCE_COMPILE = env_bool("INFERENCE_COMPILE", True)
+INFERENCE_COMPILED_DIR = Path(env_str("INFERENCE_COMPILED_DIR") or str(DATA_DIR / "compiled"))
 
 # --- Map ------------------------------------------------------------------------------------
 MAP_TILE_URL = env_str("MAP_TILE_URL", "https://{s}.tile.openstreetmap.org/{z}/{x}/{y}.png")

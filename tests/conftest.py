@@ -190,6 +190,9 @@ def eager_celery(settings: Settings) -> Iterator[None]:
 def clean_inference(settings: Settings) -> Iterator[None]:
     """Each test starts with an empty model cache that asks the database on every call."""
     settings.MODEL_ACTIVE_CHECK_TTL_S = 0
+    # Tracing every test's fresh random network would cost the suite minutes; the tests of the frozen
+    # graph (tests/detection/test_compiled_inference.py, tests/core/test_classifier.py) switch it on.
+    settings.INFERENCE_COMPILE = False
     inference.reset()
     yield
     inference.reset()

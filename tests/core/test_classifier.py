@@ -153,6 +153,46 @@ def test_torchscript_export_gives_the_same_logits(weights, tmp_path):
         torch.testing.assert_close(scripted(x), clf.network(x))
 
 
+def _uncompiled_scores(weights: Path, y: np.ndarray) -> list[float]:
+    return [w.score for w in Classifier.load(weights).classify_waveform(y, SR).windows]
+
+
+def test_the_frozen_graph_scores_as_the_network_and_is_kept_for_the_next_load(weights, tmp_path, monkeypatch):
+    y = impulses([0.5, 1.7], seconds=2.5)
+    cache = tmp_path / "compiled" / "tiny.pt"
+    clf = Classifier.load(weights)
+    assert clf.compile_for_serving(cache) <= 1e-4
+    assert cache.is_file()
+    scores = [w.score for w in clf.classify_waveform(y, SR).windows]
+    assert scores == pytest.approx(_uncompiled_scores(weights, y), abs=1e-5)
+
+    # The next process loads the kept graph: tracing again would fail here.
+    def no_tracing(*args, **kwargs):
+        raise AssertionError("traced although a compiled graph was kept")
+
+    monkeypatch.setattr(torch.jit, "trace", no_tracing)
+    again = Classifier.load(weights)
+    assert again.compile_for_serving(cache) <= 1e-4
+    assert [w.score for w in again.classify_waveform(y, SR).windows] == pytest.approx(scores, abs=1e-6)
+
+
+def test_a_damaged_kept_graph_is_rebuilt(weights, tmp_path):
+    cache = tmp_path / "compiled.pt"
+    cache.write_bytes(b"half a file")
+    clf = Classifier.load(weights)
+    assert clf.compile_for_serving(cache) <= 1e-4
+    assert torch.jit.load(str(cache)) is not None
+
+
+def test_a_kept_graph_of_another_network_is_refused_and_the_network_serves(weights, tmp_path):
+    cache = tmp_path / "other.pt"
+    Classifier.load(make_weights(tmp_path / "other-weights.pt", seed=1)).compile_for_serving(cache)
+    y = impulses([0.5], seconds=1.5)
+    clf = Classifier.load(weights)
+    assert clf.compile_for_serving(cache) == float("inf")
+    assert [w.score for w in clf.classify_waveform(y, SR).windows] == _uncompiled_scores(weights, y)
+
+
 def test_cli_prints_json_per_file_and_fails_on_bad_files(weights, tmp_path, capsys):
     good = write(tmp_path / "a.wav", impulses([0.5], seconds=1.5))
     bad = tmp_path / "b.wav"

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from core.classifier import Classifier
@@ -171,3 +172,44 @@ def test_classifier_for_reuses_the_cached_model_only_for_its_version(
     assert inference.classifier_for(active) is loaded.classifier
     assert inference.classifier_for(other) is not loaded.classifier
     assert len(load_calls) == 2
+
+
+def test_a_worker_serves_the_active_model_from_its_frozen_graph_kept_per_version(
+    model_factory: Callable[..., ModelVersion], settings: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import torch
+
+    settings.INFERENCE_COMPILE = True
+    settings.INFERENCE_COMPILED_DIR = tmp_path / "compiled"
+    version = model_factory(seed=3)  # random weights: scores that vary from window to window
+    noise = np.random.default_rng(0).standard_normal(16000 * 3).astype(np.float32) * 0.3
+    network_itself = Classifier.load(tmp_path / "weights" / "w1.pt").classify_waveform(noise, 16000)
+    with caplog.at_level(logging.INFO, logger="detection.inference"):
+        served = inference.active_model().classifier.classify_waveform(noise, 16000)
+    assert len({round(w.score, 6) for w in network_itself.windows}) > 1
+    assert [w.score for w in served.windows] == pytest.approx([w.score for w in network_itself.windows], abs=1e-5)
+    assert (tmp_path / "compiled" / f"{version.sha256}-torch{torch.__version__}.pt").is_file()
+    assert "serves from its frozen graph" in caplog.text
+
+
+def test_the_worker_parent_keeps_the_active_graph_once(
+    model_factory: Callable[..., ModelVersion], settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    settings.INFERENCE_COMPILE = True
+    settings.INFERENCE_COMPILED_DIR = tmp_path / "compiled"
+    version = model_factory(seed=4)
+    inference.compile_active_model()
+    kept = inference.compiled_path(version)
+    assert kept.is_file()
+    written = kept.stat().st_mtime_ns
+
+    def no_tracing(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("traced again")
+
+    monkeypatch.setattr(torch.jit, "trace", no_tracing)
+    inference.compile_active_model()
+    assert kept.stat().st_mtime_ns == written
+    # The pool process then loads the kept graph rather than tracing.
+    assert inference.active_model().classifier.classify_waveform(np.zeros(16000, np.float32), 16000).windows
