@@ -272,6 +272,65 @@ def match(run: Run, devices: list[dict[str, Any]]) -> None:
             max(candidates, key=lambda u: u.recorded_at).message_at = received
 
 
+STAGES_SQL = """
+SELECT d.name, c.recorded_at, c.received_at, c.processing_started_at, c.finished_at, det.created_at
+FROM detection_clip c JOIN devices_device d ON d.id = c.device_id
+LEFT JOIN alerts_detection det ON det.clip_id = c.id
+WHERE d.name LIKE 'bench-%%'
+"""
+
+
+def stages(database_url: str, measured: list[Upload], wall_offset: float) -> None:
+    """Where each upload's latency went, from the clips' own timestamps: the profile behind the p95.
+
+    queue: accepted → claimed by a worker (broker delivery, a busy pool); classify: claimed → verdict
+    stored (features and the forward pass of its whole batch); record: verdict → detection row (the
+    incident step, after the batch's earlier positives); deliver: detection → websocket message (commit,
+    channel layer, ASGI). Batch: clips that shared one claim.
+    """
+    import psycopg2
+
+    connection = psycopg2.connect(database_url)
+    with connection, connection.cursor() as cursor:
+        cursor.execute(STAGES_SQL)
+        rows = cursor.fetchall()
+    connection.close()
+    # The upload sent recorded_at to the millisecond: that and the device name find its clip.
+    by_key = {(name, recorded): rest for name, recorded, *rest in rows}
+    claims: dict[Any, int] = {}
+    for row in rows:
+        if row[3] is not None:
+            claims[row[3]] = claims.get(row[3], 0) + 1
+    parts: dict[str, list[float]] = {"queue": [], "classify": [], "record": [], "deliver": []}
+    batches: list[int] = []
+    for item in measured:
+        key = (
+            f"bench-{item.device}",
+            item.recorded_at.replace(microsecond=item.recorded_at.microsecond // 1000 * 1000),
+        )
+        row = by_key.get(key)
+        if row is None or item.accepted is None or item.message_at is None or None in row:
+            continue
+        _received, claimed, finished, detected = row
+        accepted = item.accepted + wall_offset
+        parts["queue"].append((claimed.timestamp() - accepted) * 1000)
+        parts["classify"].append((finished - claimed).total_seconds() * 1000)
+        parts["record"].append((detected - finished).total_seconds() * 1000)
+        parts["deliver"].append((item.message_at + wall_offset - detected.timestamp()) * 1000)
+        batches.append(claims[claimed])
+    if not batches:
+        print("stages: no upload could be matched to its clip")
+        return
+    print(
+        f"stages (ms, n={len(batches)}): "
+        + " ".join(
+            f"{name} p50={percentile(values, 50):.0f}/p95={percentile(values, 95):.0f}"
+            for name, values in parts.items()
+        )
+        + f"; clips per claim p50={percentile([float(b) for b in batches], 50):.0f} max={max(batches)}"
+    )
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -424,6 +483,8 @@ def main() -> int:
 
         total = int(args.rate * args.duration)
         start = time.perf_counter()
+        # perf_counter → wall clock, to line the client's times up with the database's timestamps.
+        wall_offset = time.time() - start
         with ThreadPoolExecutor(max_workers=args.clients) as pool:
             for i in range(total):
                 due = start + i / args.rate
@@ -483,6 +544,7 @@ def main() -> int:
         f"upload response time (ms): p50={percentile(upload_ms, 50):.0f} p95={percentile(upload_ms, 95):.0f} "
         f"p99={percentile(upload_ms, 99):.0f}"
     )
+    stages(database_url, measured, wall_offset)
     if latencies:
         verdict = "met" if percentile(latencies, 95) <= 300 and len(latencies) == len(measured) else "NOT met"
         print(f"target p95 <= 300 ms at {args.rate:g} uploads/s: {verdict}")

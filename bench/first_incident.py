@@ -125,7 +125,7 @@ def main() -> int:
             for n in range(args.rounds):
                 worker = start(
                     [python, "-m", "celery", "-A", "gunwatch", "worker", "-Q", "audio,default", "-c", "2",
-                     "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+                     "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
                     {**env, "DB_CONN_MAX_AGE": "300"}, work / "worker.log",
                 )  # fmt: skip
                 try:
