@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import pytest
 import time_machine
 from django.utils import timezone
+from rest_framework import serializers
 from rest_framework.test import APIClient
 
+from detection.models import ModelVersion
 from devices.models import Device, DeviceToken, TrustedContact
 from tests.factories import DeviceFactory, TrustedContactFactory, UserFactory
 
@@ -372,3 +376,31 @@ def test_openapi_schema_generates_without_warnings() -> None:
     from django.core.management import call_command
 
     call_command("spectacular", "--fail-on-warn", "--file", "/dev/null")
+
+
+def test_the_heartbeat_answers_exactly_what_its_output_serializer_says(
+    paired_device, model_factory: Callable[..., ModelVersion]
+) -> None:
+    from detection import inference
+    from devices.api.serializers import HeartbeatOutputSerializer
+
+    device, token = paired_device
+    first = model_factory(name="first")
+    for expected_model, threshold in ((first, 0.8), (model_factory(name="second"), None)):
+        device.sensitivity_threshold = threshold
+        device.save()
+        status, body = heartbeat(token, battery_pct=50)
+        assert status == 200, body
+        server_time = serializers.DateTimeField().to_internal_value(body["server_time"])
+        expected = HeartbeatOutputSerializer(
+            {
+                "device_id": device.code,
+                "status": device.status,
+                "settings": {"heartbeat_interval_s": 60, "sensitivity_threshold": threshold},
+                "active_model": inference.active_version(),
+                "server_time": server_time,
+            }
+        ).data
+        assert body == json.loads(json.dumps(expected))
+        # The model the devices are told of follows an activation.
+        assert body["active_model"]["sha256"] == expected_model.sha256
