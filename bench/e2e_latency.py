@@ -113,6 +113,9 @@ save_weights(weights, architecture=architecture, params=params, threshold=0.5, s
              meta={"purpose": "e2e latency benchmark: always gunshot"})
 detection_services.model_version_register(weights_path=weights, name="bench-always", version=str(work.name),
                                           activate=True)
+# As ./gw serve does before starting workers: trace the model's frozen graph once, outside the timing.
+from detection.inference import compile_active_model
+compile_active_model()
 print("SETUP " + json.dumps(devices))
 """
 
