@@ -3,7 +3,8 @@
     python -m core.training.protocol_table detection/weights/protocol-runs/mn04-ensemble-gun_model-*.json
 
 prints the per-fold table (against the issue's targets), the false-alarm table, what ran (seconds, start, load)
-and, where the runs scored them, the new-user check clips; one fold per file or several.
+and, where the runs scored them, the new-user check clips; one fold per file or several. A model without named
+operating points (gwcnn-1: one ``threshold``) is reported at that threshold.
 """
 
 from __future__ import annotations
@@ -29,6 +30,24 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.1f} %"
 
 
+def _points(runs: list[tuple[dict[str, Any], str, dict[str, Any]]]) -> list[str]:
+    """The operating points the runs report: the named ones (high_recall, balanced, low_false_alarm), else
+    whatever thresholds the model had (gwcnn-1: ``threshold``)."""
+    found: list[str] = []
+    for _, _, result in runs:
+        for row in result["folds"]:
+            for key, value in row.items():
+                if isinstance(value, dict) and "threshold" in value and key not in found:
+                    found.append(key)
+    named = [p for p in POINTS if p in found]
+    return named or found
+
+
+def _main_point(runs: list[tuple[dict[str, Any], str, dict[str, Any]]]) -> str:
+    points = _points(runs)
+    return "balanced" if "balanced" in points or not points else points[0]
+
+
 def load_runs(paths: Sequence[Path]) -> list[tuple[dict[str, Any], str, dict[str, Any]]]:
     """(what ran, protocol, its result) of each file, in the order given."""
     out = []
@@ -39,7 +58,8 @@ def load_runs(paths: Sequence[Path]) -> list[tuple[dict[str, Any], str, dict[str
     return out
 
 
-def fold_table(runs: list[tuple[dict[str, Any], str, dict[str, Any]]], point: str = "balanced") -> list[str]:
+def fold_table(runs: list[tuple[dict[str, Any], str, dict[str, Any]]], point: str | None = None) -> list[str]:
+    point = point or _main_point(runs)
     lines = [
         f"| fold | test clips (gunshots) | AUC | recall @ ≤1 % FPR | recall / FPR ({point}) "
         f"| held-out unit recall ({point}) | recall per source ({point}) |",
@@ -61,16 +81,17 @@ def fold_table(runs: list[tuple[dict[str, Any], str, dict[str, Any]]], point: st
 
 
 def alarm_table(runs: list[tuple[dict[str, Any], str, dict[str, Any]]]) -> list[str]:
+    points = _points(runs) or list(POINTS)
     lines = [
-        "| fold | hours | captures/h | " + " | ".join(f"{p} raw / trigger" for p in POINTS) + " |",
-        "|---|---|---|" + "---|" * len(POINTS),
+        "| fold | hours | captures/h | " + " | ".join(f"{p} raw / trigger" for p in points) + " |",
+        "|---|---|---|" + "---|" * len(points),
     ]
     for _, _, result in runs:
         for row in result["folds"]:
             hours = row["stream_hours"]
             cells = [
                 f"{row[p]['alarms_per_hour_raw']:.1f} / {row[p].get('alarms_per_hour_trigger', float('nan')):.1f}"
-                for p in POINTS
+                for p in points
             ]
             lines.append(
                 f"| {row['fold']} | {hours:.2f} | {row.get('captures', 0) / hours:.0f} | " + " | ".join(cells) + " |"
@@ -87,9 +108,12 @@ def ran_table(runs: list[tuple[dict[str, Any], str, dict[str, Any]]]) -> list[st
     return lines
 
 
-def check_table(runs: list[tuple[dict[str, Any], str, dict[str, Any]]], point: str = "balanced") -> list[str]:
-    """The new-user clips (core.training.run.NEW_USER_CLIPS) each fold's classifier scored, calibrated."""
-    lines = [f"| fold | new-user bursts: calibrated scores | above {point} |", "|---|---|---|"]
+def check_table(runs: list[tuple[dict[str, Any], str, dict[str, Any]]], point: str | None = None) -> list[str]:
+    """The new-user clips (core.training.run.NEW_USER_CLIPS) each fold's classifier scored (calibrated where the
+    model has a calibration)."""
+    point = point or _main_point(runs)
+    scale = "calibrated scores" if point in POINTS else "scores"
+    lines = [f"| fold | new-user bursts: {scale} | above {point} |", "|---|---|---|"]
     for _, _, result in runs:
         for row in result["folds"]:
             scores = result.get("check_scores", {}).get(row["fold"])
