@@ -127,7 +127,16 @@ def local_weights_path(field: FieldFile) -> Iterator[Path]:
 def load_version(model_version: ModelVersion) -> Classifier:
     """Load a version's weights, verifying the recorded sha256; raise ModelLoadError subclasses."""
     with local_weights_path(model_version.weights) as path:
-        classifier = Classifier.load(path, expected_sha256=model_version.sha256)
+        return Classifier.load(path, expected_sha256=model_version.sha256)
+
+
+def load_for_serving(model_version: ModelVersion) -> Classifier:
+    """load_version, then its frozen graph (kept in compiled_path) when INFERENCE_COMPILE is on.
+
+    For a model that will classify: the active one, and one being activated (whose graph a worker
+    following the activation then finds kept). A TorchScript export for devices needs the plain network.
+    """
+    classifier = load_version(model_version)
     if settings.INFERENCE_COMPILE:
         started = time.perf_counter()
         difference = classifier.compile_for_serving(compiled_path(model_version))
@@ -147,7 +156,7 @@ def compiled_path(model_version: ModelVersion) -> Path:
 
 
 def compile_active_model() -> None:
-    """Build the active version's frozen graph now unless it is kept already (load_version uses it).
+    """Build the active version's frozen graph now unless it is kept already (load_for_serving uses it).
 
     Tracing takes seconds; ./gw serve and a Celery worker's parent do it before any pool process starts,
     so a (re)started worker loads the graph in ~50 ms and its first clip does not wait for a trace.
@@ -158,7 +167,7 @@ def compile_active_model() -> None:
     if version is None or compiled_path(version).exists():
         return
     try:
-        load_version(version)
+        load_for_serving(version)
     except ModelLoadError as exc:
         logger.warning("Could not compile model %s: %s", version.label, exc)
 
@@ -220,7 +229,7 @@ def active_model() -> LoadedModel:
             return _fallback("the active model version disappeared")
         try:
             _set_torch_threads()
-            classifier = load_version(model_version)
+            classifier = load_for_serving(model_version)
         except ModelLoadError as exc:
             _refuse(key, f"{type(exc).__name__}: {exc}")
             return _fallback(f"the active model cannot be loaded: {exc}")

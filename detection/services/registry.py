@@ -153,7 +153,7 @@ def _activate(target: ModelVersion, *, remember_previous: bool) -> ModelVersion:
 def model_version_activate(*, model_version: ModelVersion) -> ModelVersion:
     """Make this version the active one and retire the previous, after proving its file loads."""
     try:
-        inference.load_version(model_version)
+        inference.load_for_serving(model_version)
     except (ModelLoadError, OSError, ValueError) as exc:
         raise ApplicationError(f"{model_version.label} cannot be activated: {exc}", code="model_incompatible") from exc
     return _activate(model_version, remember_previous=True)
@@ -166,7 +166,7 @@ def model_version_rollback() -> ModelVersion:
         raise ApplicationError("There is no previously active model version to roll back to.", code="no_rollback")
     target = current.previous_active
     try:
-        inference.load_version(target)
+        inference.load_for_serving(target)
     except (ModelLoadError, OSError, ValueError) as exc:
         raise ApplicationError(f"{target.label} cannot be re-activated: {exc}", code="model_incompatible") from exc
     # Keep the target's own history, so a second roll-back steps further back instead of undoing this one.
