@@ -8,6 +8,9 @@ from celery import Celery
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gunwatch.settings")
+# Celery's Django fixup runs the system checks again in every worker it starts: ~0.25 s (they import the
+# whole URLconf and its views) on the way to the first clip. The web processes and `migrate` run them.
+os.environ.setdefault("CELERY_SKIP_CHECKS", "1")
 
 app = Celery("gunwatch")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -10,6 +10,7 @@ service-less test run have. ``DATABASE_URL`` and ``REDIS_URL`` switch to the rea
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -89,8 +90,9 @@ _LINK_HOST = env_str("HOST", "127.0.0.1")
 _LINK_HOST = "127.0.0.1" if _LINK_HOST in ("0.0.0.0", "::", "[::]", "") else _LINK_HOST
 SITE_URL = env_str("SITE_URL", f"http://{_LINK_HOST}:{env_str('PORT', '8000')}").rstrip("/")
 
-INSTALLED_APPS = [
-    "daphne",
+# daphne's app only replaces `runserver` with its ASGI server (./gw run); elsewhere it would import
+# Twisted into every process, ~0.25 s of a Celery worker's start (production serves with gunicorn).
+INSTALLED_APPS = (["daphne"] if "runserver" in sys.argv[1:2] else []) + [
     "gunwatch.apps.GunWatchAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",

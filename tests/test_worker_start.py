@@ -1,0 +1,70 @@
+"""What a Celery worker does between its start and its first clip (issue 14: first incident ≤ 5 s)."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# What `celery -A gunwatch worker` runs in its parent before the pool forks, up to the task modules.
+WORKER_PARENT = """
+import json, os, sys
+os.environ["DJANGO_SETTINGS_MODULE"] = "gunwatch.settings"
+from gunwatch.celery import app
+import django.core.checks
+ran = []
+django.core.checks.run_checks = lambda *args, **kwargs: ran.append(1) or []
+from celery.fixups.django import DjangoWorkerFixup
+DjangoWorkerFixup(app).validate_models()
+app.loader.import_default_modules()
+from django.conf import settings
+print(json.dumps({"checks_run": len(ran), "daphne_app": "daphne" in settings.INSTALLED_APPS,
+                  "twisted": "twisted" in sys.modules, "tasks": "detection.tasks.classify_clip" in app.tasks}))
+"""
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_a_worker_parent_neither_runs_the_checks_nor_loads_daphne() -> None:
+    done = _run([sys.executable, "-c", WORKER_PARENT])
+    assert done.returncode == 0, done.stderr
+    state = json.loads(done.stdout.strip().splitlines()[-1])
+    assert state == {"checks_run": 0, "daphne_app": False, "twisted": False, "tasks": True}
+
+
+def test_runserver_is_still_daphnes_asgi_server() -> None:
+    # ./gw run serves HTTP and the map's websockets from `manage.py runserver`: daphne's, which has --noasgi.
+    done = _run([sys.executable, "manage.py", "runserver", "--help"])
+    assert done.returncode == 0, done.stderr
+    assert "--noasgi" in done.stdout
+
+
+@pytest.fixture
+def unfreeze() -> Iterator[None]:
+    yield
+    gc.unfreeze()
+
+
+@pytest.mark.django_db
+def test_the_worker_parent_freezes_its_heap_before_the_pool_forks(unfreeze: None) -> None:
+    from detection.tasks import _compile_features_before_fork
+
+    assert gc.get_freeze_count() == 0
+    _compile_features_before_fork()
+    frozen = gc.get_freeze_count()
+    # Django, numpy, scipy and librosa are imported by then: hundreds of thousands of objects the
+    # collector (Celery's gc.collect() before each fork, the children's collections) no longer walks.
+    assert frozen > 50_000
+    gc.collect()
+    assert gc.get_freeze_count() == frozen
