@@ -2,12 +2,16 @@
 
     .venv/bin/python bench/first_incident.py --mode worker --rounds 3     # a Celery worker (re)starts
     .venv/bin/python bench/first_incident.py --mode embedded --rounds 3   # ./gw run without Redis
+    .venv/bin/python bench/first_incident.py --mode reload --rounds 3     # ./gw reload of a ./gw serve
 
 ``worker``: the ASGI server runs (gunicorn + uvicorn, as ./gw serve), then each round starts a fresh
 Celery worker and uploads one clip the moment it is started, so the clip waits for the worker's boot
 and model load; the worker is stopped after the message. ``embedded``: each round starts the server
 the way ``./gw run`` does with no REDIS_URL (``manage.py runserver``, tasks on its own threads),
-uploads as soon as it answers /health and a police websocket is open, and stops it. The model is the
+uploads as soon as it answers /health and a police websocket is open, and stops it. ``reload``: runs
+``./gw serve`` and, each round, ``./gw reload`` (new workers start beside the running ones, which
+retire once the new consume) while uploading a clip every --interval s from the moment of the reload
+to --after s past its end; prints how long the reload took and the slowest of those uploads. The model is the
 shipped mn04-ensemble pinned to "gunshot" (bench/e2e_latency.py's). Target: within 5 s of the upload.
 Needs PostgreSQL (DATABASE_URL, default .../gw_bench) and, for ``worker``, Redis (REDIS_URL, default
 db 13, which it empties).
@@ -26,6 +30,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -91,27 +96,98 @@ def one_upload(base: str, device: dict[str, str], audio: bytes, run: Run, device
     return (item.message_at - item.accepted) if item.message_at else float("inf")
 
 
+def reload_rounds(
+    args: argparse.Namespace, env: dict[str, str], work: Path, devices: list, audio: bytes, run: Run
+) -> list[float]:
+    """Each round: ./gw reload, uploads every --interval s until --after s past it; the slowest → message."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    var = work / "var"
+    serve_env = {**env, "GUNWATCH_VAR_DIR": str(var), "HOST": "127.0.0.1", "PORT": str(port)}
+    log = work / "serve.log"
+    server = start(["bash", str(REPO / "gw"), "serve"], serve_env, log)
+    slowest: list[float] = []
+    try:
+        wait_http(f"{base}/health", server, timeout=300)
+        wait_ready(var / "run" / "workers-0", server)
+        stop_ws = watch(base, run)
+        for n in range(args.rounds):
+            ready = var / "run" / f"workers-{n + 1}"
+            uploads: list[float] = []
+            started = time.perf_counter()
+            subprocess.run(["bash", str(REPO / "gw"), "reload"], env=serve_env, check=True, capture_output=True)
+            threads, retired, k = [], 0.0, 0
+            # Uploads go on until --after s past the moment the old workers were told to stop, so the
+            # new workers' first clips are among them.
+            while not retired or time.perf_counter() < started + retired + args.after:
+                time.sleep(max(0.0, started + k * args.interval - time.perf_counter()))
+                thread = threading.Thread(target=timed, args=(uploads, base, devices[k % len(devices)], audio, run,
+                                                              devices, args.timeout))  # fmt: skip
+                thread.start()
+                threads.append(thread)
+                k += 1
+                if not retired and log.read_text(errors="replace").count("==> Reloaded:") >= n + 1:
+                    retired = time.perf_counter() - started
+                if time.perf_counter() - started > 300:
+                    raise SystemExit("./gw serve did not finish its reload; see " + str(log))
+            took = wait_ready(ready, server) - started
+            for thread in threads:
+                thread.join()
+            ordered = sorted(uploads)
+            slowest.append(ordered[-1])
+            print(
+                f"round {n + 1}: new workers consumed {took:.2f} s after ./gw reload, old ones told to stop at "
+                f"{retired:.2f} s; {len(ordered)} uploads from the reload to {args.after:.0f} s after: median "
+                f"{ordered[len(ordered) // 2]:.2f} s, slowest {ordered[-1]:.2f} s upload -> map message",
+                flush=True,
+            )
+            time.sleep(2)  # the old workers' warm shutdown, out of the next round
+        stop_ws.set()
+    finally:
+        stop(server)
+    return slowest
+
+
+def timed(into: list[float], *args: Any) -> None:
+    into.append(one_upload(*args))
+
+
+def wait_ready(folder: Path, server: subprocess.Popen[bytes]) -> float:
+    """Wait for both workers' ready files (gunwatch/celery.py); when the later one was written."""
+    while not all((folder / queue).is_file() for queue in ("audio", "default")):
+        if server.poll() is not None:
+            raise SystemExit(f"./gw serve exited with {server.returncode}")
+        time.sleep(0.05)
+    return time.perf_counter() - time.time() + max((folder / q).stat().st_mtime for q in ("audio", "default"))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mode", choices=("worker", "embedded"), default="worker")
+    parser.add_argument("--mode", choices=("worker", "embedded", "reload"), default="worker")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a message")
+    parser.add_argument("--after", type=float, default=3.0, help="reload: seconds of uploads after it completed")
+    parser.add_argument("--interval", type=float, default=0.5, help="reload: seconds between those uploads")
     args = parser.parse_args()
     database_url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/gw_bench")
     if "bench" not in database_url.rsplit("/", 1)[-1]:
         raise SystemExit(f"refusing to run against {database_url!r}: its name lacks 'bench'")
-    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/13") if args.mode == "worker" else None
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/13") if args.mode != "embedded" else None
     ensure_database(database_url)
     work = Path(tempfile.mkdtemp(prefix="gw-first-"))
     env = bench_env(database_url, redis_url, work)
-    devices = set_up(env, work, args.rounds, "mn04-ensemble")
+    devices = set_up(env, work, 10 if args.mode == "reload" else args.rounds, "mn04-ensemble")
     audio = clip_bytes()
     python = sys.executable
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     results: list[float] = []
     run = Run()
-    if args.mode == "worker":
+    if args.mode == "reload":
+        assert redis_url is not None
+        claim_redis(redis_url)
+        results = reload_rounds(args, env, work, devices, audio, run)
+    elif args.mode == "worker":
         assert redis_url is not None
         claim_redis(redis_url)
         server = start(
@@ -157,7 +233,13 @@ def main() -> int:
             )
     ordered = sorted(results)
     print(
-        f"mode={args.mode} rounds={len(results)} first incident after its upload: "
+        f"mode={args.mode} rounds={len(results)} "
+        + (
+            "slowest upload -> map message around a reload"
+            if args.mode == "reload"
+            else "first incident after its upload"
+        )
+        + ": "
         f"median={ordered[len(ordered) // 2]:.2f} s "
         f"min={ordered[0]:.2f} max={ordered[-1]:.2f} load={os.getloadavg()[0]:.1f} target<=5 s: "
         + ("met" if ordered[-1] <= 5 else "NOT met")

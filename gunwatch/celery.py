@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Any
 
 from celery import Celery
+from celery.signals import worker_ready
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gunwatch.settings")
@@ -17,3 +20,12 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 # Inference gets its own queue so a burst of uploads never delays notifications.
 app.conf.task_queues = (Queue("default", routing_key="default"), Queue("audio", routing_key="audio"))
 app.autodiscover_tasks()
+
+
+@worker_ready.connect
+def _announce_ready(**_: Any) -> None:
+    """Write GUNWATCH_WORKER_READY_FILE once this worker consumes: ./gw serve's reload stops the previous
+    workers only then, so no clip waits for a cold start (README "Reloading without a gap")."""
+    path = os.environ.get("GUNWATCH_WORKER_READY_FILE")
+    if path:
+        Path(path).write_text(f"{os.getpid()}\n")

@@ -167,7 +167,26 @@ def serve_database() -> Iterator[str]:
         admin.close()
 
 
-def test_gw_serve_runs_the_production_tier_and_ctrl_c_stops_all_of_it(tmp_path: Path, serve_database: str) -> None:
+def test_gw_reload_without_a_running_serve_says_so(tmp_path: Path) -> None:
+    env = {**os.environ, "GUNWATCH_VAR_DIR": str(tmp_path / "var")}
+    done = subprocess.run([str(REPO / "gw"), "reload"], cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert "No ./gw serve is running here" in done.stderr
+
+
+def _worker_pids(folder: Path, timeout: float = 240) -> set[int]:
+    """The Celery workers' main pids from their ready files (written once each consumes)."""
+    deadline = time.monotonic() + timeout
+    files = [folder / "audio", folder / "default"]
+    while not all(f.is_file() and f.read_text().strip() for f in files):
+        assert time.monotonic() < deadline, f"workers not ready in {folder}"
+        time.sleep(0.2)
+    return {int(f.read_text()) for f in files}
+
+
+def test_gw_serve_runs_the_production_tier_reloads_its_workers_and_ctrl_c_stops_all_of_it(
+    tmp_path: Path, serve_database: str
+) -> None:
     port = _free_port()
     # A Redis database of its own: the suite's Redis database may hold this run's other work.
     redis_url = os.environ["REDIS_URL"].rsplit("/", 1)[0] + "/14"
@@ -201,5 +220,20 @@ def test_gw_serve_runs_the_production_tier_and_ctrl_c_stops_all_of_it(tmp_path: 
     # nginx, gunicorn (WSGI and ASGI) and their workers, two Celery workers and beat.
     names = {Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] for pid in _descendants(process.pid)}
     assert any(b"nginx" in name for name in names), names
+    # ./gw reload: the new workers consume before the old ones are told to stop; then the old ones exit.
+    run = tmp_path / "var" / "run"
+    old = _worker_pids(run / "workers-0")
+    assert all(_alive(pid) for pid in old)
+    reload = subprocess.run([str(REPO / "gw"), "reload"], cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
+    assert reload.returncode == 0, reload.stderr
+    new = _worker_pids(run / "workers-1")
+    assert not new & old
+    deadline = time.monotonic() + 60
+    while any(_alive(pid) for pid in old):
+        assert time.monotonic() < deadline, "the old workers did not stop after the reload"
+        time.sleep(0.2)
+    assert all(_alive(pid) for pid in new)
+    assert "Reloaded: workers generation 1 consume" in out.read_text()
+    assert requests.get(f"{base}/health", timeout=10).status_code == 200
     took = _stop_and_check(process, lambda: os.killpg(process.pid, signal.SIGINT))
     assert took < STOP_WITHIN_S, f"Ctrl-C took {took:.1f} s"
