@@ -76,24 +76,34 @@ def record_pending_incidents() -> int:
     return classifications_record_pending()
 
 
+# Set in a worker's parent before its pool forks, so the pool processes inherit it: does this worker
+# consume the audio queue? The default-queue worker (notifications, sweeps) never classifies, and warming
+# the model there cost its start ~1.5 s and each of its pool processes the model's memory.
+_worker = {"classifies": True}
+
+
 @worker_process_init.connect
 def _load_model_at_start(**_: Any) -> None:
     """Load and warm the active model when a worker process starts, so its first clip is not the slow one."""
     from detection import inference
 
-    inference.warm_up()
+    if _worker["classifies"]:
+        inference.warm_up()
 
 
 @worker_init.connect
-def _compile_features_before_fork(**_: Any) -> None:
+def _compile_features_before_fork(sender: Any = None, **_: Any) -> None:
     import gc
 
     from django.db import connection
 
     from detection import inference
 
-    inference.warm_features()
-    inference.compile_active_model()
+    # consume_from is every queue when the worker was started without -Q.
+    _worker["classifies"] = sender is None or "audio" in sender.app.amqp.queues.consume_from
+    if _worker["classifies"]:
+        inference.warm_features()
+        inference.compile_active_model()
     connection.close()  # the pool's children open their own
     # Everything imported so far (Django, torch, scipy, librosa) lives as long as the worker. Frozen, the
     # collector no longer walks it: Celery's gc.collect() before forking each pool process took ~0.2 s

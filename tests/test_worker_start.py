@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from celery.app.amqp import Queues
+from kombu import Queue
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,3 +70,29 @@ def test_the_worker_parent_freezes_its_heap_before_the_pool_forks(unfreeze: None
     assert frozen > 50_000
     gc.collect()
     assert gc.get_freeze_count() == frozen
+
+
+class _Worker:
+    """What the worker_init signal's sender offers: the app, whose queues -Q selected."""
+
+    def __init__(self, *consumed: str) -> None:
+        queues = Queues([Queue("default"), Queue("audio")])
+        if consumed:
+            queues.select(list(consumed))
+        self.app = type("App", (), {"amqp": type("AMQP", (), {"queues": queues})()})()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("consumed", "warms"), [(("audio",), True), (("default",), False), ((), True)])
+def test_only_a_worker_consuming_the_audio_queue_warms_the_model(
+    consumed: tuple[str, ...], warms: bool, monkeypatch: pytest.MonkeyPatch, unfreeze: None
+) -> None:
+    from detection import inference, tasks
+
+    calls: list[str] = []
+    for name in ("warm_features", "compile_active_model", "warm_up"):
+        monkeypatch.setattr(inference, name, lambda name=name: calls.append(name))
+    monkeypatch.setitem(tasks._worker, "classifies", True)
+    tasks._compile_features_before_fork(sender=_Worker(*consumed))
+    tasks._load_model_at_start()  # in each pool process, after the fork
+    assert calls == (["warm_features", "compile_active_model", "warm_up"] if warms else [])
