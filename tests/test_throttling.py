@@ -211,3 +211,20 @@ def test_the_redis_counter_takes_one_round_trip_and_fails_open() -> None:
     # Nothing listens on port 1: the counter reports "unknown" and the throttle lets requests through.
     down = ResilientRedisCache("redis://127.0.0.1:1/0", {"OPTIONS": {"socket_connect_timeout": 0.5}})
     assert down.count_in_window("anything", 5) is None
+
+
+def test_the_cache_builds_one_redis_client_per_pool_not_one_per_operation() -> None:
+    from gunwatch.cache import ResilientRedisCache
+
+    url = __import__("os").environ.get("REDIS_URL") or "redis://127.0.0.1:1/0"
+    cache = ResilientRedisCache(url, {"OPTIONS": {"socket_connect_timeout": 0.5}})
+    kept = cache._cache.get_client(write=True)
+    assert cache._cache.get_client() is kept  # one server: reads and writes share its pool
+    assert cache._cache.get_client("any-key", write=True) is kept
+    if url.endswith(":1/0"):
+        return
+    key = f"kept-{uuid.uuid4()}"
+    cache.set(key, {"n": 1}, 5)
+    assert [cache.get(key), cache.get(key)] == [{"n": 1}, {"n": 1}]
+    cache.delete(key)
+    assert cache.get(key) is None
