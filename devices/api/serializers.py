@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import phonenumbers
@@ -132,6 +133,62 @@ class HeartbeatInputSerializer(serializers.Serializer):
         if (attrs.get("latitude") is None) != (attrs.get("longitude") is None):
             raise serializers.ValidationError({"latitude": "Give both latitude and longitude, or neither."})
         return attrs
+
+
+_HEARTBEAT_FLOATS: dict[str, tuple[float, float]] = {
+    "latitude": (-90, 90),
+    "longitude": (-180, 180),
+    "accuracy_m": (0, 100_000),
+    "battery_pct": (0, 100),
+    "uptime_s": (0, math.inf),
+    "mic_level_dbfs": (-200, 10),
+    "free_storage_mb": (0, math.inf),
+}
+_HEARTBEAT_COUNTS = frozenset({"queue_length", "dropped_clips", "rejected_clips", "set_aside_clips"})
+_HEARTBEAT_TEXTS = frozenset({"firmware_version", "model_version"})
+_CLOCK_SOURCES = frozenset({"system", "ntp", "gps"})
+_LARGEST = 10**15  # beyond any real count or reading; DRF's own limits then decide
+
+
+def heartbeat_input(data: Any) -> dict[str, Any] | None:
+    """HeartbeatInputSerializer's validated_data for a plainly valid body, without instantiating it; else None.
+
+    A fleet heartbeats all the time, and the serializer deep-copied its 15 fields for every one (10 % of
+    a heartbeat's CPU, issue 14). Only values the serializer would take unchanged pass here (numbers
+    that are numbers, true booleans, untrimmed printable text); anything else returns None and goes
+    through the serializer, which gives its errors. tests/devices/test_heartbeat_input.py holds the two
+    equal on generated bodies.
+    """
+    if not isinstance(data, dict):
+        return None
+    out: dict[str, Any] = {}
+    for name, value in data.items():
+        if name in _HEARTBEAT_FLOATS:
+            if value is not None:
+                if type(value) not in (int, float) or not -_LARGEST < value < _LARGEST:
+                    return None  # NaN fails the comparison too
+                low, high = _HEARTBEAT_FLOATS[name]
+                value = float(value)
+                if not low <= value <= high:
+                    return None
+        elif name in _HEARTBEAT_COUNTS:
+            if value is not None and (type(value) is not int or not 0 <= value < _LARGEST):
+                return None
+        elif name == "clipping":
+            if value is not None and type(value) is not bool:
+                return None
+        elif name in _HEARTBEAT_TEXTS:
+            if type(value) is not str or len(value) > 64 or not value.isprintable() or value != value.strip():
+                return None
+        elif name == "clock_source":
+            if type(value) is not str or value not in _CLOCK_SOURCES:
+                return None
+        else:
+            continue  # the serializer ignores fields it does not declare
+        out[name] = value
+    if (out.get("latitude") is None) != (out.get("longitude") is None):
+        return None
+    return out
 
 
 class ActiveModelSerializer(serializers.Serializer):

@@ -26,6 +26,7 @@ from devices.api.serializers import (
     PairInputSerializer,
     TokenSerializer,
     TrustedContactSerializer,
+    heartbeat_input,
 )
 from devices.auth import (
     DeviceRateThrottle,
@@ -141,6 +142,16 @@ def heartbeat_answer(ack: services.HeartbeatAck) -> dict[str, Any]:
     }
 
 
+def _heartbeat_data(request: Request) -> dict[str, Any]:
+    """The validated body: the plain path when it is plainly valid, else the serializer and its errors."""
+    data = heartbeat_input(request.data)
+    if data is None:
+        serializer = HeartbeatInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+    return data
+
+
 class HeartbeatApi(APIView):
     """On PostgreSQL the token is checked by the heartbeat's own UPDATE (one statement, issue 14):
     authentication and the permission run only when that statement finds no device, to give the
@@ -166,23 +177,21 @@ class HeartbeatApi(APIView):
     def post(self, request: Request) -> Response:
         ack: services.HeartbeatAck | None = None
         if not services.heartbeat_in_one_statement():
-            serializer = HeartbeatInputSerializer(data=request.data)
-            serializer.is_valid(raise_exception=True)
+            data = _heartbeat_data(request)
         else:
             raw_token = device_token_from_header(request)
             if raw_token is None:
                 self._authenticate(request)  # no device token at all: the 401
             try:
-                serializer = HeartbeatInputSerializer(data=request.data)
-                serializer.is_valid(raise_exception=True)
+                data = _heartbeat_data(request)
             except APIException:
                 self._authenticate(request)  # a bad body from a stranger: the 401, not the body's error
                 raise
             assert raw_token is not None
-            ack = services.heartbeat_record_by_token(raw_token=raw_token, data=serializer.validated_data)
+            ack = services.heartbeat_record_by_token(raw_token=raw_token, data=data)
             if ack is None:
                 self._authenticate(request)  # raises the 401 that says why
         if ack is None:
-            device = services.heartbeat_record(device=request_device(request), data=serializer.validated_data)
+            device = services.heartbeat_record(device=request_device(request), data=data)
             ack = services.HeartbeatAck.of(device)
         return Response(heartbeat_answer(ack))
