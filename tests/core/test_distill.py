@@ -30,7 +30,9 @@ class ConstantTeacher(nn.Module):
 
 def _clips() -> tuple[list[ClipRecord], list[np.ndarray], list[np.ndarray]]:
     """Six clips (3 impulse 'gunshots', 3 tones) at 16 kHz for the student and 32 kHz for the teacher."""
-    recs, w16, w32 = [], [], []
+    recs: list[ClipRecord] = []
+    w16: list[np.ndarray] = []
+    w32: list[np.ndarray] = []
     for k in range(6):
         positive = k % 2 == 0
         label, source = ("gunshot", "kaggle_gunshot") if positive else ("other", "us8k")
