@@ -311,6 +311,9 @@ class MN04Ensemble(nn.Module):
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "gwcnn-1": GunshotCNN,
     "gwcnn-tiny": GunshotCNNTiny,
+    # gwcnn-1's network (the device's 19 k parameters); the id names its recipe: distilled from mn04-ensemble
+    # (core.training.distill), so evaluate_model retrains it with its teacher.
+    "gwcnn-student": GunshotCNN,
     "mn04-gun": MN04Detector,
     "mn04-ensemble": MN04Ensemble,
 }

@@ -6,7 +6,7 @@ import csv
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -51,6 +51,12 @@ def val_metrics(y: np.ndarray, scores: np.ndarray) -> dict[str, float | None]:
     }
 
 
+class Batches(Protocol):
+    """What the loop draws training batches from: a WindowSampler, or distillation's soft-target wrapper."""
+
+    def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
 def configure_determinism(seed: int, threads: int) -> np.random.Generator:
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
@@ -60,7 +66,7 @@ def configure_determinism(seed: int, threads: int) -> np.random.Generator:
 
 def fit_network(
     network: nn.Module,
-    sampler: WindowSampler,
+    sampler: Batches,
     *,
     to_input: nn.Module | Any,
     epochs: int,
@@ -76,7 +82,8 @@ def fit_network(
     weight_decay: float = 1e-3,
     warmup_fraction: float = 0.15,
 ) -> list[dict[str, Any]]:
-    """Generic loop: AdamW + one-cycle LR, BCE on window labels, per-epoch validation on whole clips.
+    """Generic loop: AdamW + one-cycle LR, BCE on window labels (soft ones when distilling), per-epoch
+    validation on whole clips.
 
     A network with ``param_groups(lr)`` (a pretrained backbone) sets its own per-group learning rates.
     """
@@ -152,8 +159,19 @@ def train_one(
     seed: int,
     log_path: Path | None = None,
     desc: str = "train",
+    teacher_waves: list[np.ndarray] | None = None,
 ) -> tuple[nn.Module, list[dict[str, Any]], np.ndarray]:
-    """Train one network; return it, its history and its final validation clip scores."""
+    """Train one network; return it, its history and its final validation clip scores (none for an empty
+    val_idx). A student recipe (settings.distill) also needs ``teacher_waves``, the clips at the teacher's rate."""
+    if settings.distill is not None:
+        from core.training.distill import train_student  # distill builds on this module
+
+        if teacher_waves is None:
+            raise ValueError(f"{settings.architecture} is distilled: train_one needs teacher_waves")
+        return train_student(
+            records, waves, teacher_waves, train_idx, val_idx, params=params, settings=settings, config=config,
+            seed=seed, log_path=log_path, desc=desc,
+        )  # fmt: skip
     rng = configure_determinism(seed, settings.threads)
     sampler = WindowSampler(waves, records, train_idx, params, config, rng)
     network = build(settings.architecture, params)
@@ -188,7 +206,8 @@ def train_one(
         lr=settings.lr,
         config=config,
         rng=rng,
-        val=(val_windows, y_val),
+        # No validation clips (a teacher fitted for distillation): nothing held out is scored.
+        val=(val_windows, y_val) if len(val_idx) else None,
         log_path=log_path,
         desc=desc,
         ema_decay=settings.ema_decay,

@@ -52,6 +52,7 @@ def train(settings: TrainSettings, *, capture: Capture | None = None) -> TrainRe
     if s.limit is not None:
         records = limited(records, s.limit, s.seed)
     waves = load_waves(records, params, cache_dir=Path(s.cache_dir) if s.cache_dir else None, manifest=manifest)
+    teacher_waves = _teacher_waves(records, s, manifest)
     train_idx, val_idx = split_train_val(records, seed=s.seed)
     if not s.holdout:
         # Everything trains; the protocols (not this in-sample "validation") say how good the recipe is.
@@ -60,7 +61,7 @@ def train(settings: TrainSettings, *, capture: Capture | None = None) -> TrainRe
     log_path.unlink(missing_ok=True)
     network, history, val_scores = train_one(
         records, waves, train_idx, val_idx, params=params, settings=loop, config=config, seed=s.seed,
-        log_path=log_path,
+        log_path=log_path, teacher_waves=teacher_waves,
     )  # fmt: skip
     y_val = np.array([records[i].positive for i in val_idx], dtype=np.int64)
     thresholds = choose_threshold(
@@ -79,6 +80,9 @@ def train(settings: TrainSettings, *, capture: Capture | None = None) -> TrainRe
         "parameters": count_parameters(network),
         "torch": torch.__version__,
     }
+    if s.distill is not None:
+        # The student learnt from a network derived from EfficientAT's MIT-licensed weights: ship the notice.
+        meta.update(distilled_from=s.distill.teacher_loop.architecture, license_notice=_efficientat_notice())
     weights_path = out / s.weights_name
     sha = save_weights(
         weights_path, architecture=s.architecture, params=params, threshold=threshold,
@@ -129,7 +133,7 @@ def train(settings: TrainSettings, *, capture: Capture | None = None) -> TrainRe
         card["protocols"] = {}
         labels = np.array([r.positive for r in records], dtype=np.int64)
         for k, name in enumerate(s.protocols):
-            fit = _fold_fitter(records, waves, s)
+            fit = _fold_fitter(records, waves, s, teacher_waves)
             result = run_protocol(name, records, waves, fit=fit, sample_rate=params.sample_rate, capture=capture,
                                   seed=s.seed)  # fmt: skip
             if k == 0 and s.calibrate:
@@ -179,13 +183,26 @@ def calibrated_result(result: dict[str, Any], cal: dict[str, Any]) -> dict[str, 
     return out
 
 
+def _teacher_waves(records: list[Any], s: TrainSettings, manifest: Path) -> list[np.ndarray] | None:
+    """The clips at the teacher's sample rate, for a student recipe; None otherwise."""
+    if s.distill is None:
+        return None
+    cache = Path(s.cache_dir) if s.cache_dir else None
+    return load_waves(records, s.distill.teacher_params, cache_dir=cache, manifest=manifest)
+
+
+def _efficientat_notice() -> str:
+    return (Path(__file__).resolve().parents[2] / "detection" / "weights" / "LICENSE-EfficientAT.txt").read_text()
+
+
 def _fold_fitter(
-    records: list[Any], waves: list[np.ndarray], s: TrainSettings
+    records: list[Any], waves: list[np.ndarray], s: TrainSettings, teacher_waves: list[np.ndarray] | None = None
 ) -> Callable[[np.ndarray, np.ndarray, str], tuple[Classifier, np.ndarray]]:
     def fit(train_idx: np.ndarray, test_idx: np.ndarray, desc: str) -> tuple[Classifier, np.ndarray]:
+        # A student's teacher is retrained here too, on train_idx only (see core.training.distill).
         net, _, scores = train_one(
             records, waves, train_idx, test_idx, params=s.params, settings=s.loop, config=s.augment, seed=s.seed,
-            desc=desc,
+            desc=desc, teacher_waves=teacher_waves,
         )  # fmt: skip
         return Classifier(net, architecture=s.architecture, params=s.params, threshold=0.5), scores
 
@@ -217,13 +234,14 @@ def evaluate_protocols(
     if s.limit is not None:
         records = limited(records, s.limit, s.seed)
     waves = load_waves(records, s.params, cache_dir=Path(s.cache_dir) if s.cache_dir else None, manifest=manifest)
+    teacher_waves = _teacher_waves(records, s, manifest)
     labels = np.array([r.positive for r in records], dtype=np.int64)
     known = {f.name for name in s.protocols for f in folds_for(name, records, seed=s.seed)}
     if unknown := set(s.folds) - known:
         raise ValueError(f"unknown fold(s) {sorted(unknown)}; the protocols' folds are {sorted(known)}")
     out: dict[str, Any] = {}
     for name in s.protocols:
-        result = run_protocol(name, records, waves, fit=_fold_fitter(records, waves, s),
+        result = run_protocol(name, records, waves, fit=_fold_fitter(records, waves, s, teacher_waves),
                               sample_rate=s.params.sample_rate, capture=capture, seed=s.seed,
                               only=s.folds, check_clips=NEW_USER_CLIPS)  # fmt: skip
         if cal is not None:

@@ -58,6 +58,8 @@ class TrainSettings:
     folds: tuple[str, ...] = ()  # only these folds of the protocols (by name, e.g. "us8k", "FP3"); empty: every fold
     calibrate: bool = False
     holdout: bool = True  # False: train on every clip (the shipped model), judged by the protocols instead
+    # a student recipe (TrainSettings.student): the teacher trained first on the same training clips
+    distill: DistillSettings | None = None
 
     @property
     def loop(self) -> LoopSettings:
@@ -65,11 +67,13 @@ class TrainSettings:
             self.architecture, self.epochs, self.steps_per_epoch, self.batch_size, self.lr, self.target_fpr,
             self.threads, self.weight_decay, self.ema_decay, self.warmup_fraction,
             str(self.pretrained) if self.pretrained else None, self.mine_hard_negatives,
-            str(self.cache_dir) if self.cache_dir else None, self.probe_c, self.probe_augmented,
+            str(self.cache_dir) if self.cache_dir else None, self.probe_c, self.probe_augmented, self.distill,
         )  # fmt: skip
 
     @classmethod
-    def mn04(cls, manifest: str | Path, out_dir: str | Path, pretrained: str | Path, **overrides: Any) -> TrainSettings:
+    def mn04(
+        cls, manifest: str | Path, out_dir: str | Path, pretrained: str | Path | None, **overrides: Any
+    ) -> TrainSettings:
         """The recipe of the shipped model: mn04 fine-tuned for 600 steps of 32 windows (backbone 1e-4, output
         1e-3) with probe-mined hard negatives; architecture "mn04-ensemble" adds the probe as second member."""
         from core.features import efficientat_32k
@@ -82,6 +86,48 @@ class TrainSettings:
         }  # fmt: skip
         base.update(overrides)
         return cls(manifest=manifest, out_dir=out_dir, **base)
+
+    @classmethod
+    def student(
+        cls,
+        manifest: str | Path,
+        out_dir: str | Path,
+        pretrained: str | Path | None,
+        *,
+        teacher: dict[str, Any] | None = None,
+        **overrides: Any,
+    ) -> TrainSettings:
+        """The device student (architecture "gwcnn-student"): gwcnn-1's network and 16-kHz features, trained on
+        the mn04-ensemble teacher's probabilities. The teacher is the full mn04 recipe (``teacher`` overrides it,
+        for smoke runs), retrained on whatever clips the student trains on (a protocol fold's training clips
+        only), never the shipped file."""
+        keys = ("seed", "threads", "cache_dir", "probe_c", "probe_augmented")
+        shared = {k: overrides[k] for k in keys if k in overrides}
+        recipe = cls.mn04(manifest, out_dir, pretrained, **{**shared, **(teacher or {})})
+        # 480 steps, not gwcnn-1's 1,536: every step also runs the teacher on its 64 windows (~0.5 s of one
+        # core), and the soft targets carry more per window than a hard label.
+        base: dict[str, Any] = {
+            "architecture": STUDENT, "params": FeatureParams(), "epochs": 6, "steps_per_epoch": 80,
+            "weights_name": f"{STUDENT}.pt",
+            "distill": DistillSettings(recipe.params, recipe.loop, recipe.augment),
+        }  # fmt: skip
+        base.update(overrides)
+        return cls(manifest=manifest, out_dir=out_dir, **base)
+
+
+STUDENT = "gwcnn-student"
+
+
+@dataclass(frozen=True)
+class DistillSettings:
+    """The teacher of a student recipe: its features, loop and augmentation, and how its scores are mixed in."""
+
+    teacher_params: FeatureParams
+    teacher_loop: LoopSettings
+    teacher_augment: AugmentConfig
+    # target = alpha * teacher probability + (1 - alpha) * hard label: the label keeps the student anchored
+    # where the teacher is wrong, the teacher's probability says how gunshot-like a non-gunshot window is.
+    alpha: float = 0.7
 
 
 @dataclass(frozen=True)
@@ -104,6 +150,7 @@ class LoopSettings:
     cache_dir: str | None = None
     probe_c: float = 0.5
     probe_augmented: bool = True
+    distill: DistillSettings | None = None
 
 
 @dataclass

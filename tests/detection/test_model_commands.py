@@ -162,3 +162,40 @@ def test_train_model_writes_a_card_and_registers_a_candidate(tmp_path: Path) -> 
 def test_train_model_refuses_a_missing_manifest(tmp_path: Path) -> None:
     with pytest.raises(CommandError, match="manifest not found"):
         run("train_model", "--manifest", str(tmp_path / "x.csv"), "--out", str(tmp_path / "o"))
+
+
+def test_evaluate_protocol_retrains_a_students_teacher_on_each_folds_training_clips(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gwcnn-student file names the distillation recipe: per fold, a teacher trained on that fold's training
+    clips only (here a stand-in, the real one is the 10-min mn04 recipe), never the shipped teacher."""
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from core.training import distill
+
+    class Teacher(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.zeros(x.shape[0])
+
+    seen: list[set[int]] = []
+
+    def fit_teacher(records: list[object], teacher_waves: list[np.ndarray], train_idx: np.ndarray,
+                    *args: object, **kwargs: object) -> nn.Module:  # fmt: skip
+        seen.append({int(i) for i in train_idx})
+        return Teacher()
+
+    monkeypatch.setattr(distill, "fit_teacher", fit_teacher)
+    manifest = synthetic_manifest(tmp_path / "data", n_per_class=10)
+    weights = make_weights(tmp_path / "student.pt", architecture="gwcnn-student")
+    out = tmp_path / "cv2.json"
+    run(
+        "evaluate_model", "--manifest", str(manifest), "--weights", str(weights), "--protocol", "cv", "--fold", "cv2",
+        "--epochs", "1", "--steps-per-epoch", "2", "--out", str(out),
+    )  # fmt: skip
+    body = json.loads(out.read_text())
+    assert body["ran"]["architecture"] == "gwcnn-student" and body["ran"]["distilled_from"] == "mn04-ensemble"
+    held = set(body["protocols"]["cv"]["held_out"]["file"])
+    files = [line.split(",")[0] for line in manifest.read_text().splitlines()[1:]]
+    assert len(seen) == 1 and seen[0] and not {files[i] for i in seen[0]} & held

@@ -20,6 +20,7 @@ from core.training import TrainSettings
 from core.training.augment import with_synthetic_negatives
 from core.training.protocols import PROTOCOLS
 from core.training.run import evaluate_protocols
+from core.training.settings import STUDENT
 from core.weights import ModelLoadError
 from detection.classify import BUNDLED_WEIGHTS
 from detection.models import ModelVersion
@@ -154,6 +155,10 @@ class Command(BaseCommand):
         if classifier.architecture.startswith("mn04"):
             recipe = TrainSettings.mn04(manifest, Path("."), opts["pretrained"], architecture=classifier.architecture,
                                         **common)  # fmt: skip
+        elif classifier.architecture == STUDENT:
+            # Each fold trains its own teacher on that fold's training clips (never the shipped teacher file).
+            recipe = TrainSettings.student(manifest, Path("."), opts["pretrained"], params=classifier.params,
+                                           **common)  # fmt: skip
         else:
             recipe = TrainSettings(manifest=manifest, out_dir=Path("."), architecture=classifier.architecture,
                                    params=classifier.params, **common)  # fmt: skip
@@ -177,6 +182,9 @@ class Command(BaseCommand):
                 "threads": recipe.threads, "probe_c": recipe.probe_c, "probe_augmented": recipe.probe_augmented,
                 "synthetic_negatives": recipe.augment.synthetic_negatives,
                 "synthetic_probe_clips": recipe.augment.synthetic_probe_clips,
+                **({"distilled_from": recipe.distill.teacher_loop.architecture, "distill_alpha": recipe.distill.alpha,
+                    "teacher_steps": recipe.distill.teacher_loop.epochs * recipe.distill.teacher_loop.steps_per_epoch}
+                   if recipe.distill else {}),
                 "started": started, "seconds": round(time.perf_counter() - t0, 1),
                 "load_average": list(os.getloadavg()), "argv": sys.argv[1:],
             }  # fmt: skip

@@ -15,13 +15,14 @@ from core.features import FeatureParams
 from core.training import TrainSettings, train
 from core.training.augment import with_synthetic_negatives
 from core.training.protocols import PROTOCOLS
+from core.training.settings import STUDENT
 from detection import services
 from detection.protocol_capture import trigger_captures
 from gunwatch.exceptions import ApplicationError
 
 DEFAULT_MANIFEST = Path(settings.BASE_DIR).parent / "shared" / "data" / "manifest.csv"
 DEFAULT_PRETRAINED = Path(settings.BASE_DIR).parent / "shared" / "pretrained" / "mn04_as_mAP_432.pt"
-ARCHITECTURES = ("gwcnn-1", "gwcnn-tiny", "mn04-gun", "mn04-ensemble")
+ARCHITECTURES = ("gwcnn-1", "gwcnn-tiny", "gwcnn-student", "mn04-gun", "mn04-ensemble")
 
 
 def _protocols(value: str) -> tuple[str, ...]:
@@ -46,7 +47,8 @@ class Command(BaseCommand):
             choices=ARCHITECTURES,
             default="gwcnn-1",
             help="mn04-gun: fine-tune EfficientAT's AudioSet MobileNetV3; mn04-ensemble (shipped): "
-            "that plus a linear probe on the frozen embedding (both with the mn04 recipe)",
+            "that plus a linear probe on the frozen embedding (both with the mn04 recipe); gwcnn-student: gwcnn-1's "
+            "network distilled from an mn04-ensemble teacher trained first on the same clips",
         )
         parser.add_argument(
             "--pretrained",
@@ -113,12 +115,16 @@ class Command(BaseCommand):
             "calibrate": opts["calibrate"], "holdout": not opts["all_data"],
             **{k: v for k, v in given.items() if v is not None},
         }  # fmt: skip
-        if opts["architecture"].startswith("mn04"):
+        if opts["architecture"].startswith("mn04") or opts["architecture"] == STUDENT:
             if not opts["pretrained"].is_file():
                 raise CommandError(f"pretrained checkpoint not found: {opts['pretrained']}")
             common.setdefault("weights_name", f"{opts['architecture']}.pt")
-            train_settings = TrainSettings.mn04(opts["manifest"], opts["out"], opts["pretrained"],
-                                                architecture=opts["architecture"], **common)  # fmt: skip
+            if opts["architecture"] == STUDENT:
+                # Its mn04-ensemble teacher is trained first on the same clips, then the student on its scores.
+                train_settings = TrainSettings.student(opts["manifest"], opts["out"], opts["pretrained"], **common)
+            else:
+                train_settings = TrainSettings.mn04(opts["manifest"], opts["out"], opts["pretrained"],
+                                                    architecture=opts["architecture"], **common)  # fmt: skip
         else:
             common.setdefault("weights_name", f"{opts['architecture']}.pt")
             train_settings = TrainSettings(
