@@ -26,7 +26,7 @@ from core.features import FeatureParams
 from core.networks import build
 from core.training.augment import AugmentConfig, MelInput, WindowSampler
 from core.training.data import ClipRecord
-from core.training.loop import clip_scores, configure_determinism, fit_network, production_windows, train_one
+from core.training.loop import configure_determinism, fit_and_score, train_one
 from core.training.settings import DistillSettings, LoopSettings
 
 
@@ -114,14 +114,7 @@ def train_student(
     rng = configure_determinism(seed, settings.threads)
     sampler = WindowSampler(teacher_waves, records, train_idx, distill.teacher_params, distill.teacher_augment, rng)
     targets = TeacherTargets(sampler, teacher, distill.teacher_params, params, distill.alpha)
-    network = build(settings.architecture, params)
-    val_windows = production_windows(waves, val_idx, params)
-    y_val = np.array([records[i].positive for i in val_idx], dtype=np.float64)
-    history = fit_network(
-        network, targets, to_input=MelInput(params, config), epochs=settings.epochs,
-        steps_per_epoch=settings.steps_per_epoch, batch_size=settings.batch_size, lr=settings.lr, config=config,
-        rng=rng, val=(val_windows, y_val) if len(val_idx) else None, log_path=log_path, desc=desc,
-        ema_decay=settings.ema_decay, weight_decay=settings.weight_decay, warmup_fraction=settings.warmup_fraction,
+    return fit_and_score(
+        build(settings.architecture, params), targets, records, waves, val_idx, params=params, settings=settings,
+        config=config, rng=rng, log_path=log_path, desc=desc,
     )  # fmt: skip
-    network.eval()
-    return network, history, clip_scores(network, val_windows)

@@ -194,10 +194,32 @@ def train_one(
                 # Only the ensemble has a probe (needs_probe); nn.Module types it as Tensor | Module.
                 network.probe.weight.copy_(torch.from_numpy(probe.weight)[None])  # type: ignore[union-attr, operator]
                 network.probe.bias.fill_(probe.bias)  # type: ignore[union-attr, operator]
+    return fit_and_score(
+        network, sampler, records, waves, val_idx, params=params, settings=settings, config=config, rng=rng,
+        log_path=log_path, desc=desc,
+    )  # fmt: skip
+
+
+def fit_and_score(
+    network: nn.Module,
+    sampler: Batches,
+    records: list[ClipRecord],
+    waves: list[np.ndarray],
+    val_idx: np.ndarray,
+    *,
+    params: FeatureParams,
+    settings: LoopSettings,
+    config: AugmentConfig,
+    rng: np.random.Generator,
+    log_path: Path | None,
+    desc: str,
+) -> tuple[nn.Module, list[dict[str, Any]], np.ndarray]:
+    """fit_network with the loop settings on ``sampler``'s batches, validated on val_idx's whole clips; the
+    network (in eval mode), its history and its validation clip scores. train_one and the distilled student share it."""
     val_windows = production_windows(waves, val_idx, params)
     y_val = np.array([records[i].positive for i in val_idx], dtype=np.float64)
     history = fit_network(
-        network.trainable() if hasattr(network, "trainable") else network,  # type: ignore[operator]  # see above
+        network.trainable() if hasattr(network, "trainable") else network,  # type: ignore[operator]  # see train_one
         sampler,
         to_input=MelInput(params, config),
         epochs=settings.epochs,
