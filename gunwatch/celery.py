@@ -25,7 +25,7 @@ app.autodiscover_tasks()
 @worker_ready.connect
 def _announce_ready(**_: Any) -> None:
     """Write GUNWATCH_WORKER_READY_FILE once this worker consumes: ./gw serve's reload stops the previous
-    workers only then, so no clip waits for a cold start (README "Reloading without a gap")."""
+    workers only then, so no clip waits for a cold start (README "Restarting the workers without a gap")."""
     path = os.environ.get("GUNWATCH_WORKER_READY_FILE")
     if path:
         Path(path).write_text(f"{os.getpid()}\n")
