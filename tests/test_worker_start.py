@@ -69,7 +69,8 @@ def test_the_worker_parent_freezes_its_heap_before_the_pool_forks(unfreeze: None
     # collector (Celery's gc.collect() before each fork, the children's collections) no longer walks.
     assert frozen > 50_000
     gc.collect()
-    assert gc.get_freeze_count() == frozen
+    # A collection leaves them frozen; only the few freed since by reference counting leave the count.
+    assert gc.get_freeze_count() > frozen * 0.99
 
 
 class _Worker:
