@@ -1,12 +1,15 @@
 """The first incident after a start: upload accepted → incident on the police websocket, cold.
 
     .venv/bin/python bench/first_incident.py --mode worker --rounds 3     # a Celery worker (re)starts
+    .venv/bin/python bench/first_incident.py --mode child --rounds 3      # its pool processes are killed
     .venv/bin/python bench/first_incident.py --mode embedded --rounds 3   # ./gw run without Redis
     .venv/bin/python bench/first_incident.py --mode reload --rounds 3     # ./gw reload of a ./gw serve
 
 ``worker``: the ASGI server runs (gunicorn + uvicorn, as ./gw serve), then each round starts a fresh
 Celery worker and uploads one clip the moment it is started, so the clip waits for the worker's boot
-and model load; the worker is stopped after the message. ``embedded``: each round starts the server
+and model load; the worker is stopped after the message. ``child``: one worker stays up, and each round
+kills its pool processes (SIGKILL, as a crash or the OOM killer would) and uploads at once, so the clip
+waits for Celery to fork new ones from the worker's parent. ``embedded``: each round starts the server
 the way ``./gw run`` does with no REDIS_URL (``manage.py runserver``, tasks on its own threads),
 uploads as soon as it answers /health and a police websocket is open, and stops it. ``reload``: runs
 ``./gw serve`` and, each round, ``./gw reload`` (new workers start beside the running ones, which
@@ -148,6 +151,41 @@ def reload_rounds(
     return slowest
 
 
+def child_rounds(
+    args: argparse.Namespace,
+    command: list[str],
+    env: dict[str, str],
+    work: Path,
+    base: str,
+    devices: list,
+    audio: bytes,
+    run: Run,
+) -> list[float]:
+    """One worker, warm; each round SIGKILLs its pool processes and uploads at once: the clip waits for
+    Celery to fork their replacements from the parent (a crashed or OOM-killed child)."""
+    worker = start(command, env, work / "worker.log")
+    results: list[float] = []
+    try:
+        first = one_upload(base, devices[-1], audio, run, devices, args.timeout)
+        print(f"warm-up: worker started with the upload -> map message {first:.2f} s", flush=True)
+        for n in range(args.rounds):
+            time.sleep(1)  # the previous round's notifications, out of this one
+            children = subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True).stdout
+            pids = [int(pid) for pid in children.split()]
+            if not pids:
+                raise SystemExit("the worker has no pool processes to kill")
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+            results.append(one_upload(base, devices[n], audio, run, devices, args.timeout))
+            print(
+                f"round {n + 1}: {len(pids)} pool processes killed with the upload -> map message {results[-1]:.2f} s",
+                flush=True,
+            )
+    finally:
+        stop(worker)
+    return results
+
+
 def timed(into: list[float], *args: Any) -> None:
     into.append(one_upload(*args))
 
@@ -163,7 +201,7 @@ def wait_ready(folder: Path, server: subprocess.Popen[bytes]) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mode", choices=("worker", "embedded", "reload"), default="worker")
+    parser.add_argument("--mode", choices=("worker", "child", "embedded", "reload"), default="worker")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a message")
     parser.add_argument("--after", type=float, default=3.0, help="reload: seconds of uploads after it completed")
@@ -176,7 +214,7 @@ def main() -> int:
     ensure_database(database_url)
     work = Path(tempfile.mkdtemp(prefix="gw-first-"))
     env = bench_env(database_url, redis_url, work)
-    devices = set_up(env, work, 10 if args.mode == "reload" else args.rounds, "mn04-ensemble")
+    devices = set_up(env, work, {"reload": 10, "child": args.rounds + 1}.get(args.mode, args.rounds), "mn04-ensemble")
     audio = clip_bytes()
     python = sys.executable
     port = free_port()
@@ -187,7 +225,7 @@ def main() -> int:
         assert redis_url is not None
         claim_redis(redis_url)
         results = reload_rounds(args, env, work, devices, audio, run)
-    elif args.mode == "worker":
+    elif args.mode in ("worker", "child"):
         assert redis_url is not None
         claim_redis(redis_url)
         server = start(
@@ -195,15 +233,18 @@ def main() -> int:
              "-b", f"127.0.0.1:{port}", "--log-level", "warning"],
             env, work / "server.log",
         )  # fmt: skip
+        worker_command = [
+            python, "-m", "celery", "-A", "gunwatch", "worker", "-Q", "audio,default", "-c", "2",
+            "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
+        ]  # fmt: skip
+        worker_env = {**env, "DB_CONN_MAX_AGE": "300"}
         try:
             wait_http(f"{base}/health", server)
             stop_ws = watch(base, run)
-            for n in range(args.rounds):
-                worker = start(
-                    [python, "-m", "celery", "-A", "gunwatch", "worker", "-Q", "audio,default", "-c", "2",
-                     "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-                    {**env, "DB_CONN_MAX_AGE": "300"}, work / "worker.log",
-                )  # fmt: skip
+            if args.mode == "child":
+                results = child_rounds(args, worker_command, worker_env, work, base, devices, audio, run)
+            for n in range(args.rounds if args.mode == "worker" else 0):
+                worker = start(worker_command, worker_env, work / "worker.log")
                 try:
                     results.append(one_upload(base, devices[n], audio, run, devices, args.timeout))
                 finally:

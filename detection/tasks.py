@@ -84,7 +84,11 @@ _worker = {"classifies": True}
 
 @worker_process_init.connect
 def _load_model_at_start(**_: Any) -> None:
-    """Load and warm the active model when a worker process starts, so its first clip is not the slow one."""
+    """Warm the active model when a pool process starts, so its first clip is not the slow one.
+
+    The parent loaded it before the fork (below), so this is a forward pass touching the inherited pages;
+    it loads the model only when the parent had none (activated meanwhile, or no prefork pool).
+    """
     from detection import inference
 
     if _worker["classifies"]:
@@ -92,7 +96,7 @@ def _load_model_at_start(**_: Any) -> None:
 
 
 @worker_init.connect
-def _compile_features_before_fork(sender: Any = None, **_: Any) -> None:
+def _warm_before_fork(sender: Any = None, **_: Any) -> None:
     import gc
 
     from django.db import connection
@@ -103,7 +107,11 @@ def _compile_features_before_fork(sender: Any = None, **_: Any) -> None:
     _worker["classifies"] = sender is None or "audio" in sender.app.amqp.queues.consume_from
     if _worker["classifies"]:
         inference.warm_features()
-        inference.compile_active_model()
+        # Loaded (its graph built if not kept) and warmed here, once, the model reaches every pool process
+        # through the fork: each child loading and warming its own copy after "ready" held a cold worker's
+        # first clip 1.5-2 s on two cores, and a replaced child paid it again. Torch runs on one thread
+        # here (INFERENCE_TORCH_THREADS), so no OpenMP team exists for the fork to break.
+        inference.warm_up()
     connection.close()  # the pool's children open their own
     # Everything imported so far (Django, torch, scipy, librosa) lives as long as the worker. Frozen, the
     # collector no longer walks it: Celery's gc.collect() before forking each pool process took ~0.2 s

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from celery.app.amqp import Queues
@@ -60,10 +61,10 @@ def unfreeze() -> Iterator[None]:
 
 @pytest.mark.django_db
 def test_the_worker_parent_freezes_its_heap_before_the_pool_forks(unfreeze: None) -> None:
-    from detection.tasks import _compile_features_before_fork
+    from detection.tasks import _warm_before_fork
 
     assert gc.get_freeze_count() == 0
-    _compile_features_before_fork()
+    _warm_before_fork()
     frozen = gc.get_freeze_count()
     # Django, numpy, scipy and librosa are imported by then: hundreds of thousands of objects the
     # collector (Celery's gc.collect() before each fork, the children's collections) no longer walks.
@@ -91,9 +92,49 @@ def test_only_a_worker_consuming_the_audio_queue_warms_the_model(
     from detection import inference, tasks
 
     calls: list[str] = []
-    for name in ("warm_features", "compile_active_model", "warm_up"):
+    for name in ("warm_features", "warm_up"):
         monkeypatch.setattr(inference, name, lambda name=name: calls.append(name))
     monkeypatch.setitem(tasks._worker, "classifies", True)
-    tasks._compile_features_before_fork(sender=_Worker(*consumed))
+    tasks._warm_before_fork(sender=_Worker(*consumed))
     tasks._load_model_at_start()  # in each pool process, after the fork
-    assert calls == (["warm_features", "compile_active_model", "warm_up"] if warms else [])
+    assert calls == (["warm_features", "warm_up", "warm_up"] if warms else [])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the prefork pool needs fork()")
+def test_pool_processes_inherit_the_parents_warm_model_and_classify_without_loading_it(
+    positive_model: Any, settings: Any, monkeypatch: pytest.MonkeyPatch, unfreeze: None
+) -> None:
+    import numpy as np
+
+    from detection import inference, tasks
+
+    settings.INFERENCE_COMPILE = True  # the production path: the frozen graph crosses the fork
+    settings.MODEL_ACTIVE_CHECK_TTL_S = 3600  # the child must not need the test's database connection
+    tasks._warm_before_fork(sender=_Worker("audio"))
+    loaded = inference._state.loaded
+    assert loaded is not None and loaded.version_id == positive_model.pk
+
+    def no_second_load(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a pool process loaded the model again")
+
+    monkeypatch.setattr(inference, "load_version", no_second_load)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the pool process: what Celery's prefork does after worker_init
+        code = 1
+        try:
+            tasks._load_model_at_start()
+            model = inference.active_model()
+            noise = np.random.default_rng(1).standard_normal(16_000).astype(np.float32) * 0.1
+            [verdict] = inference.classify_batch(model.classifier, [inference.BatchItem(noise, 16_000, 0.5)])
+            assert not isinstance(verdict, Exception)
+            os.write(write_end, json.dumps({"same": model is loaded, "label": verdict.label}).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    _, status = os.waitpid(pid, 0)
+    report = os.read(read_end, 4096)
+    os.close(read_end)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert json.loads(report) == {"same": True, "label": "gunshot"}
