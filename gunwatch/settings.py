@@ -156,11 +156,13 @@ if DATABASE_URL:
         "default": dj_database_url.parse(
             DATABASE_URL,
             conn_max_age=env_int("DB_CONN_MAX_AGE", 0),
-            # A kept connection is checked (SELECT 1) once per request or task, so a PostgreSQL restart
-            # costs no failed request; off saves that round trip and lets one request fail instead.
+            # A kept connection is checked once per request or task, so a PostgreSQL restart costs no
+            # failed request; gunwatch.postgresql makes that check a read of the socket, not a SELECT 1.
             conn_health_checks=env_bool("DB_CONN_HEALTH_CHECKS", True),
         )
     }
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        DATABASES["default"]["ENGINE"] = "gunwatch.postgresql"
 else:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
