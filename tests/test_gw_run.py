@@ -214,6 +214,9 @@ def test_gw_serve_runs_the_production_tier_reloads_its_workers_and_ctrl_c_stops_
             raise AssertionError(f"./gw serve did not start:\n{out.read_text()[-3000:]}")
         time.sleep(0.5)
     assert "nginx" in out.read_text()
+    second = subprocess.run([str(REPO / "gw"), "serve"], cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
+    assert second.returncode == 1
+    assert f"./gw serve is already running here (pid {process.pid}" in second.stderr
     # nginx answers the static files and hands the rest to the WSGI pool.
     assert requests.get(f"{base}/static/alerts/map.js", timeout=10).status_code == 200
     assert requests.post(f"{base}/api/v1/devices/heartbeat", json={}, timeout=10).status_code == 401
