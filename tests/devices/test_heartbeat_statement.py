@@ -125,3 +125,27 @@ def test_the_errors_are_those_of_the_general_path(owner: User) -> None:
     disabled = client.post("/api/v1/devices/heartbeat", {}, format="json")
     assert disabled.status_code == 401
     assert disabled.json()["message"] == "This device is disabled."
+
+
+def test_heartbeats_update_the_device_row_in_place(owner: User) -> None:
+    """HOT updates: no index covers a column a heartbeat writes, and the page has room for the new version.
+
+    Otherwise each heartbeat inserts into every index of the table and leaves a dead row (issue 14).
+    """
+    device, token = _paired(owner, "hot")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Device {token}")
+
+    def hot_updates() -> int:
+        with connection.cursor() as cursor:
+            # This transaction's own counts: the test runs in one, so nothing waits for the stats collector.
+            cursor.execute("SELECT pg_stat_get_xact_tuples_hot_updated('devices_device'::regclass)")
+            return int(cursor.fetchone()[0])
+
+    before = hot_updates()
+    for n in range(10):
+        body = {"battery_pct": 80 - n, "latitude": 52.5 + n / 1000, "longitude": 13.4, "accuracy_m": 8.0}
+        assert client.post("/api/v1/devices/heartbeat", body, format="json").status_code == 200
+    assert hot_updates() - before == 10
+    device.refresh_from_db()
+    assert device.battery_pct == 71
