@@ -214,6 +214,10 @@ def test_gw_serve_runs_the_production_tier_reloads_its_workers_and_ctrl_c_stops_
             raise AssertionError(f"./gw serve did not start:\n{out.read_text()[-3000:]}")
         time.sleep(0.5)
     assert "nginx" in out.read_text()
+    deadline = time.monotonic() + 30  # the announcement polls every 0.5 s
+    while "==> Ready: http://127.0.0.1:" not in out.read_text():
+        assert time.monotonic() < deadline, out.read_text()[-2000:]
+        time.sleep(0.2)
     second = subprocess.run([str(REPO / "gw"), "serve"], cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
     assert second.returncode == 1
     assert f"./gw serve is already running here (pid {process.pid}" in second.stderr
